@@ -1,0 +1,79 @@
+"""Riera: parallel batch and streaming dataflows for Python, with zero-copy shared-memory exchange.
+
+>>> import riera
+>>> riera.range(1000).filter(lambda r: r["id"] % 2 == 0).count()
+500
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from riera.dataset import (
+    Dataset,
+    GroupedDataset,
+    from_arrow,
+    from_items,
+    from_pandas,
+    range,
+    read_csv,
+    read_files,
+    read_json,
+    read_parquet,
+    read_text,
+)
+from riera.errors import (
+    ConfigError,
+    ExchangeError,
+    PlanError,
+    RieraError,
+    RunCancelled,
+    SchemaMismatchError,
+    ShmFullError,
+    SinkError,
+    SourceError,
+    TaskError,
+    WorkerLostError,
+)
+from riera.exec.hooks import Hooks, RunInfo, StageInfo, TaskInfo
+from riera.runtime import get_runtime, init, shutdown
+
+
+def add_hooks(*hooks: Hooks) -> None:
+    """Subscribe hooks to the session's runs (run/stage/task start and end)."""
+    get_runtime().add_hooks(*hooks)
+
+
+__all__ = [
+    "ConfigError",
+    "Dataset",
+    "ExchangeError",
+    "GroupedDataset",
+    "Hooks",
+    "PlanError",
+    "RieraError",
+    "RunCancelled",
+    "RunInfo",
+    "SchemaMismatchError",
+    "ShmFullError",
+    "SinkError",
+    "SourceError",
+    "StageInfo",
+    "TaskError",
+    "TaskInfo",
+    "WorkerLostError",
+    "__version__",
+    "add_hooks",
+    "from_arrow",
+    "from_items",
+    "from_pandas",
+    "get_runtime",
+    "init",
+    "range",
+    "read_csv",
+    "read_files",
+    "read_json",
+    "read_parquet",
+    "read_text",
+    "shutdown",
+]

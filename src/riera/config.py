@@ -1,0 +1,123 @@
+"""Settings: one frozen, validated object, layered.
+
+Precedence, highest first: explicit arguments (``riera.init(workers=4)`` or CLI flags) >
+``RIERA_*`` environment variables > ``riera.toml`` (in the working directory, or the file named by
+``RIERA_CONFIG``) > defaults. ``riera config`` prints the effective values and where each came from.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from riera.errors import ConfigError
+
+ENV_PREFIX = "RIERA_"
+
+
+def _default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def config_file() -> Path:
+    """The TOML file settings are read from (may not exist)."""
+    return Path(os.environ.get("RIERA_CONFIG", "riera.toml"))
+
+
+class Settings(BaseSettings):
+    """Effective Riera settings. Immutable; make a changed copy with :meth:`replace`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    workers: int = Field(default_factory=_default_workers, ge=1, le=1024,
+                         description="worker processes in the local pool")
+    exchange: str = Field("shm", description="how stages pass data: a registered exchange name")
+    shm_dir: Path = Field(Path("/dev/shm"), description="tmpfs directory holding shared-memory segments")
+    partition_bytes: int = Field(64 * 2**20, ge=1024,
+                                 description="target input bytes per partition when splitting files")
+    max_task_retries: int = Field(3, ge=0, description="retries of a task whose worker died")
+    memcopy_threads: int = Field(default_factory=lambda: min(4, _default_workers()), ge=1,
+                                 description="threads copying a table into a shared-memory segment")
+    start_method: Literal["forkserver", "spawn", "fork"] = Field(
+        "forkserver", description="how worker processes start")
+    progress: Literal["auto", "on", "off"] = Field(
+        "auto", description="progress bars: auto = only when stderr is a terminal")
+    home: Path = Field(Path("~/.riera"), description="Riera's home directory (run records, stores)")
+
+    @field_validator("home", "shm_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return Path(os.path.expanduser(str(v)))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
+        return (init_settings, env_settings, toml)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (validated); ``None`` values are ignored."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if not changes:
+            return self
+        try:
+            return type(self).model_validate({**self.model_dump(), **changes})
+        except ValidationError as err:
+            raise ConfigError(_explain(err)) from err
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the layers; ``overrides`` (not ``None``) win over everything else."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as err:
+        raise ConfigError(_explain(err)) from err
+
+
+def setting_sources(settings: Settings) -> dict[str, str]:
+    """Where each effective value came from: 'argument', 'env', the TOML path, or 'default'."""
+    toml_path = config_file()
+    toml_keys: set[str] = set()
+    if toml_path.is_file():
+        import tomllib
+
+        with toml_path.open("rb") as fh:
+            toml_keys = set(tomllib.load(fh))
+    default = Settings.model_construct()
+    out = {}
+    for name in Settings.model_fields:
+        if f"{ENV_PREFIX}{name.upper()}" in os.environ:
+            out[name] = "env"
+        elif name in toml_keys:
+            out[name] = str(toml_path)
+        elif getattr(settings, name) != getattr(default, name, None):
+            out[name] = "argument"
+        else:
+            out[name] = "default"
+    return out
+
+
+def _explain(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "settings"
+        lines.append(
+            f"setting {loc!r} (env {ENV_PREFIX}{loc.upper()}, or {config_file()}): {e['msg']}; "
+            f"got {e.get('input')!r}"
+        )
+    return "invalid Riera settings:\n  " + "\n  ".join(lines)

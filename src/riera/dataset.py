@@ -1,0 +1,489 @@
+"""The lazy ``Dataset`` API.
+
+Every method returns a new :class:`Dataset` holding one more frozen plan node; nothing runs until an
+action (``collect``, ``count``, ``to_pandas``, ``write_parquet``…). Arguments are checked where you
+write them: a wrong type, an unknown column (when the schema is known from the source), or a bad
+option raises :class:`~riera.errors.PlanError` naming the operator and the likely fix.
+
+>>> import riera
+>>> ds = riera.from_items([{"word": w} for w in "a b a c a".split()])
+>>> ds.group_by("word").count().sort("count", descending=True).take(1)
+[{'word': 'a', 'count': 3}]
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Literal
+
+import pandas as pd
+import pyarrow as pa
+
+from riera.errors import PlanError
+from riera.exec import physical as ph
+from riera.io import readers
+from riera.plan import nodes as n
+from riera.plan import stages as planner
+
+PathLike = str | os.PathLike[str]
+
+
+def _default_partitions() -> int:
+    from riera import runtime
+
+    rt = runtime._runtime
+    if rt is not None:
+        return rt.settings.workers
+    from riera.config import load_settings
+
+    return load_settings().workers
+
+
+def _names(op: str, value: str | Sequence[str], what: str = "column") -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise PlanError(f"{op}: expected a {what} name or a non-empty list of names; got {value!r}")
+
+
+def _positive(op: str, name: str, value: Any, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise PlanError(f"{op}: {name} must be a positive integer; got {value!r}")
+
+
+class Dataset:
+    """A lazy, immutable description of a distributed table. See the module docstring."""
+
+    __slots__ = ("_node",)
+
+    def __init__(self, node: n.Node) -> None:
+        self._node = node
+
+    @property
+    def node(self) -> n.Node:
+        """The plan node this dataset ends with."""
+        return self._node
+
+    @property
+    def name(self) -> str:
+        return self._node.name
+
+    def __repr__(self) -> str:
+        cols = self.columns()
+        return f"Dataset({self._node.name}" + (f", columns={list(cols)})" if cols else ")")
+
+    # -- schema knowledge (for validation) ----------------------------------------------------
+    def columns(self) -> tuple[str, ...] | None:
+        """Column names when known without running (sources, select, group_by…); else None."""
+        return _known_columns(self._node)
+
+    def _require_columns(self, op: str, cols: Iterable[str]) -> None:
+        known = self.columns()
+        if known is None:
+            return
+        for c in cols:
+            if c not in known:
+                close = difflib.get_close_matches(c, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise PlanError(f"{op}: no column {c!r}; the dataset has {list(known)}{hint}")
+
+    # -- row and batch operators --------------------------------------------------------------
+    def map(self, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Dataset:
+        """Apply ``fn`` to every row (a dict); it returns the new row (a dict)."""
+        n.require_callable("map", fn, "pass a function taking a row dict and returning a dict")
+        return Dataset(n.MapRows((self._node,), fn))
+
+    def flat_map(self, fn: Callable[[dict[str, Any]], Iterable[dict[str, Any]]]) -> Dataset:
+        """Apply ``fn`` to every row; it returns an iterable of zero or more rows."""
+        n.require_callable("flat_map", fn,
+                           "pass a function taking a row dict and returning a list of dicts")
+        return Dataset(n.FlatMapRows((self._node,), fn))
+
+    def filter(self, fn: Callable[[dict[str, Any]], bool]) -> Dataset:
+        """Keep the rows for which ``fn(row)`` is true."""
+        n.require_callable("filter", fn, "pass a predicate taking a row dict")
+        return Dataset(n.FilterRows((self._node,), fn))
+
+    def map_batches(self, fn: Callable[..., Any], *,
+                    batch_format: Literal["pandas", "pyarrow"] = "pandas",
+                    **fn_kwargs: Any) -> Dataset:
+        """Apply ``fn`` to each partition as a pandas DataFrame (Arrow-backed) or a pyarrow Table."""
+        n.require_callable("map_batches", fn, "pass a function taking a batch")
+        if batch_format not in ("pandas", "pyarrow"):
+            raise PlanError(f"map_batches: batch_format must be 'pandas' or 'pyarrow'; got "
+                            f"{batch_format!r}")
+        return Dataset(n.MapBatches((self._node,), fn, batch_format,
+                                    tuple(sorted(fn_kwargs.items()))))
+
+    def select(self, *columns: str) -> Dataset:
+        """Keep only ``columns``, in this order."""
+        cols = _names("select", list(columns))
+        self._require_columns("select", cols)
+        return Dataset(n.Select((self._node,), cols))
+
+    # -- all-to-all operators -----------------------------------------------------------------
+    def group_by(self, keys: str | Sequence[str]) -> GroupedDataset:
+        """Group rows by ``keys``; finish with ``.agg(...)``, ``.count()``, ``.sum(col)``…"""
+        ks = _names("group_by", keys)
+        self._require_columns("group_by", ks)
+        return GroupedDataset(self, ks)
+
+    def reduce_by_key(self, key: str, fn: Callable[[Any, Any], Any], column: str = "value", *,
+                      partitions: int | None = None) -> Dataset:
+        """Fold ``column`` of rows sharing ``key`` with the associative binary ``fn``."""
+        _names("reduce_by_key", key)
+        n.require_callable("reduce_by_key", fn, "pass an associative function of two values")
+        _positive("reduce_by_key", "partitions", partitions)
+        self._require_columns("reduce_by_key", [key, column])
+        return Dataset(n.ReduceByKey((self._node,), key, fn, column, partitions))
+
+    def sort(self, by: str | Sequence[str], descending: bool | Sequence[bool] = False, *,
+             partitions: int | None = None) -> Dataset:
+        """Globally sort by ``by`` (sampled range partitioning, then a local sort per partition)."""
+        keys = _names("sort", by)
+        if isinstance(descending, bool):
+            desc = (descending,) * len(keys)
+        else:
+            desc = tuple(descending)
+            if len(desc) != len(keys) or not all(isinstance(d, bool) for d in desc):
+                raise PlanError(f"sort: descending must be a bool or one bool per key "
+                                f"({len(keys)}); got {descending!r}")
+        _positive("sort", "partitions", partitions)
+        self._require_columns("sort", keys)
+        return Dataset(n.Sort((self._node,), keys, desc, partitions))
+
+    def repartition(self, partitions: int, by: str | Sequence[str] | None = None) -> Dataset:
+        """Redistribute rows into ``partitions`` partitions, by hash of ``by`` or evenly."""
+        _positive("repartition", "partitions", partitions, allow_none=False)
+        keys = _names("repartition", by) if by is not None else ()
+        self._require_columns("repartition", keys)
+        return Dataset(n.Repartition((self._node,), partitions, keys))
+
+    def join(self, other: Dataset, on: str | Sequence[str],
+             how: Literal["inner", "left"] = "inner", *, partitions: int | None = None) -> Dataset:
+        """Hash join with ``other`` on equal ``on`` columns (SQL semantics: null keys never match).
+
+        Non-key columns present on both sides get the suffix ``_right`` on the right side.
+        """
+        if not isinstance(other, Dataset):
+            raise PlanError(f"join: other must be a `Dataset`; got {type(other).__name__} instead;"
+                            f" did you mean riera.from_pandas(...) / riera.from_items(...)?")
+        keys = _names("join", on)
+        if how not in ("inner", "left"):
+            raise PlanError(f"join: how must be 'inner' or 'left'; got {how!r}")
+        _positive("join", "partitions", partitions)
+        self._require_columns("join (left side)", keys)
+        other._require_columns("join (right side)", keys)
+        return Dataset(n.Join((self._node, other._node), keys, how, partitions))
+
+    def distinct(self, *, partitions: int | None = None) -> Dataset:
+        """Unique rows (all columns)."""
+        _positive("distinct", "partitions", partitions)
+        return Dataset(n.Distinct((self._node,), partitions))
+
+    def union(self, *others: Dataset) -> Dataset:
+        """Rows of this dataset followed by those of ``others`` (like SQL UNION ALL)."""
+        for o in others:
+            if not isinstance(o, Dataset):
+                raise PlanError(f"union: arguments must be `Dataset`s; got {type(o).__name__}")
+        if not others:
+            return self
+        return Dataset(n.Union((self._node, *(o._node for o in others))))
+
+    def limit(self, count: int) -> Dataset:
+        """The first ``count`` rows (in partition order)."""
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise PlanError(f"limit: count must be a non-negative integer; got {count!r}")
+        return Dataset(n.Limit((self._node,), count))
+
+    # -- actions ------------------------------------------------------------------------------
+    def _run(self, action: str, root: n.Node | None = None, final_op: Any = None) -> Any:
+        from riera.runtime import get_runtime
+
+        return get_runtime().execute(root or self._node, action, final_op)
+
+    def to_arrow(self) -> pa.Table:
+        """Run and return the result as one Arrow table (zero-copy views into shared memory)."""
+        table = self._run("to_arrow").table
+        assert table is not None
+        return table
+
+    def to_pandas(self, *, arrow_dtypes: bool = False) -> pd.DataFrame:
+        """Run and return a pandas DataFrame; ``arrow_dtypes=True`` keeps Arrow-backed columns."""
+        table = self.to_arrow()
+        if arrow_dtypes:
+            return table.to_pandas(types_mapper=pd.ArrowDtype)
+        return table.to_pandas()
+
+    def collect(self) -> list[dict[str, Any]]:
+        """Run and return every row as a dict."""
+        return self.to_arrow().to_pylist()
+
+    def take(self, count: int = 20) -> list[dict[str, Any]]:
+        """Run and return the first ``count`` rows."""
+        return self.limit(count).collect()
+
+    def count(self) -> int:
+        """Run and return the number of rows."""
+        out = self._run("count", final_op=ph.Count(f"count({self._node.name})")).table
+        assert out is not None
+        return int(sum(out.column("count").to_pylist())) if out.num_rows else 0
+
+    def iter_batches(self, batch_size: int | None = None) -> Iterator[pa.RecordBatch]:
+        """Run and yield the result as record batches of at most ``batch_size`` rows."""
+        yield from self.to_arrow().to_batches(max_chunksize=batch_size)
+
+    def _write(self, fmt: n.SinkFormat, path: PathLike, mode: str, **options: Any
+               ) -> dict[str, Any]:
+        if mode not in ("error", "overwrite"):
+            raise PlanError(f"write_{fmt}: mode must be 'error' or 'overwrite'; got {mode!r}")
+        node = n.Write((self._node,), fmt, os.fspath(path), mode,  # type: ignore[arg-type]
+                       tuple(sorted((k, v) for k, v in options.items() if v is not None)))
+        manifest: dict[str, Any] = self._run(f"write_{fmt}", root=node).manifest
+        return manifest
+
+    def write_csv(self, path: PathLike, *, mode: str = "error") -> dict[str, Any]:
+        """Write one CSV file per partition into directory ``path``, committed atomically."""
+        return self._write("csv", path, mode)
+
+    def write_parquet(self, path: PathLike, *, mode: str = "error",
+                      compression: str = "snappy") -> dict[str, Any]:
+        """Write one Parquet file per partition into ``path``, committed atomically."""
+        return self._write("parquet", path, mode, compression=compression)
+
+    def write_json(self, path: PathLike, *, mode: str = "error") -> dict[str, Any]:
+        """Write JSON lines, one file per partition, committed atomically."""
+        return self._write("json", path, mode)
+
+    def write_text(self, path: PathLike, *, column: str | None = None,
+                   mode: str = "error") -> dict[str, Any]:
+        """Write one line per row of a string column (the only column, or ``column``)."""
+        return self._write("text", path, mode, column=column)
+
+    def write_binary(self, path: PathLike, *, column: str | None = None,
+                     mode: str = "error") -> dict[str, Any]:
+        """Write the raw bytes of a binary column, concatenated, one file per partition."""
+        return self._write("binary", path, mode, column=column)
+
+    def explain(self) -> str:
+        """The logical plan and the stages it becomes (also printed)."""
+        from riera.config import load_settings
+        from riera.runtime import _runtime
+
+        settings = _runtime.settings if _runtime is not None else load_settings()
+        text = planner.explain(self._node, settings)
+        print(text)
+        return text
+
+
+class GroupedDataset:
+    """``Dataset.group_by(keys)`` awaiting its aggregations."""
+
+    def __init__(self, ds: Dataset, keys: tuple[str, ...]) -> None:
+        self._ds, self._keys = ds, keys
+
+    def agg(self, *, partitions: int | None = None,
+            **aggs: tuple[str, str | Callable[[list[Any]], Any]]) -> Dataset:
+        """Named aggregations: ``out=(column, func)``, func one of count, sum, min, max, mean,
+        list, or a callable over the list of the group's values.
+
+        >>> import riera
+        >>> ds = riera.from_items([{"k": "a", "v": 1}, {"k": "a", "v": 3}])
+        >>> ds.group_by("k").agg(total=("v", "sum"), top=("v", max)).collect()
+        [{'k': 'a', 'total': 4, 'top': 3}]
+        """
+        if not aggs:
+            raise PlanError("group_by().agg: give at least one aggregation, e.g. "
+                            "agg(total=('amount', 'sum'))")
+        _positive("group_by().agg", "partitions", partitions)
+        specs = []
+        for out, spec in aggs.items():
+            if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str)):
+                raise PlanError(f"group_by().agg: {out}= must be a (column, func) tuple; got "
+                                f"{spec!r}; e.g. {out}=('amount', 'sum')")
+            col, func = spec
+            if isinstance(func, str):
+                if func not in n.AGG_FUNCS:
+                    close = difflib.get_close_matches(func, n.AGG_FUNCS, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise PlanError(f"group_by().agg: unknown aggregation {func!r} for {out}=; "
+                                    f"use one of {list(n.AGG_FUNCS)} or a callable{hint}")
+            elif not callable(func):
+                raise PlanError(f"group_by().agg: {out}= needs a function name or a callable; "
+                                f"got {func!r}")
+            if col == "*" and func != "count":
+                raise PlanError(f"group_by().agg: '*' only works with 'count' ({out}=)")
+            if out in self._keys:
+                raise PlanError(f"group_by().agg: output {out!r} clashes with a key column")
+            specs.append(n.AggSpec(out, col, func))
+        self._ds._require_columns("group_by().agg", [s.column for s in specs if s.column != "*"])
+        return Dataset(n.GroupByAgg((self._ds.node,), self._keys, tuple(specs), partitions))
+
+    def count(self) -> Dataset:
+        """Rows per group, in column ``count``."""
+        return self.agg(count=("*", "count"))
+
+    def sum(self, column: str) -> Dataset:
+        return self.agg(**{f"sum_{column}": (column, "sum")})
+
+    def mean(self, column: str) -> Dataset:
+        return self.agg(**{f"mean_{column}": (column, "mean")})
+
+    def min(self, column: str) -> Dataset:
+        return self.agg(**{f"min_{column}": (column, "min")})
+
+    def max(self, column: str) -> Dataset:
+        return self.agg(**{f"max_{column}": (column, "max")})
+
+
+def _known_columns(node: n.Node) -> tuple[str, ...] | None:
+    if isinstance(node, n.TableSource):
+        return tuple(node.table.column_names)
+    if isinstance(node, n.RangeSource):
+        return (node.column,)
+    if isinstance(node, n.FileSource):
+        if node.format == "files":
+            return ("path", "size", "bytes")
+        if node.format == "text":
+            if node.option("whole_files") or node.option("include_paths"):
+                return ("path", "text")
+            return ("text",)
+        return tuple(node.schema.names) if node.schema is not None else None
+    if isinstance(node, n.Select):
+        return node.columns
+    if isinstance(node, n.GroupByAgg):
+        return (*node.keys, *(a.out for a in node.aggs))
+    if isinstance(node, n.ReduceByKey):
+        return (node.key, node.column)
+    if isinstance(node, n.FilterRows | n.Sort | n.Repartition | n.Distinct | n.Limit):
+        return _known_columns(node.inputs[0])
+    return None
+
+
+# -- sources ----------------------------------------------------------------------------------------
+
+
+def from_arrow(table: pa.Table | pa.RecordBatch, *, partitions: int | None = None) -> Dataset:
+    """A dataset over an Arrow table, split into ``partitions`` slices."""
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    if not isinstance(table, pa.Table):
+        raise PlanError(f"from_arrow: expected a pyarrow Table; got {type(table).__name__}")
+    _positive("from_arrow", "partitions", partitions)
+    return Dataset(n.TableSource((), table, partitions or _default_partitions(), "from_arrow"))
+
+
+def from_pandas(df: pd.DataFrame, *, partitions: int | None = None) -> Dataset:
+    """A dataset over a pandas DataFrame (the index is dropped)."""
+    if not isinstance(df, pd.DataFrame):
+        raise PlanError(f"from_pandas: expected a pandas DataFrame; got {type(df).__name__}")
+    _positive("from_pandas", "partitions", partitions)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    return Dataset(n.TableSource((), table, partitions or _default_partitions(), "from_pandas"))
+
+
+def from_items(items: Iterable[Any], *, partitions: int | None = None) -> Dataset:
+    """A dataset over Python objects: dicts become rows; other values become ``{"item": value}``."""
+    rows = list(items)
+    _positive("from_items", "partitions", partitions)
+    if rows and not all(isinstance(r, dict) for r in rows):
+        if any(isinstance(r, dict) for r in rows):
+            raise PlanError("from_items: mix of dicts and non-dicts; give all rows as dicts")
+        rows = [{"item": r} for r in rows]
+    try:
+        table = pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise PlanError(f"from_items: the rows cannot form one table: {err}") from err
+    return Dataset(n.TableSource((), table, partitions or _default_partitions(), "from_items"))
+
+
+def range(stop: int, start: int = 0, step: int = 1, *, partitions: int | None = None) -> Dataset:
+    """Integers ``start, start+step, …, < stop`` in column ``id``."""
+    for name, v in (("stop", stop), ("start", start), ("step", step)):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise PlanError(f"range: {name} must be an integer; got {v!r}")
+    if step < 1:
+        raise PlanError(f"range: step must be >= 1; got {step}")
+    _positive("range", "partitions", partitions)
+    return Dataset(n.RangeSource((), start, stop, step, partitions or _default_partitions()))
+
+
+def read_text(paths: PathLike | Sequence[PathLike], *, whole_files: bool = False,
+              include_paths: bool = False, partition_bytes: int | None = None) -> Dataset:
+    """Lines of text files (column ``text``), or one row per file (``path``, ``text``).
+
+    Files are split into partitions of about ``partition_bytes`` at line boundaries.
+    """
+    files = readers.expand_paths(paths, "read_text")
+    _positive("read_text", "partition_bytes", partition_bytes)
+    opts = (("include_paths", include_paths), ("whole_files", whole_files))
+    return Dataset(n.FileSource((), "text", files, None, opts, partition_bytes))
+
+
+def read_csv(paths: PathLike | Sequence[PathLike], *, schema: pa.Schema | dict[str, Any] | None
+             = None, delimiter: str = ",", header: bool = True, split: bool = True,
+             partition_bytes: int | None = None) -> Dataset:
+    """CSV files with a header row; column types inferred from the first file unless ``schema``.
+
+    ``split=False`` reads whole files per partition (needed when quoted fields contain newlines).
+    """
+    files = readers.expand_paths(paths, "read_csv")
+    _positive("read_csv", "partition_bytes", partition_bytes)
+    opts: dict[str, Any] = {"delimiter": delimiter, "header": header, "split": split}
+    names = readers.check_csv_headers(files, opts)
+    if schema is not None:
+        if isinstance(schema, dict):
+            schema = pa.schema(schema)
+        missing = [c for c in schema.names if c not in names]
+        if missing:
+            raise PlanError(f"read_csv: schema names columns {missing} that the header "
+                            f"{names} of {files[0][0]} lacks")
+        types = {f.name: f.type for f in schema}
+        full = pa.schema([(c, types.get(c, pa.string())) for c in names])
+    else:
+        first = next((p for p, s in files if s > 0), files[0][0])
+        full = readers.infer_csv_schema(first, names, opts)
+    opts["column_names"] = tuple(names)
+    return Dataset(n.FileSource((), "csv", files, full, tuple(sorted(opts.items())),
+                                partition_bytes))
+
+
+def read_json(paths: PathLike | Sequence[PathLike], *, schema: pa.Schema | None = None,
+              partition_bytes: int | None = None) -> Dataset:
+    """JSON-lines files (one object per line); types inferred from the first file unless given."""
+    files = readers.expand_paths(paths, "read_json")
+    _positive("read_json", "partition_bytes", partition_bytes)
+    if schema is None:
+        first = next((p for p, s in files if s > 0), files[0][0])
+        schema = readers.infer_json_schema(first)
+    return Dataset(n.FileSource((), "json", files, schema, (), partition_bytes))
+
+
+def read_parquet(paths: PathLike | Sequence[PathLike], *, columns: Sequence[str] | None = None,
+                 partition_bytes: int | None = None) -> Dataset:
+    """Parquet files (same schema), split into partitions by row groups."""
+    files = readers.expand_paths(paths, "read_parquet")
+    _positive("read_parquet", "partition_bytes", partition_bytes)
+    schema = readers.parquet_schema(files)
+    if columns is not None:
+        cols = _names("read_parquet", list(columns))
+        missing = [c for c in cols if c not in schema.names]
+        if missing:
+            raise PlanError(f"read_parquet: no column(s) {missing}; the files have "
+                            f"{schema.names}")
+        schema = pa.schema([schema.field(c) for c in cols])
+    opts = (("columns", tuple(columns) if columns is not None else None),)
+    return Dataset(n.FileSource((), "parquet", files, schema, opts, partition_bytes))
+
+
+def read_files(paths: PathLike | Sequence[PathLike], *, partition_bytes: int | None = None
+               ) -> Dataset:
+    """One row per file: ``path``, ``size``, ``bytes`` (raw content)."""
+    files = readers.expand_paths(paths, "read_files")
+    _positive("read_files", "partition_bytes", partition_bytes)
+    return Dataset(n.FileSource((), "files", files, None, (), partition_bytes))

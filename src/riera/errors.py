@@ -1,0 +1,105 @@
+"""Riera's exception hierarchy.
+
+Every error Riera raises on purpose derives from :class:`RieraError`, so callers can catch the whole
+family with one ``except``. Subclasses carry the context a user needs to act: the operator, the
+partition, the file, the fix.
+"""
+
+from __future__ import annotations
+
+
+class RieraError(Exception):
+    """Root of every error raised by Riera."""
+
+
+class PlanError(RieraError, ValueError):
+    """A dataset was built with invalid arguments; raised where the user wrote the call."""
+
+
+class SourceError(RieraError):
+    """An input path, file or record could not be read (names the file and, where known, the row)."""
+
+
+class SchemaMismatchError(SourceError):
+    """Files read as one dataset disagree on their columns or types."""
+
+
+class SinkError(RieraError):
+    """Output could not be written or committed; nothing that looks complete is left behind."""
+
+
+class ExchangeError(RieraError):
+    """Intermediate data could not be stored in, or read from, the exchange."""
+
+
+class ShmFullError(ExchangeError):
+    """Shared memory cannot hold a segment; says how much is needed, how much is free and how to fix it."""
+
+    def __init__(self, path: str, needed: int, free: int, where: str) -> None:
+        self.path = path
+        self.needed = needed
+        self.free = free
+        super().__init__(
+            f"shared memory is full: segment {path!r} needs {_mib(needed)} but {where} has "
+            f"{_mib(free)} free. Fixes: use fewer/smaller partitions at once "
+            f"(repartition into more partitions), free space in {where} "
+            f"(`riera shm sweep`), enlarge it (`mount -o remount,size=16G {where}`), "
+            f"or pick another exchange with RIERA_SHM_DIR / exchange=..."
+        )
+
+
+class TaskError(RieraError):
+    """A user function raised inside a task.
+
+    Attributes name the operator and partition; ``remote_traceback`` holds the traceback as printed in
+    the worker, and ``__cause__`` is the original exception when it could be sent back.
+    """
+
+    def __init__(
+        self,
+        operator: str,
+        stage: str,
+        partition: int,
+        error_type: str,
+        error_message: str,
+        remote_traceback: str,
+    ) -> None:
+        self.operator = operator
+        self.stage = stage
+        self.partition = partition
+        self.error_type = error_type
+        self.error_message = error_message
+        self.remote_traceback = remote_traceback
+        super().__init__(
+            f"operator {operator!r} failed on partition {partition} (stage {stage}): "
+            f"{error_type}: {error_message}\n\n--- traceback in the worker ---\n{remote_traceback}"
+        )
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (
+            type(self),
+            (
+                self.operator,
+                self.stage,
+                self.partition,
+                self.error_type,
+                self.error_message,
+                self.remote_traceback,
+            ),
+        )
+
+
+class WorkerLostError(RieraError):
+    """A worker process died (killed, out of memory, segfault) more times than the retry limit allows."""
+
+
+class RunCancelled(RieraError, KeyboardInterrupt):
+    """The run was cancelled (Ctrl-C); workers were stopped and intermediate data released."""
+
+
+class ConfigError(RieraError, ValueError):
+    """A setting has an invalid value (names the setting and where it came from)."""
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"

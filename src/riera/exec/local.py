@@ -1,0 +1,297 @@
+"""The local executor: a pool of warm worker processes running the tasks of one stage at a time.
+
+This is the reference executor; it defines the semantics other executors adapt to:
+
+- one task per (stage, partition); a task's outputs are refs into the exchange;
+- a task whose worker dies (killed, out of memory, segfault) is retried on a fresh worker, up to
+  ``max_task_retries`` times; what the dead attempt wrote is released by its name prefix first;
+- a task whose user code raises fails the run at once: the other running tasks are stopped and the
+  error reaches the caller naming the operator and partition, with the worker's traceback;
+- Ctrl-C stops the workers running tasks and propagates; the run's data is released by the caller.
+
+Workers start once per session and are reused by later stages and runs; each stage is shipped to a
+worker the first time that worker runs one of its tasks. The driver multiplexes worker pipes and
+process sentinels with ``multiprocessing.connection.wait``, so a death is seen as soon as it happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import pickle
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from riera.config import Settings
+from riera.errors import RieraError, TaskError, WorkerLostError
+from riera.exchange.base import Exchange, SegmentKey
+from riera.exec import worker as worker_mod
+from riera.exec.hooks import Hooks, StageInfo, TaskInfo
+from riera.exec.physical import Stage
+from riera.exec.worker import TaskFailure, TaskResult
+
+log = logging.getLogger(__name__)
+
+
+class _Worker:
+    def __init__(self, ctx: Any, settings_json: str, wid: int) -> None:
+        parent, child = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(target=worker_mod.main, args=(child, settings_json),
+                                   name=f"riera-worker-{wid}", daemon=True)
+        self.process.start()
+        child.close()
+        self.conn: Connection = parent
+        self.pid = self.process.pid or 0
+        self.ready = False
+        self.stages: set[str] = set()
+        self.task: TaskInfo | None = None
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        if self.ready:
+            return
+        if not self.conn.poll(timeout):
+            raise WorkerLostError(f"worker pid {self.pid} did not start within {timeout:.0f} s")
+        try:
+            msg = self.conn.recv()
+        except EOFError as err:
+            raise WorkerLostError(
+                f"worker pid {self.pid} exited while starting (exit code "
+                f"{self.process.exitcode})") from err
+        if msg[0] == "fatal":
+            raise RieraError(f"worker could not start: {msg[1]}")
+        self.ready = True
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(("stop",))
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(2)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(2)
+        self.conn.close()
+
+
+class WorkerPool:
+    """Warm worker processes, started on first use and kept across stages and runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.size = settings.workers
+        self._ctx = mp.get_context(settings.start_method)
+        if settings.start_method == "forkserver":
+            self._ctx.set_forkserver_preload(["riera.exec.worker", "riera.exec.ops",
+                                              "riera.exec.physical"])
+        self._settings_json = settings.model_dump_json()
+        self._next_id = 0
+        self.workers: list[_Worker] = []
+
+    def _spawn(self) -> _Worker:
+        self._next_id += 1
+        return _Worker(self._ctx, self._settings_json, self._next_id)
+
+    def start(self) -> None:
+        missing = self.size - len(self.workers)
+        if missing <= 0:
+            return
+        # Workers must not inherit the driver's SIGINT handler mid-start; they ignore SIGINT anyway.
+        new = [self._spawn() for _ in range(missing)]
+        for w in new:
+            w.wait_ready()
+        self.workers.extend(new)
+
+    def replace(self, w: _Worker) -> _Worker:
+        w.kill()
+        fresh = self._spawn()
+        self.workers[self.workers.index(w)] = fresh
+        return fresh
+
+    def kill_busy(self) -> None:
+        for w in list(self.workers):
+            if w.task is not None:
+                w.kill()
+                self.workers.remove(w)
+
+    def forget(self, stage_key: str) -> None:
+        for w in self.workers:
+            if stage_key in w.stages:
+                w.stages.discard(stage_key)
+                try:
+                    w.conn.send(("forget", stage_key))
+                except (BrokenPipeError, OSError):
+                    pass
+
+    def shutdown(self) -> None:
+        for w in self.workers:
+            w.stop()
+        self.workers.clear()
+
+    # -- running a stage -------------------------------------------------------------------------
+    def run_stage(self, stage: Stage, stage_key: str, inputs: Sequence[Any],
+                  make_key: Callable[[int, int], SegmentKey], info: StageInfo, run_id: str,
+                  hooks: Hooks, exchange: Exchange) -> list[TaskResult]:
+        """Run every task of ``stage``; returns results in partition order."""
+        self.start()
+        blob = _dumps(stage)
+        pending: deque[tuple[int, int]] = deque((i, 0) for i in range(len(inputs)))
+        results: list[TaskResult | None] = [None] * len(inputs)
+        running: dict[int, _Worker] = {}
+        try:
+            while pending or running:
+                for w in self.workers:
+                    if not pending:
+                        break
+                    if w.task is not None:
+                        continue
+                    index, attempt = pending.popleft()
+                    w.wait_ready()
+                    self._start_task(w, stage, stage_key, blob, index, attempt, inputs[index],
+                                     make_key(index, attempt), run_id, hooks)
+                    running[id(w)] = w
+                handles: dict[Any, _Worker] = {}
+                for w in running.values():
+                    handles[w.conn] = w
+                    handles[w.process.sentinel] = w
+                for h in wait(list(handles), timeout=1.0):
+                    w = handles[h]
+                    if w.task is None:
+                        continue
+                    outcome = self._collect(w)
+                    if outcome is _NOT_YET:
+                        continue
+                    task = w.task
+                    if isinstance(outcome, TaskResult):
+                        w.task = None
+                        del running[id(w)]
+                        results[outcome.index] = outcome
+                        _fill(task, outcome)
+                        info.rows_out += outcome.rows_out
+                        info.bytes_out += outcome.bytes_out
+                        hooks.on_task_end(task)
+                    elif isinstance(outcome, TaskFailure):
+                        w.task = None
+                        del running[id(w)]
+                        task.status, task.ended = "failed", time.time()
+                        task.error = f"{outcome.error_type}: {outcome.message}"
+                        hooks.on_task_end(task)
+                        raise _to_exception(outcome, stage)
+                    else:  # the worker died
+                        del running[id(w)]
+                        code = w.process.exitcode
+                        exchange.release_prefix(make_key(task.index, task.attempt).task_prefix)
+                        task.status, task.ended = "lost", time.time()
+                        task.error = f"worker pid {w.pid} died ({_exit_reason(code)})"
+                        hooks.on_task_end(task)
+                        w.task = None
+                        self.replace(w)
+                        if task.attempt >= self.settings.max_task_retries:
+                            raise WorkerLostError(
+                                f"stage {stage.id} ({stage.label}), partition {task.index}: the "
+                                f"worker died {task.attempt + 1} time(s), last {_exit_reason(code)}"
+                                f"; giving up after max_task_retries="
+                                f"{self.settings.max_task_retries}. If it was killed for memory, "
+                                f"use more partitions (repartition) or fewer workers."
+                            )
+                        log.warning("stage %s partition %d: worker pid %d died (%s); retrying "
+                                    "(attempt %d)", stage.id, task.index, w.pid,
+                                    _exit_reason(code), task.attempt + 1)
+                        info.retries += 1
+                        pending.appendleft((task.index, task.attempt + 1))
+        except BaseException:
+            self.kill_busy()
+            raise
+        return [r for r in results if r is not None]
+
+    def _start_task(self, w: _Worker, stage: Stage, stage_key: str, blob: bytes, index: int,
+                    attempt: int, task_input: Any, key: SegmentKey, run_id: str,
+                    hooks: Hooks) -> None:
+        send_blob = None if stage_key in w.stages else blob
+        w.task = TaskInfo(run_id, stage.id, index, attempt, w.pid, time.time())
+        hooks.on_task_start(w.task)
+        try:
+            w.conn.send(("task", stage_key, send_blob, index, attempt, task_input, key))
+        except (BrokenPipeError, OSError):
+            return  # seen as a death by the wait loop
+        w.stages.add(stage_key)
+
+    @staticmethod
+    def _collect(w: _Worker) -> TaskResult | TaskFailure | None:
+        try:
+            if w.conn.poll():
+                msg = w.conn.recv()
+                if msg[0] == "result":
+                    result: TaskResult | TaskFailure = msg[1]
+                    return result
+            elif w.process.is_alive():
+                return _NOT_YET  # type: ignore[return-value]
+        except (EOFError, OSError):
+            pass
+        w.process.join(5)
+        return None
+
+
+_NOT_YET = object()
+
+
+def _fill(task: TaskInfo, r: TaskResult) -> None:
+    task.status = "ok"
+    task.worker_pid = r.pid
+    task.started, task.ended = r.started, r.ended
+    task.rows_in, task.rows_out = r.rows_in, r.rows_out
+    task.bytes_in, task.bytes_out = r.bytes_in, r.bytes_out
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _to_exception(f: TaskFailure, stage: Stage) -> BaseException:
+    original: BaseException | None = None
+    if f.exception is not None:
+        try:
+            original = pickle.loads(f.exception)
+        except Exception:
+            original = None
+    if isinstance(original, RieraError):
+        original.add_note(f"(in operator {f.operator!r}, stage {stage.id}, partition {f.index})")
+        return original
+    err = TaskError(f.operator, stage.id, f.index, f.error_type, f.message, f.traceback)
+    if original is not None:
+        err.__cause__ = original
+    return err
+
+
+def _dumps(stage: Stage) -> bytes:
+    import cloudpickle
+
+    try:
+        return bytes(cloudpickle.dumps(stage))
+    except Exception as err:
+        raise RieraError(
+            f"stage {stage.id} ({stage.label}) cannot be sent to worker processes: {err}. "
+            f"Functions must be picklable by cloudpickle: avoid capturing open files, locks, "
+            f"sockets or database connections; create them inside the function instead."
+        ) from err
+
+
+def default_pid() -> int:
+    return os.getpid()

@@ -1,0 +1,469 @@
+"""Physical operators: what a task applies to a partition (an Arrow table), in order.
+
+Each op carries ``name``, the logical operator it came from, so an exception inside it is reported
+against the operator the user wrote. Row operators convert to Python dicts and back; batch operators
+hand the user a pandas frame with Arrow-backed dtypes (zero-copy where Arrow allows) or the Arrow table
+itself. All-to-all operators are split into a map-side part (partial aggregation, partitioning) and
+a reduce-side part (final aggregation, local sort, local join) that run on either side of an exchange.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from riera.plan.nodes import AggSpec
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def concat(tables: Sequence[pa.Table]) -> pa.Table:
+    """Concatenate partitions, promoting types where partitions inferred different ones."""
+    tables = [t for t in tables if t is not None]
+    if not tables:
+        return pa.table({})
+    if len(tables) == 1:
+        return tables[0]
+    nonempty = [t for t in tables if t.num_rows] or tables[:1]
+    if all(t.schema == nonempty[0].schema for t in nonempty):
+        return pa.concat_tables(nonempty)
+    return pa.concat_tables(nonempty, promote_options="permissive")
+
+
+def rows_to_table(rows: list[dict[str, Any]], like: pa.Schema | None = None) -> pa.Table:
+    if not rows:
+        return like.empty_table() if like is not None else pa.table({})
+    return pa.Table.from_pylist(rows)
+
+
+def take(table: pa.Table, indices: np.ndarray) -> pa.Table:
+    """``table.take`` with a numpy fast path for fixed-width columns without nulls."""
+    cols = []
+    for col in table.columns:
+        arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        t = arr.type
+        if arr.null_count == 0 and pa.types.is_fixed_size_binary(t):
+            width = t.byte_width
+            data = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
+            data = data[arr.offset * width:(arr.offset + len(arr)) * width].reshape(-1, width)
+            out = np.take(data, indices, axis=0)
+            cols.append(pa.Array.from_buffers(t, len(indices), [None, pa.py_buffer(out)]))
+        elif arr.null_count == 0 and (pa.types.is_integer(t) or pa.types.is_floating(t)):
+            cols.append(pa.array(np.take(arr.to_numpy(), indices), type=t))
+        else:
+            cols.append(arr.take(pa.array(indices)))
+    return pa.Table.from_arrays(cols, schema=table.schema)
+
+
+# -- row and batch operators ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class MapOp(Op):
+    fn: Callable[[dict[str, Any]], dict[str, Any]]
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        out = []
+        for row in table.to_pylist():
+            r = self.fn(row)
+            if not isinstance(r, dict):
+                raise TypeError(f"{self.name} must return a dict per row; got "
+                                f"{type(r).__name__} {_short(r)}")
+            out.append(r)
+        return rows_to_table(out)
+
+
+@dataclass(frozen=True)
+class FlatMapOp(Op):
+    fn: Callable[[dict[str, Any]], Iterable[dict[str, Any]]]
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        out: list[dict[str, Any]] = []
+        for row in table.to_pylist():
+            produced = self.fn(row)
+            if isinstance(produced, dict | str | bytes) or produced is None:
+                raise TypeError(f"{self.name} must return an iterable of dicts per row; got "
+                                f"{type(produced).__name__} {_short(produced)}")
+            for r in produced:
+                if not isinstance(r, dict):
+                    raise TypeError(f"{self.name} must yield dicts; got {type(r).__name__} "
+                                    f"{_short(r)}")
+                out.append(r)
+        return rows_to_table(out)
+
+
+@dataclass(frozen=True)
+class FilterOp(Op):
+    fn: Callable[[dict[str, Any]], bool]
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        mask = [bool(self.fn(row)) for row in table.to_pylist()]
+        return table.filter(pa.array(mask, pa.bool_()))
+
+
+@dataclass(frozen=True)
+class MapBatchesOp(Op):
+    fn: Callable[..., Any]
+    batch_format: str
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        kw = dict(self.kwargs)
+        if self.batch_format == "pandas":
+            df = table.to_pandas(types_mapper=pd.ArrowDtype)
+            out = self.fn(df, **kw)
+            if not isinstance(out, pd.DataFrame):
+                raise TypeError(f"{self.name} must return a pandas DataFrame; got "
+                                f"{type(out).__name__}")
+            return pa.Table.from_pandas(out, preserve_index=False)
+        out = self.fn(table, **kw)
+        if isinstance(out, pa.RecordBatch):
+            return pa.Table.from_batches([out])
+        if isinstance(out, dict):
+            return pa.table(out)
+        if not isinstance(out, pa.Table):
+            raise TypeError(f"{self.name} must return a pyarrow Table, RecordBatch or dict of "
+                            f"columns; got {type(out).__name__}")
+        return out
+
+
+@dataclass(frozen=True)
+class SelectOp(Op):
+    columns: tuple[str, ...]
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        missing = [c for c in self.columns if c not in table.column_names]
+        if missing:
+            raise KeyError(f"{self.name}: no column(s) {missing}; the data has "
+                           f"{table.column_names}")
+        return table.select(list(self.columns))
+
+
+@dataclass(frozen=True)
+class LimitOp(Op):
+    n: int
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        return table.slice(0, self.n)
+
+
+# -- aggregation ----------------------------------------------------------------------------------
+
+
+def _check_columns(name: str, table: pa.Table, cols: Iterable[str]) -> None:
+    missing = [c for c in cols if c != "*" and c not in table.column_names]
+    if missing and table.num_columns:
+        raise KeyError(f"{name}: no column(s) {missing}; the data has {table.column_names}")
+
+
+def _aggregate(table: pa.Table, keys: Sequence[str], specs: Sequence[tuple[str, str]]
+               ) -> tuple[list[pa.ChunkedArray], list[pa.ChunkedArray]]:
+    """Group ``table`` by ``keys`` computing ``(column, func)`` specs; ``"*"`` counts rows.
+
+    Columns are aliased so output names are unique whatever the version's naming and ordering.
+    """
+    cols: dict[str, Any] = {k: table.column(k) for k in keys}
+    agg_specs: list[tuple[Any, ...]] = []
+    names: list[str] = []
+    for j, (col, func) in enumerate(specs):
+        if col == "*":
+            if "count_all" not in names:
+                agg_specs.append(([], "count_all"))
+            names.append("count_all")
+            continue
+        alias = f"__a{j}"
+        cols[alias] = table.column(col)
+        agg_specs.append((alias, func))
+        names.append(f"{alias}_{func}")
+    grouped = pa.table(cols).group_by(list(keys), use_threads=False).aggregate(agg_specs)
+    return [grouped.column(k) for k in keys], [grouped.column(nm) for nm in names]
+
+
+@dataclass(frozen=True)
+class PartialAggOp(Op):
+    """Map side of group_by: aggregate what this partition holds into partial states."""
+
+    keys: tuple[str, ...]
+    aggs: tuple[AggSpec, ...]
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        _check_columns(self.name, table, [*self.keys, *(a.column for a in self.aggs)])
+        if table.num_columns == 0:
+            return table
+        specs: list[tuple[str, str]] = []
+        names: list[str] = []
+        for i, a in enumerate(self.aggs):
+            for state, spec in _partial_specs(a):
+                specs.append(spec)
+                names.append(f"__p{i}_{state}")
+        key_cols, agg_cols = _aggregate(table, self.keys, specs)
+        return pa.Table.from_arrays([*key_cols, *agg_cols], names=[*self.keys, *names])
+
+
+def _partial_specs(a: AggSpec) -> list[tuple[str, tuple[str, str]]]:
+    f = a.func
+    if f == "count":
+        return [("count", (a.column, "count"))]
+    if f in ("sum", "min", "max"):
+        return [(f, (a.column, f))]  # type: ignore[list-item]
+    if f == "mean":
+        return [("sum", (a.column, "sum")), ("count", (a.column, "count"))]
+    return [("list", (a.column, "list"))]  # "list" and custom callables
+
+
+_COMBINE = {"count": "sum", "sum": "sum", "min": "min", "max": "max", "list": "list"}
+
+
+@dataclass(frozen=True)
+class FinalAggOp(Op):
+    """Reduce side of group_by: combine partial states into the requested columns."""
+
+    keys: tuple[str, ...]
+    aggs: tuple[AggSpec, ...]
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        if table.num_columns == 0:
+            return table
+        specs: list[tuple[str, str]] = []
+        list_states: list[str] = []
+        for i, a in enumerate(self.aggs):
+            for state, _ in _partial_specs(a):
+                if state == "list":  # hash_list takes no nested input: gather row ids instead
+                    list_states.append(f"__p{i}_{state}")
+                else:
+                    specs.append((f"__p{i}_{state}", _COMBINE[state]))
+        if list_states:
+            table = table.append_column("__row", pa.array(np.arange(table.num_rows)))
+            specs.append(("__row", "list"))
+        key_cols, agg_cols = _aggregate(table, self.keys, specs)
+        states = {c: arr for (c, _), arr in zip(specs, agg_cols, strict=True)}
+        if list_states:
+            rows = states.pop("__row")
+            rows = rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows
+            for name in list_states:
+                col = table.column(name).combine_chunks()
+                nested = pa.ListArray.from_arrays(rows.offsets, col.take(rows.values))
+                states[name] = _flatten_one_level(nested)
+        out_cols: list[Any] = list(key_cols)
+        out_names = list(self.keys)
+        for i, a in enumerate(self.aggs):
+            out_names.append(a.out)
+            out_cols.append(self._finish(a, i, states))
+        return pa.Table.from_arrays(out_cols, names=out_names)
+
+    def _finish(self, a: AggSpec, i: int, states: dict[str, Any]) -> pa.ChunkedArray | pa.Array:
+        f = a.func
+        if f in ("count", "sum", "min", "max"):
+            return states[f"__p{i}_{f}"]
+        if f == "mean":
+            s = pc.cast(states[f"__p{i}_sum"], pa.float64())
+            c = pc.cast(states[f"__p{i}_count"], pa.float64())
+            return pc.if_else(pc.equal(c, 0), pa.scalar(None, pa.float64()), pc.divide(s, c))
+        lists = states[f"__p{i}_list"]
+        if f == "list":
+            return lists
+        assert callable(f)
+        return pa.array([f(v) for v in lists.to_pylist()])
+
+
+def _flatten_one_level(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """list<list<T>> → list<T>, per row."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    outer = np.asarray(arr.offsets)
+    inner_arr = arr.values
+    inner = np.asarray(inner_arr.offsets)
+    offsets = inner[outer].astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), inner_arr.values)
+
+
+@dataclass(frozen=True)
+class ReduceByKeyOp(Op):
+    """``reduce_by_key``: fold ``column`` of rows sharing ``key`` with a binary function."""
+
+    key: str
+    column: str
+    fn: Callable[[Any, Any], Any]
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        _check_columns(self.name, table, [self.key, self.column])
+        if table.num_columns == 0:
+            return table
+        acc: dict[Any, Any] = {}
+        for k, v in zip(table.column(self.key).to_pylist(), table.column(self.column).to_pylist(),
+                        strict=True):
+            acc[k] = self.fn(acc[k], v) if k in acc else v
+        return pa.table({self.key: list(acc.keys()), self.column: list(acc.values())})
+
+
+@dataclass(frozen=True)
+class DistinctOp(Op):
+    def apply(self, table: pa.Table) -> pa.Table:
+        if table.num_columns == 0 or table.num_rows == 0:
+            return table
+        return table.group_by(table.column_names, use_threads=False).aggregate([]).select(
+            table.column_names)
+
+
+# -- sort -----------------------------------------------------------------------------------------
+
+
+def sort_indices(table: pa.Table, keys: Sequence[str], descending: Sequence[bool]) -> np.ndarray:
+    """Stable sort order of ``table`` by ``keys`` (nulls last), with numpy fast paths."""
+    if len(keys) == 1 and not descending[0]:
+        col = table.column(keys[0])
+        arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        if arr.null_count == 0:
+            t = arr.type
+            if pa.types.is_integer(t) or pa.types.is_floating(t):
+                return np.argsort(arr.to_numpy(), kind="stable")
+            if pa.types.is_fixed_size_binary(t) and t.byte_width <= 16:
+                return _argsort_fixed_binary(arr)
+    order = [(k, "descending" if d else "ascending", "at_end")
+             for k, d in zip(keys, descending, strict=True)]
+    return pc.sort_indices(table, sort_keys=order).to_numpy()
+
+
+def _be_u64(data: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Bytes [lo, hi) of each row as a big-endian uint64 (zero-padded), so numeric = byte order."""
+    n, width = data.shape[0], hi - lo
+    buf = np.zeros((n, 8), dtype=np.uint8)
+    buf[:, :width] = data[:, lo:hi]
+    return buf.view(">u8").ravel().astype(np.uint64)
+
+
+def _argsort_fixed_binary(arr: pa.Array) -> np.ndarray:
+    width = arr.type.byte_width
+    data = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
+    data = data[arr.offset * width:(arr.offset + len(arr)) * width].reshape(-1, width)
+    head = _be_u64(data, 0, min(8, width))
+    if width <= 8:
+        return np.argsort(head, kind="stable")
+    order = np.argsort(head, kind="stable")
+    sorted_head = head[order]
+    if not np.any(sorted_head[1:] == sorted_head[:-1]):
+        return order
+    tail = _be_u64(data, 8, width)
+    return np.lexsort((tail, head))
+
+
+@dataclass(frozen=True)
+class SortOp(Op):
+    keys: tuple[str, ...]
+    descending: tuple[bool, ...]
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        _check_columns(self.name, table, self.keys)
+        if table.num_rows <= 1:
+            return table
+        return take(table, sort_indices(table, self.keys, self.descending))
+
+
+def range_mask(col: pa.ChunkedArray, lo: Any, hi: Any, descending: bool, last: bool) -> pa.Array:
+    """Rows of the range partition ``[lo, hi)`` (by the first sort key; nulls go to the last one)."""
+    mask = None
+    lower, upper = (pc.less_equal, pc.greater) if descending else (pc.greater_equal, pc.less)
+    scalar_type = col.type
+    if lo is not None:
+        mask = lower(col, pa.scalar(lo, scalar_type))
+    if hi is not None:
+        m = upper(col, pa.scalar(hi, scalar_type))
+        mask = m if mask is None else pc.and_(mask, m)
+    if mask is None:
+        return pa.array(np.ones(len(col), dtype=bool))
+    mask = pc.fill_null(mask, last)
+    return mask
+
+
+def sample_keys(table: pa.Table, key: str, k: int = 256, seed: int = 0) -> list[Any]:
+    if table.num_rows == 0:
+        return []
+    col = table.column(key)
+    idx = np.random.default_rng(seed).choice(table.num_rows, size=min(k, table.num_rows),
+                                             replace=False)
+    return [v for v in col.take(pa.array(np.sort(idx))).to_pylist() if v is not None]
+
+
+def range_boundaries(samples: list[Any], n: int, descending: bool) -> list[Any]:
+    """``n - 1`` split points from pooled samples."""
+    if n <= 1 or not samples:
+        return []
+    s = sorted(samples, reverse=descending)
+    return [s[min(len(s) - 1, (i * len(s)) // n)] for i in range(1, n)]
+
+
+# -- partitioning ---------------------------------------------------------------------------------
+
+
+def hash_partition_ids(table: pa.Table, keys: Sequence[str], n: int) -> np.ndarray:
+    """Deterministic partition id per row (same key → same id in every process)."""
+    h = np.zeros(table.num_rows, dtype=np.uint64)
+    for k in keys:
+        col = table.column(k)
+        t = col.type
+        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
+            values = col.to_numpy()  # nulls become NaN / object; hash_array handles both
+        else:
+            values = np.asarray(col.to_pylist(), dtype=object) if pa.types.is_nested(t) else \
+                col.to_numpy(zero_copy_only=False)
+            if values.dtype == object and pa.types.is_nested(t):
+                values = np.asarray([repr(v) for v in values], dtype=object)
+        h = h * np.uint64(1000003) ^ pd.util.hash_array(values)
+    return (h % np.uint64(n)).astype(np.int64)
+
+
+def split_by_ids(table: pa.Table, ids: np.ndarray, n: int) -> list[pa.Table]:
+    if table.num_rows == 0:
+        return [table] * n
+    order = np.argsort(ids, kind="stable")
+    counts = np.bincount(ids, minlength=n)
+    ordered = take(table, order)
+    out, start = [], 0
+    for c in counts:
+        out.append(ordered.slice(start, int(c)))
+        start += int(c)
+    return out
+
+
+def split_even(table: pa.Table, n: int) -> list[pa.Table]:
+    """Contiguous, near-equal slices (zero-copy)."""
+    bounds = np.linspace(0, table.num_rows, n + 1).astype(int)
+    return [table.slice(int(a), int(b - a)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+# -- join -----------------------------------------------------------------------------------------
+
+
+def join_tables(left: pa.Table, right: pa.Table, on: Sequence[str], how: str,
+                name: str) -> pa.Table:
+    if left.num_columns == 0:
+        return left
+    if right.num_columns == 0:
+        if how == "inner":
+            return left.slice(0, 0)
+        return left
+    _check_columns(name, left, on)
+    _check_columns(name, right, on)
+    join_type = "inner" if how == "inner" else "left outer"
+    out = left.join(right, keys=list(on), join_type=join_type, right_suffix="_right",
+                    use_threads=False, coalesce_keys=True)
+    return out
+
+
+def _short(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 80 else s[:77] + "..."

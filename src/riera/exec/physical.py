@@ -1,0 +1,286 @@
+"""Physical stages: what each task of a stage reads, the fused operators it applies, where it writes.
+
+A :class:`Stage` is a reader, a chain of :mod:`~riera.exec.ops`, and a writer. The driver computes a
+small per-task input (a file split, a list of refs); the worker calls ``reader.read`` → ops →
+``writer.write``. Readers and writers are frozen dataclasses, picklable, so a stage is shipped to each
+worker once and tasks only carry their small input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from riera.exchange.base import Exchange, Ref, SegmentKey
+from riera.exec import ops
+from riera.io import readers, sinks
+
+# -- readers --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reader:
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def read(self, task_input: Any, exchange: Exchange) -> pa.Table:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class FileReader(Reader):
+    format: str
+    splits: tuple[readers.Split, ...]
+    schema: pa.Schema | None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def describe(self) -> str:
+        return f"read {self.format} ({len(self.splits)} splits)"
+
+    def read(self, task_input: readers.Split, exchange: Exchange) -> pa.Table:
+        opts = dict(self.options)
+        if self.format == "text":
+            return readers.read_text_split(task_input, opts.get("whole_files", False),
+                                           opts.get("include_paths", False))
+        if self.format == "csv":
+            return readers.read_csv_split(task_input, list(opts["column_names"]), self.schema,
+                                          opts)
+        if self.format == "json":
+            return readers.read_json_split(task_input, self.schema)
+        if self.format == "parquet":
+            return readers.read_parquet_split(task_input, opts.get("columns"))
+        if self.format == "files":
+            return readers.read_files_split(task_input)
+        raise ValueError(f"unknown format {self.format}")
+
+
+@dataclass(frozen=True)
+class RangeReader(Reader):
+    ranges: tuple[tuple[int, int], ...]
+    step: int
+    column: str
+
+    def describe(self) -> str:
+        return f"range ({len(self.ranges)} partitions)"
+
+    def read(self, task_input: tuple[int, int], exchange: Exchange) -> pa.Table:
+        start, stop = task_input
+        return pa.table({self.column: pa.array(np.arange(start, stop, self.step, dtype=np.int64))})
+
+
+@dataclass(frozen=True)
+class TableReader(Reader):
+    """In-memory data the driver placed in the exchange (one ref per partition)."""
+
+    node_name: str
+    partitions: int
+
+    def describe(self) -> str:
+        return f"in-memory table ({self.partitions} partitions)"
+
+    def read(self, task_input: Ref, exchange: Exchange) -> pa.Table:
+        return exchange.get(task_input)
+
+
+@dataclass(frozen=True)
+class ShuffleReader(Reader):
+    """Task ``i`` reads partition ``i`` of every upstream task's output."""
+
+    upstream: str
+    partitions: int
+
+    def describe(self) -> str:
+        return f"exchange read of {self.upstream} ({self.partitions} partitions)"
+
+    def read(self, task_input: list[Ref], exchange: Exchange) -> pa.Table:
+        return ops.concat([exchange.get(r) for r in task_input])
+
+
+@dataclass(frozen=True)
+class RangeShuffleReader(Reader):
+    """Task ``i`` keeps rows of all upstream outputs whose first sort key lies in range ``i``."""
+
+    upstream: str
+    partitions: int
+    key: str
+    descending: bool
+
+    def describe(self) -> str:
+        return f"range-partitioned read of {self.upstream} by {self.key} ({self.partitions})"
+
+    def read(self, task_input: tuple[list[Ref], Any, Any, bool], exchange: Exchange) -> pa.Table:
+        refs, lo, hi, last = task_input
+        parts = []
+        for r in refs:
+            t = exchange.get(r)
+            if t.num_rows == 0 or self.key not in t.column_names:
+                continue
+            parts.append(t.filter(ops.range_mask(t.column(self.key), lo, hi, self.descending,
+                                                 last)))
+        return ops.concat(parts) if parts else pa.table({})
+
+
+@dataclass(frozen=True)
+class JoinReader(Reader):
+    left: str
+    right: str
+    partitions: int
+
+    def describe(self) -> str:
+        return f"co-partitioned read of {self.left} ⋈ {self.right} ({self.partitions})"
+
+    def read(self, task_input: tuple[list[Ref], list[Ref]], exchange: Exchange) -> pa.Table:
+        # The join op needs both sides; it receives them through a 2-column wrapper table.
+        left = ops.concat([exchange.get(r) for r in task_input[0]])
+        right = ops.concat([exchange.get(r) for r in task_input[1]])
+        return _Pair(left, right)  # type: ignore[return-value]
+
+
+class _Pair:
+    """Both sides of a join partition, passed from JoinReader to JoinOp."""
+
+    def __init__(self, left: pa.Table, right: pa.Table) -> None:
+        self.left, self.right = left, right
+        self.num_rows = left.num_rows + right.num_rows
+        self.nbytes = left.nbytes + right.nbytes
+
+
+@dataclass(frozen=True)
+class JoinOp(ops.Op):
+    on: tuple[str, ...]
+    how: str
+
+    def apply(self, table: Any) -> pa.Table:
+        return ops.join_tables(table.left, table.right, self.on, self.how, self.name)
+
+
+@dataclass(frozen=True)
+class UnionReader(Reader):
+    upstreams: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"union of {', '.join(self.upstreams)}"
+
+    def read(self, task_input: Ref, exchange: Exchange) -> pa.Table:
+        return exchange.get(task_input)
+
+
+# -- writers --------------------------------------------------------------------------------------
+
+
+@dataclass
+class WriteResult:
+    refs: list[Ref] = field(default_factory=list)
+    sample: list[Any] = field(default_factory=list)
+    part: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Writer:
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def write(self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
+              ) -> WriteResult:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class OneWriter(Writer):
+    """The task's whole output as one ref (collect, union inputs, gathers)."""
+
+    def describe(self) -> str:
+        return "exchange write"
+
+    def write(self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
+              ) -> WriteResult:
+        return WriteResult(refs=[exchange.put(table, key)])
+
+
+@dataclass(frozen=True)
+class SampleWriter(Writer):
+    """One ref plus a key sample; the driver turns pooled samples into range boundaries."""
+
+    key: str
+
+    def describe(self) -> str:
+        return f"exchange write + sample of {self.key}"
+
+    def write(self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
+              ) -> WriteResult:
+        sample = ops.sample_keys(table, self.key, seed=index) if table.num_columns else []
+        return WriteResult(refs=[exchange.put(table, key)], sample=sample)
+
+
+@dataclass(frozen=True)
+class HashWriter(Writer):
+    keys: tuple[str, ...]
+    partitions: int
+
+    def describe(self) -> str:
+        return f"hash-partition by {','.join(self.keys)} into {self.partitions}"
+
+    def write(self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
+              ) -> WriteResult:
+        if table.num_columns == 0:
+            return WriteResult(refs=exchange.put_partitioned([table] * self.partitions, key))
+        keys = self.keys or tuple(table.column_names)
+        ids = ops.hash_partition_ids(table, keys, self.partitions)
+        return WriteResult(refs=exchange.put_partitioned(
+            ops.split_by_ids(table, ids, self.partitions), key))
+
+
+@dataclass(frozen=True)
+class EvenWriter(Writer):
+    partitions: int
+
+    def describe(self) -> str:
+        return f"split evenly into {self.partitions}"
+
+    def write(self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
+              ) -> WriteResult:
+        return WriteResult(refs=exchange.put_partitioned(
+            ops.split_even(table, self.partitions), key))
+
+
+@dataclass(frozen=True)
+class FileWriter(Writer):
+    format: str
+    temp_dir: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def describe(self) -> str:
+        return f"write {self.format} part files (committed at the end)"
+
+    def write(self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
+              ) -> WriteResult:
+        return WriteResult(part=sinks.write_part(table, self.format, self.temp_dir, index,
+                                                 dict(self.options)))
+
+
+# -- stage ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    id: str
+    reader: Reader
+    ops: tuple[ops.Op, ...]
+    writer: Writer
+    num_tasks: int
+    upstream: tuple[str, ...]
+    nodes: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return " → ".join(self.nodes) or self.reader.describe()
+
+
+class Count(ops.Op):
+    """Replaces a partition by its row count (for ``Dataset.count``)."""
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        return pa.table({"count": pa.array([table.num_rows], pa.int64())})

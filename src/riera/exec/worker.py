@@ -1,0 +1,113 @@
+"""The worker process: receives stages and tasks over a pipe, runs them, replies with small results.
+
+A stage (reader, fused ops, writer) is sent to a worker once, cloudpickled, and cached by key; each
+task then carries only its input (a split, a few refs). The worker ignores SIGINT — the driver owns
+cancellation — and exits when the driver's end of the pipe closes, so a dead driver never leaves
+workers behind.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import cloudpickle
+
+from riera.config import Settings
+from riera.errors import RieraError
+from riera.exchange import create
+from riera.exchange.base import Exchange, Ref, SegmentKey
+from riera.exec.physical import Stage
+
+
+@dataclass
+class TaskResult:
+    index: int
+    attempt: int
+    pid: int
+    started: float
+    ended: float
+    rows_in: int
+    rows_out: int
+    bytes_in: int
+    bytes_out: int
+    refs: list[Ref] = field(default_factory=list)
+    sample: list[Any] = field(default_factory=list)
+    part: dict[str, Any] | None = None
+
+
+@dataclass
+class TaskFailure:
+    index: int
+    attempt: int
+    operator: str
+    error_type: str
+    message: str
+    traceback: str
+    exception: bytes | None  # pickled original exception, when picklable
+
+
+def run_task(stage: Stage, index: int, attempt: int, task_input: Any, key: SegmentKey,
+             exchange: Exchange) -> TaskResult | TaskFailure:
+    started = time.time()
+    current = stage.nodes[0] if stage.nodes else stage.id
+    try:
+        table = stage.reader.read(task_input, exchange)
+        rows_in, bytes_in = table.num_rows, table.nbytes
+        for op in stage.ops:
+            current = op.name
+            table = op.apply(table)
+        current = stage.nodes[-1] if stage.nodes else stage.id
+        out = stage.writer.write(table, exchange, key, index)
+        return TaskResult(index, attempt, os.getpid(), started, time.time(), rows_in,
+                          table.num_rows, bytes_in, table.nbytes, out.refs, out.sample, out.part)
+    except Exception as exc:  # reported to the driver, which raises it there
+        exchange.release_prefix(key.task_prefix)
+        try:
+            payload: bytes | None = cloudpickle.dumps(exc)
+            pickle.loads(payload)
+        except Exception:
+            payload = None
+        tb = "".join(traceback.format_exception(exc))
+        return TaskFailure(index, attempt, current, type(exc).__qualname__, str(exc), tb,
+                           payload)
+
+
+def main(conn: Connection, settings_json: str) -> None:
+    """Entry point of a worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    settings = Settings.model_validate_json(settings_json)
+    try:
+        exchange = create(settings.exchange, settings)
+    except RieraError as err:
+        conn.send(("fatal", str(err)))
+        return
+    stages: dict[str, Stage] = {}
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            break  # the driver is gone
+        kind = msg[0]
+        if kind == "task":
+            _, stage_key, stage_blob, index, attempt, task_input, key = msg
+            if stage_blob is not None:
+                stages[stage_key] = cloudpickle.loads(stage_blob)
+            result = run_task(stages[stage_key], index, attempt, task_input, key, exchange)
+            try:
+                conn.send(("result", result))
+            except (BrokenPipeError, OSError):
+                break
+        elif kind == "forget":
+            stages.pop(msg[1], None)
+        elif kind == "stop":
+            break
+    sys.exit(0)

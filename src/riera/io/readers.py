@@ -1,0 +1,359 @@
+"""File sources: path expansion, splitting into partitions, and reading one split.
+
+Paths are expanded when the dataset is defined (a missing path fails on the line that named it).
+Text, CSV and JSON-lines files are split by byte size and realigned on line boundaries the way Hadoop
+does: a line belongs to the split holding its first byte, so every line is read exactly once whatever
+the split size. (CSV fields with embedded newlines therefore need ``split=False``, which reads whole
+files per partition.) Parquet is split by row groups; ``read_files`` and whole-file text group whole
+files. Files and directories whose name starts with ``_`` or ``.`` are skipped, as Spark and Hadoop
+do, so an output directory's ``_SUCCESS`` and ``_temporary`` are never read as data.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from riera.errors import SchemaMismatchError, SourceError
+
+BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """What one task reads: byte range of one file, row groups of one Parquet file, or whole files."""
+
+    path: str
+    start: int = 0
+    end: int = -1
+    row_groups: tuple[int, ...] = ()
+    files: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.files:
+            return f"{len(self.files)} file(s) from {self.files[0]}"
+        if self.row_groups:
+            return f"{self.path} row groups {self.row_groups[0]}..{self.row_groups[-1]}"
+        return f"{self.path} bytes {self.start}..{self.end}"
+
+
+def _hidden(path: str) -> bool:
+    return os.path.basename(path).startswith(("_", "."))
+
+
+def expand_paths(paths: str | os.PathLike[str] | list[Any] | tuple[Any, ...], op: str
+                 ) -> tuple[tuple[str, int], ...]:
+    """Files behind ``paths`` (files, directories, globs), sorted, with sizes."""
+    items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    if not items:
+        raise SourceError(f"{op}: no paths given")
+    found: dict[str, int] = {}
+    for item in items:
+        p = os.fspath(item)
+        matches = sorted(glob.glob(p, recursive=True)) if glob.has_magic(p) else [p]
+        if not matches or not any(os.path.exists(m) for m in matches):
+            raise SourceError(f"{op}: path {p!r} does not exist"
+                              + (" (the glob matched nothing)" if glob.has_magic(p) else ""))
+        for m in matches:
+            if os.path.isdir(m):
+                for root, dirs, files in os.walk(m):
+                    dirs[:] = sorted(d for d in dirs if not _hidden(d))
+                    for f in sorted(files):
+                        if not _hidden(f):
+                            fp = os.path.join(root, f)
+                            found[fp] = os.path.getsize(fp)
+            elif os.path.isfile(m) and not (_hidden(m) and glob.has_magic(p)):
+                found[m] = os.path.getsize(m)
+    if not found:
+        raise SourceError(f"{op}: {items!r} holds no files")
+    return tuple(sorted(found.items()))
+
+
+def byte_splits(files: tuple[tuple[str, int], ...], target: int) -> list[Split]:
+    out = []
+    for path, size in files:
+        if size == 0:
+            continue
+        n = max(1, -(-size // target))
+        step = -(-size // n)
+        out.extend(Split(path, s, min(size, s + step)) for s in range(0, size, step))
+    return out or [Split(files[0][0], 0, 0)]
+
+
+def file_groups(files: tuple[tuple[str, int], ...], target: int) -> list[Split]:
+    groups: list[list[str]] = [[]]
+    acc = 0
+    for path, size in files:
+        if groups[-1] and acc + size > target:
+            groups.append([])
+            acc = 0
+        groups[-1].append(path)
+        acc += size
+    return [Split(g[0], files=tuple(g)) for g in groups]
+
+
+def parquet_splits(files: tuple[tuple[str, int], ...], target: int) -> list[Split]:
+    out = []
+    for path, _ in files:
+        md = pq.ParquetFile(path).metadata
+        group: list[int] = []
+        acc = 0
+        for i in range(md.num_row_groups):
+            size = md.row_group(i).total_byte_size
+            if group and acc + size > target:
+                out.append(Split(path, row_groups=tuple(group)))
+                group, acc = [], 0
+            group.append(i)
+            acc += size
+        out.append(Split(path, row_groups=tuple(group)))
+    return out
+
+
+def read_line_range(path: str, start: int, end: int) -> tuple[bytes, int]:
+    """Bytes of the whole lines starting in ``[start, end)``, and the offset they start at."""
+    with open(path, "rb") as fh:
+        pos = start
+        if start > 0:
+            fh.seek(start - 1)
+            skipped = fh.readline()
+            pos = start - 1 + len(skipped)
+        if pos >= end:
+            return b"", pos
+        data = fh.read(end - pos)
+        if data and not data.endswith(b"\n"):
+            data += fh.readline()
+    if pos == 0 and data.startswith(BOM):
+        return data[3:], 3
+    return data, pos
+
+
+# -- per-format readers ------------------------------------------------------------------------
+
+
+def lines_to_array(data: bytes, path: str) -> pa.Array:
+    """Lines of ``data`` as a string array, newline characters removed."""
+    if not data:
+        return pa.array([], pa.string())
+    raw = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(raw == 10) + 1
+    if len(ends) == 0 or ends[-1] != len(raw):
+        ends = np.append(ends, len(raw))
+    offsets = np.concatenate([[0], ends]).astype(np.int64 if len(raw) >= 2**31 else np.int32)
+    typ = pa.large_string() if offsets.dtype == np.int64 else pa.string()
+    arr = pa.Array.from_buffers(typ, len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid as err:
+        raise SourceError(f"{path}: not valid UTF-8 text ({err}); read it with read_files() "
+                          f"to get raw bytes") from err
+    return pc.utf8_rtrim(arr, characters="\r\n")
+
+
+def read_text_split(split: Split, whole_files: bool, include_paths: bool) -> pa.Table:
+    if whole_files:
+        paths, texts = [], []
+        for f in split.files:
+            with open(f, "rb") as fh:
+                data = fh.read()
+            if data.startswith(BOM):
+                data = data[3:]
+            try:
+                texts.append(data.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                raise SourceError(f"{f}: not valid UTF-8 text at byte {err.start}") from err
+            paths.append(f)
+        return pa.table({"path": paths, "text": pa.array(texts, pa.large_string())})
+    data, _ = read_line_range(split.path, split.start, split.end)
+    arr = lines_to_array(data, split.path)
+    if include_paths:
+        return pa.table({"path": pa.array([split.path] * len(arr), pa.string()), "text": arr})
+    return pa.table({"text": arr})
+
+
+def read_files_split(split: Split) -> pa.Table:
+    paths, sizes, blobs = [], [], []
+    for f in split.files:
+        with open(f, "rb") as fh:
+            data = fh.read()
+        paths.append(f)
+        sizes.append(len(data))
+        blobs.append(data)
+    return pa.table({"path": pa.array(paths, pa.string()), "size": pa.array(sizes, pa.int64()),
+                     "bytes": pa.array(blobs, pa.large_binary())})
+
+
+_ROW_RE = re.compile(r"Row #(\d+)")
+
+
+def _line_of(path: str, offset: int) -> int:
+    """1-based line number at byte ``offset``."""
+    n = 1
+    with open(path, "rb") as fh:
+        remaining = offset
+        while remaining > 0:
+            chunk = fh.read(min(remaining, 1 << 22))
+            if not chunk:
+                break
+            n += chunk.count(b"\n")
+            remaining -= len(chunk)
+    return n
+
+
+def csv_header(path: str, options: dict[str, Any]) -> list[str]:
+    with open(path, "rb") as fh:
+        first = fh.readline()
+    if first.startswith(BOM):
+        first = first[3:]
+    delim = options.get("delimiter", ",")
+    table = pacsv.read_csv(io.BytesIO(first + b"\n"),
+                           read_options=pacsv.ReadOptions(autogenerate_column_names=True),
+                           parse_options=pacsv.ParseOptions(delimiter=delim),
+                           convert_options=pacsv.ConvertOptions(
+                               column_types={}, strings_can_be_null=False))
+    return [str(v[0].as_py()) if v[0].is_valid else "" for v in table.columns]
+
+
+def infer_csv_schema(path: str, names: list[str], options: dict[str, Any]) -> pa.Schema:
+    data, _ = read_line_range(path, 0, min(os.path.getsize(path), 1 << 20))
+    table = _parse_csv(data, path, 0, names, None, options, first_split=True)
+    return table.schema
+
+
+def _parse_csv(data: bytes, path: str, offset: int, names: list[str], schema: pa.Schema | None,
+               options: dict[str, Any], first_split: bool) -> pa.Table:
+    header = options.get("header", True)
+    ro = pacsv.ReadOptions(column_names=names, skip_rows=1 if (header and first_split) else 0,
+                           block_size=max(1 << 20, min(len(data) + 1, 1 << 26)))
+    po = pacsv.ParseOptions(delimiter=options.get("delimiter", ","))
+    co = pacsv.ConvertOptions(column_types=schema, strings_can_be_null=False)
+    if not data:
+        return (schema or pa.schema([(n, pa.string()) for n in names])).empty_table()
+    try:
+        return pacsv.read_csv(io.BytesIO(data), read_options=ro, parse_options=po,
+                              convert_options=co)
+    except pa.ArrowInvalid as err:
+        msg = str(err)
+        m = _ROW_RE.search(msg)
+        where = f"{path}"
+        if m:
+            row = int(m.group(1))
+            line = _line_of(path, offset) + row - 1 + (1 if header and first_split else 0)
+            where = f"{path}, line {line}"
+        else:
+            where = f"{path}, in the lines starting at line {_line_of(path, offset)}"
+        hint = (" (pass schema=... to read_csv to set column types)"
+                if "conversion" in msg else "")
+        raise SourceError(f"malformed CSV in {where}: {msg}{hint}") from err
+
+
+def read_csv_split(split: Split, names: list[str], schema: pa.Schema | None,
+                   options: dict[str, Any]) -> pa.Table:
+    if split.files:  # split=False: whole files
+        parts = []
+        for f in split.files:
+            with open(f, "rb") as fh:
+                data = fh.read()
+            start = 3 if data.startswith(BOM) else 0
+            parts.append(_parse_csv(data[start:], f, 0, names, schema, options, first_split=True))
+        return pa.concat_tables(parts)
+    data, pos = read_line_range(split.path, split.start, split.end)
+    return _parse_csv(data, split.path, pos, names, schema, options, first_split=pos <= 3)
+
+
+def check_csv_headers(files: tuple[tuple[str, int], ...], options: dict[str, Any]
+                      ) -> list[str]:
+    """Column names shared by all files; a file that disagrees is named in the error."""
+    first_path = files[0][0]
+    names = csv_header(first_path, options)
+    if not options.get("header", True):
+        names = [f"f{i}" for i in range(len(names))]
+        return options.get("column_names") or names
+    for path, size in files[1:]:
+        if size == 0:
+            continue
+        other = csv_header(path, options)
+        if other != names:
+            raise SchemaMismatchError(
+                f"read_csv: {path} has columns {other}, but {first_path} has {names}; "
+                f"read the files separately and align them with select()/map_batches(), "
+                f"or fix the header"
+            )
+    return names
+
+
+def infer_json_schema(path: str) -> pa.Schema:
+    data, _ = read_line_range(path, 0, min(os.path.getsize(path), 1 << 20))
+    return _parse_json(data, path, 0, None).schema
+
+
+def _parse_json(data: bytes, path: str, offset: int, schema: pa.Schema | None) -> pa.Table:
+    if not data.strip():
+        return schema.empty_table() if schema is not None else pa.table({})
+    po = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer",
+                             newlines_in_values=False)
+    ro = pajson.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 26)))
+    try:
+        return pajson.read_json(io.BytesIO(data), read_options=ro, parse_options=po)
+    except pa.ArrowInvalid as err:
+        line = _json_error_line(data) if "JSON parse error" in str(err) or "JSON" in str(err) \
+            else None
+        where = (f"{path}, line {_line_of(path, offset) + line - 1}" if line
+                 else f"{path}, lines from {_line_of(path, offset)}")
+        raise SourceError(f"malformed JSON lines in {where}: {err}") from err
+
+
+def _json_error_line(data: bytes) -> int | None:
+    import json
+
+    for i, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except ValueError:
+            return i
+    return None
+
+
+def read_json_split(split: Split, schema: pa.Schema | None) -> pa.Table:
+    data, pos = read_line_range(split.path, split.start, split.end)
+    return _parse_json(data, split.path, pos, schema)
+
+
+def parquet_schema(files: tuple[tuple[str, int], ...]) -> pa.Schema:
+    first = files[0][0]
+    try:
+        schema = pq.read_schema(first)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise SourceError(f"read_parquet: {first} is not a readable Parquet file: {err}") from err
+    for path, _ in files[1:]:
+        try:
+            other = pq.read_schema(path)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise SourceError(f"read_parquet: {path} is not a readable Parquet file: {err}"
+                              ) from err
+        if not other.equals(schema, check_metadata=False):
+            raise SchemaMismatchError(
+                f"read_parquet: {path} has schema {_fmt(other)}, but {first} has {_fmt(schema)}; "
+                f"read them separately and cast with map_batches()"
+            )
+    return schema
+
+
+def read_parquet_split(split: Split, columns: list[str] | None) -> pa.Table:
+    return pq.ParquetFile(split.path).read_row_groups(list(split.row_groups), columns=columns)
+
+
+def _fmt(schema: pa.Schema) -> str:
+    return "{" + ", ".join(f"{f.name}: {f.type}" for f in schema) + "}"

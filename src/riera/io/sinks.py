@@ -1,0 +1,156 @@
+"""File sinks with an atomic, all-or-nothing commit.
+
+Tasks write ``part-NNNNN.<ext>`` files into ``<out>/_temporary/<run>/``; nothing under ``_temporary``
+looks like output (readers skip ``_``-prefixed names). Only after every task succeeded does the driver
+move the parts into ``<out>/`` and write ``_SUCCESS`` last, with a JSON manifest of files and row
+counts. A failed or cancelled run removes its temporary directory and leaves the previous contents of
+``<out>`` untouched. (The Hadoop ``FileOutputCommitter`` protocol, on a local file system where a
+rename is atomic.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from riera.errors import SinkError
+
+EXTENSIONS = {"csv": "csv", "parquet": "parquet", "json": "jsonl", "text": "txt", "binary": "bin"}
+SUCCESS = "_SUCCESS"
+
+
+def temp_dir(out: str, run_id: str) -> Path:
+    return Path(out) / "_temporary" / run_id
+
+
+def prepare(out: str, mode: str, run_id: str) -> Path:
+    """Check the destination and create the run's temporary directory."""
+    target = Path(out)
+    if target.exists() and not target.is_dir():
+        raise SinkError(f"output path {out} exists and is a file; choose a directory path")
+    if mode == "error" and target.is_dir():
+        existing = [p.name for p in target.iterdir() if p.name != "_temporary"]
+        if existing:
+            raise SinkError(
+                f"output directory {out} is not empty ({len(existing)} entries, e.g. "
+                f"{existing[0]!r}); pass mode='overwrite' to replace it or choose another path"
+            )
+    tmp = temp_dir(out, run_id)
+    tmp.mkdir(parents=True, exist_ok=True)
+    return tmp
+
+
+def write_part(table: pa.Table, fmt: str, tmp: str, index: int, options: dict[str, Any]
+               ) -> dict[str, Any]:
+    """Write one partition; returns its manifest entry. Runs inside a task."""
+    name = f"part-{index:05d}.{EXTENSIONS[fmt]}"
+    path = os.path.join(tmp, name)
+    if fmt == "csv":
+        pacsv.write_csv(table, path)
+    elif fmt == "parquet":
+        pq.write_table(table, path, compression=options.get("compression", "snappy"))
+    elif fmt == "json":
+        _write_json_lines(table, path)
+    elif fmt == "text":
+        col = _single_column(table, options.get("column"), "write_text")
+        with open(path, "w", encoding="utf-8") as fh:
+            for v in col.to_pylist():
+                fh.write("" if v is None else str(v))
+                fh.write("\n")
+    elif fmt == "binary":
+        col = _single_column(table, options.get("column"), "write_binary")
+        with open(path, "wb") as fh:
+            for chunk in col.chunks:
+                _write_binary_chunk(fh, chunk)
+    else:  # pragma: no cover - validated when the plan is built
+        raise SinkError(f"unknown format {fmt!r}")
+    return {"file": name, "rows": table.num_rows, "bytes": os.path.getsize(path)}
+
+
+def _single_column(table: pa.Table, column: str | None, op: str) -> pa.ChunkedArray:
+    if column is not None:
+        if column not in table.column_names:
+            raise KeyError(f"{op}: no column {column!r}; the data has {table.column_names}")
+        return table.column(column)
+    if table.num_columns != 1:
+        raise ValueError(f"{op}: the data has {table.num_columns} columns "
+                         f"{table.column_names}; pass column=... to choose one")
+    return table.column(0)
+
+
+def _write_binary_chunk(fh: Any, chunk: pa.Array) -> None:
+    t = chunk.type
+    if pa.types.is_fixed_size_binary(t):
+        w = t.byte_width
+        buf = chunk.buffers()[1]
+        fh.write(memoryview(buf)[chunk.offset * w:(chunk.offset + len(chunk)) * w])
+    elif pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_string(t) \
+            or pa.types.is_large_string(t):
+        for v in chunk.to_pylist():
+            if v is not None:
+                fh.write(v if isinstance(v, bytes) else v.encode())
+    else:
+        raise TypeError(f"write_binary needs a binary or string column, got {t}")
+
+
+def _write_json_lines(table: pa.Table, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for batch in table.to_batches(max_chunksize=65536):
+            for row in batch.to_pylist():
+                fh.write(json.dumps(row, default=_json_default, ensure_ascii=False))
+                fh.write("\n")
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode("latin-1")
+    return str(v)
+
+
+def commit(out: str, mode: str, run_id: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Move the run's parts into place; ``_SUCCESS`` is written last."""
+    target = Path(out)
+    tmp = temp_dir(out, run_id)
+    if mode == "overwrite":
+        for p in target.iterdir():
+            if p.name == "_temporary":
+                continue
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+    for entry in parts:
+        os.replace(tmp / entry["file"], target / entry["file"])
+    manifest = {"run_id": run_id, "files": parts, "rows": sum(p["rows"] for p in parts)}
+    success_tmp = tmp / SUCCESS
+    success_tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(success_tmp, target / SUCCESS)
+    _remove_temp(out, run_id)
+    return manifest
+
+
+def abort(out: str, run_id: str) -> None:
+    """Remove everything the run wrote; earlier contents of ``out`` stay as they were."""
+    _remove_temp(out, run_id)
+    target = Path(out)
+    try:
+        if target.is_dir() and not any(target.iterdir()):
+            target.rmdir()
+    except OSError:
+        pass
+
+
+def _remove_temp(out: str, run_id: str) -> None:
+    shutil.rmtree(temp_dir(out, run_id), ignore_errors=True)
+    parent = Path(out) / "_temporary"
+    try:
+        parent.rmdir()
+    except OSError:
+        pass

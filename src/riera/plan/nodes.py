@@ -1,0 +1,315 @@
+"""The logical plan: frozen nodes recorded by :class:`riera.Dataset` methods.
+
+A plan is data. Each node names itself uniquely and readably (``map(parse)#3``), holds its inputs and
+parameters, and is validated when created, so a wrong argument fails on the line that wrote it. Only
+the planner (:mod:`riera.plan.stages`) turns nodes into stages; nothing here runs user code.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from riera.errors import PlanError
+
+_ids = itertools.count(1)
+
+
+def _uid(label: str) -> str:
+    return f"{label}#{next(_ids)}"
+
+
+def fn_label(fn: Callable[..., Any]) -> str:
+    """A readable name for a user callable: ``parse`` or ``<lambda>`` or ``Mapper``."""
+    name = getattr(fn, "__qualname__", None) or getattr(type(fn), "__qualname__", "fn")
+    return name.replace("<locals>.", "")
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """Base of all plan nodes. Identity equality: two nodes are the same only if they are one object."""
+
+    inputs: tuple[Node, ...]
+    name: str = field(default="", kw_only=True)
+
+    kind = "node"
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", _uid(self.label()))
+
+    def label(self) -> str:
+        return self.kind
+
+    def params(self) -> dict[str, Any]:
+        """Parameters shown by ``explain()`` and stored as prospective provenance."""
+        return {}
+
+
+# -- sources ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class TableSource(Node):
+    """In-memory data (from_items / from_pandas / from_arrow), split into ``partitions`` slices."""
+
+    table: pa.Table
+    partitions: int
+    origin: str = "from_arrow"
+
+    kind = "table"
+
+    def label(self) -> str:
+        return self.origin
+
+    def params(self) -> dict[str, Any]:
+        return {"rows": self.table.num_rows, "partitions": self.partitions}
+
+
+@dataclass(frozen=True, eq=False)
+class RangeSource(Node):
+    start: int
+    stop: int
+    step: int
+    partitions: int
+    column: str = "id"
+
+    kind = "range"
+
+    def params(self) -> dict[str, Any]:
+        return {"start": self.start, "stop": self.stop, "step": self.step,
+                "partitions": self.partitions}
+
+
+FileFormat = Literal["text", "csv", "json", "parquet", "files"]
+
+
+@dataclass(frozen=True, eq=False)
+class FileSource(Node):
+    """Files read as one dataset; ``files`` is the expanded, sorted list (path, size)."""
+
+    format: FileFormat
+    files: tuple[tuple[str, int], ...]
+    schema: pa.Schema | None
+    options: tuple[tuple[str, Any], ...] = ()
+    partition_bytes: int | None = None
+
+    kind = "read"
+
+    def label(self) -> str:
+        return f"read_{self.format}"
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+    def params(self) -> dict[str, Any]:
+        total = sum(s for _, s in self.files)
+        return {"files": len(self.files), "bytes": total, **dict(self.options)}
+
+
+# -- narrow operators ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class MapRows(Node):
+    fn: Callable[[dict[str, Any]], dict[str, Any]]
+    kind = "map"
+
+    def label(self) -> str:
+        return f"map({fn_label(self.fn)})"
+
+
+@dataclass(frozen=True, eq=False)
+class FlatMapRows(Node):
+    fn: Callable[[dict[str, Any]], Any]
+    kind = "flat_map"
+
+    def label(self) -> str:
+        return f"flat_map({fn_label(self.fn)})"
+
+
+@dataclass(frozen=True, eq=False)
+class FilterRows(Node):
+    fn: Callable[[dict[str, Any]], bool]
+    kind = "filter"
+
+    def label(self) -> str:
+        return f"filter({fn_label(self.fn)})"
+
+
+@dataclass(frozen=True, eq=False)
+class MapBatches(Node):
+    fn: Callable[..., Any]
+    batch_format: Literal["pandas", "pyarrow"]
+    fn_kwargs: tuple[tuple[str, Any], ...] = ()
+    kind = "map_batches"
+
+    def label(self) -> str:
+        return f"map_batches({fn_label(self.fn)})"
+
+    def params(self) -> dict[str, Any]:
+        return {"batch_format": self.batch_format}
+
+
+@dataclass(frozen=True, eq=False)
+class Select(Node):
+    columns: tuple[str, ...]
+    kind = "select"
+
+    def params(self) -> dict[str, Any]:
+        return {"columns": list(self.columns)}
+
+
+# -- all-to-all operators -------------------------------------------------------------------------
+
+AGG_FUNCS = ("count", "sum", "min", "max", "mean", "list")
+
+
+@dataclass(frozen=True)
+class AggSpec:
+    """One output column of ``group_by().agg``: ``out = func(column)``; func a name or a callable."""
+
+    out: str
+    column: str  # "*" for count of rows
+    func: str | Callable[[list[Any]], Any]
+
+    def describe(self) -> str:
+        f = self.func if isinstance(self.func, str) else fn_label(self.func)
+        return f"{self.out}={f}({self.column})"
+
+
+@dataclass(frozen=True, eq=False)
+class GroupByAgg(Node):
+    keys: tuple[str, ...]
+    aggs: tuple[AggSpec, ...]
+    partitions: int | None = None
+    kind = "group_by"
+
+    def label(self) -> str:
+        return f"group_by({','.join(self.keys)})"
+
+    def params(self) -> dict[str, Any]:
+        return {"keys": list(self.keys), "aggs": [a.describe() for a in self.aggs]}
+
+
+@dataclass(frozen=True, eq=False)
+class ReduceByKey(Node):
+    key: str
+    fn: Callable[[Any, Any], Any]
+    column: str
+    partitions: int | None = None
+    kind = "reduce_by_key"
+
+    def label(self) -> str:
+        return f"reduce_by_key({self.key},{fn_label(self.fn)})"
+
+    def params(self) -> dict[str, Any]:
+        return {"key": self.key, "column": self.column}
+
+
+@dataclass(frozen=True, eq=False)
+class Sort(Node):
+    keys: tuple[str, ...]
+    descending: tuple[bool, ...]
+    partitions: int | None = None
+    kind = "sort"
+
+    def label(self) -> str:
+        return f"sort({','.join(self.keys)})"
+
+    def params(self) -> dict[str, Any]:
+        return {"keys": list(self.keys), "descending": list(self.descending)}
+
+
+@dataclass(frozen=True, eq=False)
+class Repartition(Node):
+    partitions: int
+    keys: tuple[str, ...] = ()
+    kind = "repartition"
+
+    def params(self) -> dict[str, Any]:
+        return {"partitions": self.partitions, "by": list(self.keys)}
+
+
+@dataclass(frozen=True, eq=False)
+class Join(Node):
+    on: tuple[str, ...]
+    how: Literal["inner", "left"]
+    partitions: int | None = None
+    kind = "join"
+
+    def label(self) -> str:
+        return f"join({','.join(self.on)},{self.how})"
+
+    def params(self) -> dict[str, Any]:
+        return {"on": list(self.on), "how": self.how}
+
+
+@dataclass(frozen=True, eq=False)
+class Distinct(Node):
+    partitions: int | None = None
+    kind = "distinct"
+
+
+@dataclass(frozen=True, eq=False)
+class Union(Node):
+    kind = "union"
+
+
+@dataclass(frozen=True, eq=False)
+class Limit(Node):
+    n: int
+    kind = "limit"
+
+    def label(self) -> str:
+        return f"limit({self.n})"
+
+
+# -- sinks --------------------------------------------------------------------------------------
+
+SinkFormat = Literal["csv", "parquet", "json", "text", "binary"]
+
+
+@dataclass(frozen=True, eq=False)
+class Write(Node):
+    format: SinkFormat
+    path: str
+    mode: Literal["error", "overwrite"] = "error"
+    options: tuple[tuple[str, Any], ...] = ()
+    kind = "write"
+
+    def label(self) -> str:
+        return f"write_{self.format}"
+
+    def params(self) -> dict[str, Any]:
+        return {"path": self.path, "mode": self.mode, **dict(self.options)}
+
+
+NARROW = (MapRows, FlatMapRows, FilterRows, MapBatches, Select)
+SOURCES = (TableSource, RangeSource, FileSource)
+
+
+def walk(node: Node) -> list[Node]:
+    """All nodes reachable from ``node``, inputs before consumers, each once."""
+    seen: dict[int, Node] = {}
+
+    def visit(n: Node) -> None:
+        if id(n) in seen:
+            return
+        for i in n.inputs:
+            visit(i)
+        seen[id(n)] = n
+
+    visit(node)
+    return list(seen.values())
+
+
+def require_callable(op: str, fn: Any, hint: str) -> None:
+    if not callable(fn):
+        raise PlanError(
+            f"{op}: expected a callable, got {type(fn).__name__} {fn!r} instead; {hint}"
+        )

@@ -1,0 +1,258 @@
+"""The planner: cuts a logical plan into stages at all-to-all boundaries and fuses narrow operators.
+
+Walking from the sources, consecutive narrow operators (map, filter, flat_map, map_batches, select)
+are appended to the open stage's chain — one task applies them all to its partition without
+touching the exchange. Each all-to-all operator closes the open stage with a writer and opens a new
+one with a matching reader:
+
+- ``group_by().agg``: map-side partial aggregation, hash-partition, final aggregation;
+- ``reduce_by_key`` and ``distinct``: local combine, hash-partition, combine again;
+- ``sort``: write + sample keys, range boundaries from pooled samples (driver), range read, local sort
+  (the TeraSort recipe);
+- ``join``: both sides hash-partitioned on the keys into the same number of partitions, local join;
+- ``repartition``: hash (``by=``) or even split; ``union``: materialize each side, concatenate;
+- ``limit``: per-partition limit, gather to one partition, limit again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from riera.config import Settings
+from riera.errors import PlanError
+from riera.exec import ops
+from riera.exec import physical as ph
+from riera.io import readers
+from riera.plan import nodes as n
+
+
+@dataclass
+class _Open:
+    reader: ph.Reader
+    num_tasks: int
+    upstream: tuple[str, ...]
+    ops: list[ops.Op] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PhysicalPlan:
+    stages: tuple[ph.Stage, ...]
+    root: n.Node
+
+    @property
+    def final(self) -> ph.Stage:
+        return self.stages[-1]
+
+    def stage(self, stage_id: str) -> ph.Stage:
+        for s in self.stages:
+            if s.id == stage_id:
+                return s
+        raise KeyError(stage_id)
+
+
+class Planner:
+    def __init__(self, settings: Settings, temp_dir: str | None = None) -> None:
+        self.settings = settings
+        self.temp_dir = temp_dir
+        self.stages: list[ph.Stage] = []
+
+    def build(self, root: n.Node, final: ph.Writer | None = None,
+              final_op: ops.Op | None = None) -> PhysicalPlan:
+        if isinstance(root, n.Write):
+            if self.temp_dir is None:
+                raise PlanError("internal: a write plan needs its temporary directory")
+            op = self._open(root.inputs[0])
+            op.nodes.append(root.name)
+            self._close(op, ph.FileWriter(root.format, self.temp_dir, root.options))
+        else:
+            op = self._open(root)
+            if final_op is not None:
+                op.ops.append(final_op)
+            self._close(op, final or ph.OneWriter())
+        return PhysicalPlan(tuple(self.stages), root)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _close(self, op: _Open, writer: ph.Writer) -> str:
+        sid = f"stage-{len(self.stages) + 1}"
+        self.stages.append(ph.Stage(sid, op.reader, tuple(op.ops), writer, op.num_tasks,
+                                    op.upstream, tuple(op.nodes)))
+        return sid
+
+    def _partitions(self, requested: int | None, *upstream_tasks: int) -> int:
+        return requested or max(self.settings.workers, *upstream_tasks)
+
+    # -- the recursion ---------------------------------------------------------------------------
+    def _open(self, node: n.Node) -> _Open:
+        method = getattr(self, f"_plan_{type(node).__name__}", None)
+        if method is None:
+            raise PlanError(f"{node.name}: no planner rule for {type(node).__name__}")
+        result: _Open = method(node)
+        return result
+
+    def _narrow(self, node: n.Node, op: ops.Op) -> _Open:
+        o = self._open(node.inputs[0])
+        o.ops.append(op)
+        o.nodes.append(node.name)
+        return o
+
+    # sources
+    def _plan_TableSource(self, node: n.TableSource) -> _Open:
+        return _Open(ph.TableReader(node.name, node.partitions), node.partitions, (),
+                     nodes=[node.name])
+
+    def _plan_RangeSource(self, node: n.RangeSource) -> _Open:
+        count = max(0, -(-(node.stop - node.start) // node.step))
+        parts = max(1, min(node.partitions, count or 1))
+        bounds = [node.start + node.step * ((count * i) // parts) for i in range(parts + 1)]
+        ranges = tuple(zip(bounds[:-1], bounds[1:], strict=True))
+        return _Open(ph.RangeReader(ranges, node.step, node.column), parts, (), nodes=[node.name])
+
+    def _plan_FileSource(self, node: n.FileSource) -> _Open:
+        target = node.partition_bytes or self.settings.partition_bytes
+        opts = dict(node.options)
+        if node.format == "parquet":
+            splits = readers.parquet_splits(node.files, target)
+        elif node.format == "files" or opts.get("whole_files") or opts.get("split") is False:
+            splits = readers.file_groups(node.files, target)
+        else:
+            splits = readers.byte_splits(node.files, target)
+        return _Open(ph.FileReader(node.format, tuple(splits), node.schema, node.options),
+                     len(splits), (), nodes=[node.name])
+
+    # narrow
+    def _plan_MapRows(self, node: n.MapRows) -> _Open:
+        return self._narrow(node, ops.MapOp(node.name, node.fn))
+
+    def _plan_FlatMapRows(self, node: n.FlatMapRows) -> _Open:
+        return self._narrow(node, ops.FlatMapOp(node.name, node.fn))
+
+    def _plan_FilterRows(self, node: n.FilterRows) -> _Open:
+        return self._narrow(node, ops.FilterOp(node.name, node.fn))
+
+    def _plan_MapBatches(self, node: n.MapBatches) -> _Open:
+        return self._narrow(node, ops.MapBatchesOp(node.name, node.fn, node.batch_format,
+                                                   node.fn_kwargs))
+
+    def _plan_Select(self, node: n.Select) -> _Open:
+        return self._narrow(node, ops.SelectOp(node.name, node.columns))
+
+    # all-to-all
+    def _plan_GroupByAgg(self, node: n.GroupByAgg) -> _Open:
+        up = self._open(node.inputs[0])
+        up.ops.append(ops.PartialAggOp(f"{node.name} (partial)", node.keys, node.aggs))
+        up.nodes.append(f"{node.name} (partial)")
+        parts = self._partitions(node.partitions, up.num_tasks)
+        sid = self._close(up, ph.HashWriter(node.keys, parts))
+        return _Open(ph.ShuffleReader(sid, parts), parts, (sid,),
+                     [ops.FinalAggOp(node.name, node.keys, node.aggs)], [node.name])
+
+    def _plan_ReduceByKey(self, node: n.ReduceByKey) -> _Open:
+        up = self._open(node.inputs[0])
+        up.ops.append(ops.ReduceByKeyOp(f"{node.name} (combine)", node.key, node.column, node.fn))
+        up.nodes.append(f"{node.name} (combine)")
+        parts = self._partitions(node.partitions, up.num_tasks)
+        sid = self._close(up, ph.HashWriter((node.key,), parts))
+        return _Open(ph.ShuffleReader(sid, parts), parts, (sid,),
+                     [ops.ReduceByKeyOp(node.name, node.key, node.column, node.fn)], [node.name])
+
+    def _plan_Distinct(self, node: n.Distinct) -> _Open:
+        up = self._open(node.inputs[0])
+        up.ops.append(ops.DistinctOp(f"{node.name} (local)"))
+        up.nodes.append(f"{node.name} (local)")
+        parts = self._partitions(node.partitions, up.num_tasks)
+        sid = self._close(up, ph.HashWriter((), parts))
+        return _Open(ph.ShuffleReader(sid, parts), parts, (sid,), [ops.DistinctOp(node.name)],
+                     [node.name])
+
+    def _plan_Sort(self, node: n.Sort) -> _Open:
+        up = self._open(node.inputs[0])
+        sid = self._close(up, ph.SampleWriter(node.keys[0]))
+        parts = self._partitions(node.partitions, up.num_tasks)
+        reader = ph.RangeShuffleReader(sid, parts, node.keys[0], node.descending[0])
+        return _Open(reader, parts, (sid,), [ops.SortOp(node.name, node.keys, node.descending)],
+                     [node.name])
+
+    def _plan_Repartition(self, node: n.Repartition) -> _Open:
+        up = self._open(node.inputs[0])
+        writer: ph.Writer = (ph.HashWriter(node.keys, node.partitions) if node.keys
+                             else ph.EvenWriter(node.partitions))
+        sid = self._close(up, writer)
+        return _Open(ph.ShuffleReader(sid, node.partitions), node.partitions, (sid,),
+                     nodes=[node.name])
+
+    def _plan_Join(self, node: n.Join) -> _Open:
+        left = self._open(node.inputs[0])
+        right = self._open(node.inputs[1])
+        parts = self._partitions(node.partitions, left.num_tasks, right.num_tasks)
+        lid = self._close(left, ph.HashWriter(node.on, parts))
+        rid = self._close(right, ph.HashWriter(node.on, parts))
+        return _Open(ph.JoinReader(lid, rid, parts), parts, (lid, rid),
+                     [ph.JoinOp(node.name, node.on, node.how)], [node.name])
+
+    def _plan_Union(self, node: n.Union) -> _Open:
+        ids, total = [], 0
+        for child in node.inputs:
+            o = self._open(child)
+            total += o.num_tasks
+            ids.append(self._close(o, ph.OneWriter()))
+        return _Open(ph.UnionReader(tuple(ids)), total, tuple(ids), nodes=[node.name])
+
+    def _plan_Limit(self, node: n.Limit) -> _Open:
+        up = self._open(node.inputs[0])
+        up.ops.append(ops.LimitOp(f"{node.name} (local)", node.n))
+        up.nodes.append(f"{node.name} (local)")
+        sid = self._close(up, ph.OneWriter())
+        return _Open(ph.ShuffleReader(sid, 1), 1, (sid,), [ops.LimitOp(node.name, node.n)],
+                     [node.name])
+
+
+def build(root: n.Node, settings: Settings, *, temp_dir: str | None = None,
+          final_op: ops.Op | None = None) -> PhysicalPlan:
+    """Stages for ``root`` in execution order (every stage after the stages it reads)."""
+    return Planner(settings, temp_dir).build(root, final_op=final_op)
+
+
+def explain(root: n.Node, settings: Settings) -> str:
+    """The logical plan as a tree, then the stages it becomes."""
+    lines = ["Logical plan:"]
+
+    def tree(node: n.Node, depth: int) -> None:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in node.params().items())
+        lines.append(f"{'  ' * (depth + 1)}{node.name}" + (f"  [{params}]" if params else ""))
+        for child in node.inputs:
+            tree(child, depth + 1)
+
+    tree(root, 0)
+    temp = "<output>/_temporary/<run>" if isinstance(root, n.Write) else None
+    plan = build(root, settings, temp_dir=temp)
+    lines.append("")
+    lines.append(f"Physical plan: {len(plan.stages)} stage(s)")
+    for s in plan.stages:
+        up = f" (after {', '.join(s.upstream)})" if s.upstream else ""
+        lines.append(f"  {s.id}: {s.num_tasks} task(s){up}")
+        lines.append(f"    read:  {s.reader.describe()}")
+        for o in s.ops:
+            lines.append(f"    apply: {o.name}")
+        lines.append(f"    write: {s.writer.describe()}")
+    return "\n".join(lines)
+
+
+def plan_json(root: n.Node) -> dict[str, Any]:
+    """The logical plan as JSON-able data (for provenance and the dashboard)."""
+    return {
+        "root": root.name,
+        "nodes": [
+            {"name": node.name, "kind": node.kind, "inputs": [i.name for i in node.inputs],
+             "params": {k: _short(v) for k, v in node.params().items()}}
+            for node in n.walk(root)
+        ],
+    }
+
+
+def _short(v: Any) -> Any:
+    if isinstance(v, int | float | bool | str) or v is None:
+        return v
+    s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."

@@ -1,0 +1,242 @@
+"""The session runtime: settings, the exchange, the warm worker pool, hooks — and one run at a time.
+
+``riera.init()`` creates it (actions create a default one on first use); ``riera.shutdown()`` stops
+the workers. A run builds the physical plan, computes each stage's task inputs from the results of
+the stages it reads, runs the stage on the pool, and releases a stage's segments as soon as the last
+stage reading them has finished. Whatever happens — success, a user exception, Ctrl-C, a worker
+killed — everything the run put in the exchange is released by its run prefix before control
+returns, and a write that did not complete is rolled back.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from riera import __version__
+from riera.config import Settings, load_settings
+from riera.errors import RunCancelled
+from riera.exchange import create as create_exchange
+from riera.exchange.base import Exchange, Ref, SegmentKey
+from riera.exec import ops
+from riera.exec import physical as ph
+from riera.exec.hooks import HookList, Hooks, RunInfo, StageInfo
+from riera.exec.local import WorkerPool
+from riera.exec.worker import TaskResult
+from riera.io import sinks
+from riera.plan import nodes as n
+from riera.plan import stages as planner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOutput:
+    info: RunInfo
+    table: pa.Table | None = None
+    manifest: dict[str, Any] | None = None
+
+
+class Runtime:
+    """One per session: settings, exchange, worker pool and hooks."""
+
+    def __init__(self, settings: Settings, hooks: list[Hooks] | None = None) -> None:
+        self.settings = settings
+        self.exchange: Exchange = create_exchange(settings.exchange, settings)
+        if settings.exchange == "shm":
+            from riera.exchange import shm
+
+            shm.sweep_dead_owners(settings.shm_dir)
+            shm.claim_owner(settings.shm_dir)
+        self.pool = WorkerPool(settings)
+        self.hooks = HookList(hooks or [])
+        if _progress_enabled(settings):
+            from riera.exec.progress import ProgressHook
+
+            self.hooks.hooks.append(ProgressHook())
+        self.last_run: RunInfo | None = None
+        self._lock = threading.Lock()
+
+    def add_hooks(self, *hooks: Hooks) -> None:
+        self.hooks.hooks.extend(hooks)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown()
+        if self.settings.exchange == "shm":
+            from riera.exchange import shm
+
+            shm.release_owner(self.settings.shm_dir)
+
+    # -- a run -----------------------------------------------------------------------------------
+    def execute(self, root: n.Node, action: str, final_op: ops.Op | None = None) -> RunOutput:
+        with self._lock:
+            return self._execute(root, action, final_op)
+
+    def _execute(self, root: n.Node, action: str, final_op: ops.Op | None) -> RunOutput:
+        run_id = time.strftime("%Y%m%dT%H%M%S") + secrets.token_hex(2)
+        owner = os.getpid()
+        info = RunInfo(run_id, action, self.settings.workers, self.settings.exchange, time.time())
+        write = root if isinstance(root, n.Write) else None
+        temp = str(sinks.prepare(write.path, write.mode, run_id)) if write else None
+        out = RunOutput(info)
+        try:
+            plan = planner.build(root, self.settings, temp_dir=temp, final_op=final_op)
+            info.plan = planner.plan_json(root)
+            self.hooks.on_run_start(info)
+            results = self._run_stages(plan, run_id, owner, info)
+            final = results[plan.final.id]
+            if write is not None:
+                parts = [r.part for r in final if r.part is not None]
+                out.manifest = sinks.commit(write.path, write.mode, run_id, parts)
+            else:
+                out.table = ops.concat([self.exchange.get(ref) for r in final for ref in r.refs])
+            info.status = "ok"
+            return out
+        except KeyboardInterrupt:
+            info.status, info.error = "cancelled", "KeyboardInterrupt"
+            raise RunCancelled(f"run {run_id} cancelled; workers stopped, data released") from None
+        except BaseException as err:
+            info.status, info.error = "failed", f"{type(err).__name__}: {err}"
+            raise
+        finally:
+            # Results already read stay valid: the segments are mapped, unlinking frees the names.
+            self.exchange.release_prefix(SegmentKey(owner, run_id, "", 0).run_prefix)
+            if write is not None and info.status != "ok":
+                sinks.abort(write.path, run_id)
+            info.ended = time.time()
+            self.last_run = info
+            self.hooks.on_run_end(info)
+
+    def _run_stages(self, plan: planner.PhysicalPlan, run_id: str, owner: int, info: RunInfo
+                    ) -> dict[str, list[TaskResult]]:
+        results: dict[str, list[TaskResult]] = {}
+        readers_left = Counter(up for s in plan.stages for up in s.upstream)
+        for stage in plan.stages:
+            inputs, own_refs = self._inputs(stage, plan, results, run_id, owner)
+            sinfo = StageInfo(run_id, stage.id, stage.label, len(inputs), time.time())
+            info.stages.append(sinfo)
+            self.hooks.on_stage_start(sinfo)
+            stage_key = f"{run_id}/{stage.id}"
+
+            def make_key(index: int, attempt: int, _sid: str = stage.id) -> SegmentKey:
+                return SegmentKey(owner, run_id, _sid, index, attempt)
+
+            try:
+                results[stage.id] = self.pool.run_stage(stage, stage_key, inputs, make_key, sinfo,
+                                                        run_id, self.hooks, self.exchange)
+                sinfo.status = "ok"
+            except BaseException:
+                sinfo.status = "failed"
+                raise
+            finally:
+                sinfo.ended = time.time()
+                self.pool.forget(stage_key)
+                self.hooks.on_stage_end(sinfo)
+            self.exchange.release(own_refs)
+            for up in stage.upstream:
+                readers_left[up] -= 1
+                if readers_left[up] == 0:
+                    self.exchange.release([r for res in results[up] for r in res.refs])
+        return results
+
+    def _inputs(self, stage: ph.Stage, plan: planner.PhysicalPlan,
+                results: dict[str, list[TaskResult]], run_id: str, owner: int
+                ) -> tuple[list[Any], list[Ref]]:
+        """Per-task inputs of ``stage``, and refs the driver created for it (released after it)."""
+        r = stage.reader
+        if isinstance(r, ph.FileReader):
+            return list(r.splits), []
+        if isinstance(r, ph.RangeReader):
+            return list(r.ranges), []
+        if isinstance(r, ph.TableReader):
+            node = next(x for x in n.walk(plan.root) if x.name == r.node_name)
+            assert isinstance(node, n.TableSource)
+            refs = self.exchange.put_partitioned(
+                ops.split_even(node.table, r.partitions),
+                SegmentKey(owner, run_id, f"{stage.id}-src", 0))
+            return list(refs), refs
+        if isinstance(r, ph.ShuffleReader):
+            up = results[r.upstream]
+            return [[res.refs[i] for res in up] for i in range(r.partitions)], []
+        if isinstance(r, ph.RangeShuffleReader):
+            up = results[r.upstream]
+            samples = [s for res in up for s in res.sample]
+            bounds = ops.range_boundaries(samples, r.partitions, r.descending)
+            bounds += [None] * (r.partitions - 1 - len(bounds))
+            refs = [ref for res in up for ref in res.refs]
+            inputs = []
+            for i in range(r.partitions):
+                lo = bounds[i - 1] if i > 0 else None
+                hi = bounds[i] if i < r.partitions - 1 else None
+                inputs.append((refs, lo, hi, i == r.partitions - 1))
+            return inputs, []
+        if isinstance(r, ph.JoinReader):
+            left, right = results[r.left], results[r.right]
+            return [([x.refs[i] for x in left], [x.refs[i] for x in right])
+                    for i in range(r.partitions)], []
+        if isinstance(r, ph.UnionReader):
+            return [res.refs[0] for up in r.upstreams for res in results[up]], []
+        raise TypeError(f"no inputs rule for {type(r).__name__}")
+
+
+def _progress_enabled(settings: Settings) -> bool:
+    if settings.progress == "on":
+        return True
+    if settings.progress == "off":
+        return False
+    return sys.stderr.isatty() and os.environ.get("CI") is None
+
+
+# -- the session's runtime -------------------------------------------------------------------------
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def init(*, hooks: list[Hooks] | None = None, **settings: Any) -> Runtime:
+    """Start (or restart) the session runtime with these settings over the configured layers.
+
+    >>> import riera
+    >>> rt = riera.init(workers=2)
+    >>> riera.range(10).count()
+    10
+    """
+    global _runtime
+    with _runtime_lock:
+        if _runtime is not None:
+            _runtime.shutdown()
+        _runtime = Runtime(load_settings(**settings), hooks)
+        return _runtime
+
+
+def get_runtime() -> Runtime:
+    """The session runtime, created from the configured settings on first use."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = Runtime(load_settings())
+        return _runtime
+
+
+def shutdown() -> None:
+    """Stop the worker processes and release this session's shared-memory ownership."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is not None:
+            _runtime.shutdown()
+            _runtime = None
+
+
+atexit.register(shutdown)
+
+__all__ = ["RunOutput", "Runtime", "__version__", "get_runtime", "init", "shutdown"]
