@@ -28,6 +28,7 @@ from riera.plan import nodes as n
 from riera.plan import stages as planner
 
 PathLike = str | os.PathLike[str]
+Paths = PathLike | Sequence[PathLike]
 
 
 def _default_partitions() -> int:
@@ -288,7 +289,7 @@ class GroupedDataset:
         self._ds, self._keys = ds, keys
 
     def agg(self, *, partitions: int | None = None,
-            **aggs: tuple[str, str | Callable[[list[Any]], Any]]) -> Dataset:
+            **aggs: Any) -> Dataset:
         """Named aggregations: ``out=(column, func)``, func one of count, sum, min, max, mean,
         list, or a callable over the list of the group's values.
 
@@ -324,21 +325,25 @@ class GroupedDataset:
         self._ds._require_columns("group_by().agg", [s.column for s in specs if s.column != "*"])
         return Dataset(n.GroupByAgg((self._ds.node,), self._keys, tuple(specs), partitions))
 
+    def _one(self, out: str, column: str, func: str) -> Dataset:
+        spec: dict[str, Any] = {out: (column, func)}
+        return self.agg(**spec)
+
     def count(self) -> Dataset:
         """Rows per group, in column ``count``."""
         return self.agg(count=("*", "count"))
 
     def sum(self, column: str) -> Dataset:
-        return self.agg(**{f"sum_{column}": (column, "sum")})
+        return self._one(f"sum_{column}", column, "sum")
 
     def mean(self, column: str) -> Dataset:
-        return self.agg(**{f"mean_{column}": (column, "mean")})
+        return self._one(f"mean_{column}", column, "mean")
 
     def min(self, column: str) -> Dataset:
-        return self.agg(**{f"min_{column}": (column, "min")})
+        return self._one(f"min_{column}", column, "min")
 
     def max(self, column: str) -> Dataset:
-        return self.agg(**{f"max_{column}": (column, "max")})
+        return self._one(f"max_{column}", column, "max")
 
 
 def _known_columns(node: n.Node) -> tuple[str, ...] | None:
@@ -413,7 +418,7 @@ def range(stop: int, start: int = 0, step: int = 1, *, partitions: int | None = 
     return Dataset(n.RangeSource((), start, stop, step, partitions or _default_partitions()))
 
 
-def read_text(paths: PathLike | Sequence[PathLike], *, whole_files: bool = False,
+def read_text(paths: Paths, *, whole_files: bool = False,
               include_paths: bool = False, partition_bytes: int | None = None) -> Dataset:
     """Lines of text files (column ``text``), or one row per file (``path``, ``text``).
 
@@ -425,7 +430,7 @@ def read_text(paths: PathLike | Sequence[PathLike], *, whole_files: bool = False
     return Dataset(n.FileSource((), "text", files, None, opts, partition_bytes))
 
 
-def read_csv(paths: PathLike | Sequence[PathLike], *, schema: pa.Schema | dict[str, Any] | None
+def read_csv(paths: Paths, *, schema: pa.Schema | dict[str, Any] | None
              = None, delimiter: str = ",", header: bool = True, split: bool = True,
              partition_bytes: int | None = None) -> Dataset:
     """CSV files with a header row; column types inferred from the first file unless ``schema``.
@@ -437,13 +442,12 @@ def read_csv(paths: PathLike | Sequence[PathLike], *, schema: pa.Schema | dict[s
     opts: dict[str, Any] = {"delimiter": delimiter, "header": header, "split": split}
     names = readers.check_csv_headers(files, opts)
     if schema is not None:
-        if isinstance(schema, dict):
-            schema = pa.schema(schema)
-        missing = [c for c in schema.names if c not in names]
+        given: pa.Schema = pa.schema(schema) if isinstance(schema, dict) else schema
+        missing = [c for c in given.names if c not in names]
         if missing:
             raise PlanError(f"read_csv: schema names columns {missing} that the header "
                             f"{names} of {files[0][0]} lacks")
-        types = {f.name: f.type for f in schema}
+        types = {f.name: f.type for f in given}
         full = pa.schema([(c, types.get(c, pa.string())) for c in names])
     else:
         first = next((p for p, s in files if s > 0), files[0][0])
@@ -453,7 +457,7 @@ def read_csv(paths: PathLike | Sequence[PathLike], *, schema: pa.Schema | dict[s
                                 partition_bytes))
 
 
-def read_json(paths: PathLike | Sequence[PathLike], *, schema: pa.Schema | None = None,
+def read_json(paths: Paths, *, schema: pa.Schema | None = None,
               partition_bytes: int | None = None) -> Dataset:
     """JSON-lines files (one object per line); types inferred from the first file unless given."""
     files = readers.expand_paths(paths, "read_json")
@@ -464,7 +468,7 @@ def read_json(paths: PathLike | Sequence[PathLike], *, schema: pa.Schema | None 
     return Dataset(n.FileSource((), "json", files, schema, (), partition_bytes))
 
 
-def read_parquet(paths: PathLike | Sequence[PathLike], *, columns: Sequence[str] | None = None,
+def read_parquet(paths: Paths, *, columns: Sequence[str] | None = None,
                  partition_bytes: int | None = None) -> Dataset:
     """Parquet files (same schema), split into partitions by row groups."""
     files = readers.expand_paths(paths, "read_parquet")
@@ -481,7 +485,7 @@ def read_parquet(paths: PathLike | Sequence[PathLike], *, columns: Sequence[str]
     return Dataset(n.FileSource((), "parquet", files, schema, opts, partition_bytes))
 
 
-def read_files(paths: PathLike | Sequence[PathLike], *, partition_bytes: int | None = None
+def read_files(paths: Paths, *, partition_bytes: int | None = None
                ) -> Dataset:
     """One row per file: ``path``, ``size``, ``bytes`` (raw content)."""
     files = readers.expand_paths(paths, "read_files")

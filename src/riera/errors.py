@@ -75,7 +75,7 @@ class TaskError(RieraError):
             f"{error_type}: {error_message}\n\n--- traceback in the worker ---\n{remote_traceback}"
         )
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return (
             type(self),
             (

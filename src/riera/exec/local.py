@@ -16,14 +16,16 @@ process sentinels with ``multiprocessing.connection.wait``, so a death is seen a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
 import pickle
 import signal
+import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -38,12 +40,35 @@ from riera.exec.worker import TaskFailure, TaskResult
 log = logging.getLogger(__name__)
 
 
+@contextlib.contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Start processes without re-running the user's ``__main__`` script in them.
+
+    ``spawn`` and ``forkserver`` re-import ``__main__`` from its file in every new process, which
+    runs an unguarded script (no ``if __name__ == "__main__"``) again inside the workers. Workers
+    never need it: cloudpickle ships functions defined in ``__main__`` by value.
+    """
+    main = sys.modules.get("__main__")
+    saved = {a: getattr(main, a) for a in ("__file__", "__spec__") if hasattr(main, a)}
+    try:
+        if main is not None:
+            main.__spec__ = None
+            if hasattr(main, "__file__"):
+                del main.__file__
+        yield
+    finally:
+        if main is not None:
+            for a, v in saved.items():
+                setattr(main, a, v)
+
+
 class _Worker:
     def __init__(self, ctx: Any, settings_json: str, wid: int) -> None:
         parent, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=worker_mod.main, args=(child, settings_json),
                                    name=f"riera-worker-{wid}", daemon=True)
-        self.process.start()
+        with _main_hidden():
+            self.process.start()
         child.close()
         self.conn: Connection = parent
         self.pid = self.process.pid or 0

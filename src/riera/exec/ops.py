@@ -9,6 +9,7 @@ a reduce-side part (final aggregation, local sort, local join) that run on eithe
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -219,7 +220,7 @@ def _partial_specs(a: AggSpec) -> list[tuple[str, tuple[str, str]]]:
     if f == "count":
         return [("count", (a.column, "count"))]
     if f in ("sum", "min", "max"):
-        return [(f, (a.column, f))]  # type: ignore[list-item]
+        return [(str(f), (a.column, str(f)))]
     if f == "mean":
         return [("sum", (a.column, "sum")), ("count", (a.column, "count"))]
     return [("list", (a.column, "list"))]  # "list" and custom callables
@@ -442,7 +443,7 @@ def split_by_ids(table: pa.Table, ids: np.ndarray, n: int) -> list[pa.Table]:
 def split_even(table: pa.Table, n: int) -> list[pa.Table]:
     """Contiguous, near-equal slices (zero-copy)."""
     bounds = np.linspace(0, table.num_rows, n + 1).astype(int)
-    return [table.slice(int(a), int(b - a)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [table.slice(int(a), int(b - a)) for a, b in itertools.pairwise(bounds)]
 
 
 # -- join -----------------------------------------------------------------------------------------

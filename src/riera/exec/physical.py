@@ -136,7 +136,7 @@ class JoinReader(Reader):
         # The join op needs both sides; it receives them through a 2-column wrapper table.
         left = ops.concat([exchange.get(r) for r in task_input[0]])
         right = ops.concat([exchange.get(r) for r in task_input[1]])
-        return _Pair(left, right)  # type: ignore[return-value]
+        return _Pair(left, right)  # type: ignore  # consumed by JoinOp only
 
 
 class _Pair:

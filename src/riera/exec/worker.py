@@ -72,7 +72,7 @@ def run_task(stage: Stage, index: int, attempt: int, task_input: Any, key: Segme
         exchange.release_prefix(key.task_prefix)
         try:
             payload: bytes | None = cloudpickle.dumps(exc)
-            pickle.loads(payload)
+            pickle.loads(payload)  # type: ignore[arg-type]
         except Exception:
             payload = None
         tb = "".join(traceback.format_exception(exc))

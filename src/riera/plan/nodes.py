@@ -25,8 +25,8 @@ def _uid(label: str) -> str:
 
 def fn_label(fn: Callable[..., Any]) -> str:
     """A readable name for a user callable: ``parse`` or ``<lambda>`` or ``Mapper``."""
-    name = getattr(fn, "__qualname__", None) or getattr(type(fn), "__qualname__", "fn")
-    return name.replace("<locals>.", "")
+    name = getattr(fn, "__qualname__", None) or getattr(type(fn), "__qualname__", None) or "fn"
+    return str(name).replace("<locals>.", "")
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,6 +16,7 @@ one with a matching reader:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,7 +107,7 @@ class Planner:
         count = max(0, -(-(node.stop - node.start) // node.step))
         parts = max(1, min(node.partitions, count or 1))
         bounds = [node.start + node.step * ((count * i) // parts) for i in range(parts + 1)]
-        ranges = tuple(zip(bounds[:-1], bounds[1:], strict=True))
+        ranges = tuple(itertools.pairwise(bounds))
         return _Open(ph.RangeReader(ranges, node.step, node.column), parts, (), nodes=[node.name])
 
     def _plan_FileSource(self, node: n.FileSource) -> _Open:

@@ -23,11 +23,12 @@ Deviations from gensort 1.5 (the layout is the same; the *contents* of two field
   ``h1 = splitmix64(rownum ^ c1)``, where ``c0 = splitmix64(seed)`` and
   ``c1 = splitmix64(c0 ^ 0x5EED5EED5EED5EED)``. ``splitmix64(x)`` is the standard
   splitmix64 step: ``z = x + 0x9E3779B97F4A7C15``, ``z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9``,
-  ``z = (z ^ z >> 27) * 0x94D049BB133111EB``, ``z ^ z >> 31`` (all mod ``2**64``). The key is the 8 big-endian bytes of ``h0`` followed by the top two
-  bytes of ``h1``. Because the data depend only on the record number, any split of
-  ``[0, N)`` into partitions generates exactly the same data set. Since ``splitmix64``
-  is a bijection on 64-bit integers, the 8-byte key prefixes of distinct records
-  (with the same seed) are distinct, i.e. generated data sets have no duplicate keys.
+  ``z = (z ^ z >> 27) * 0x94D049BB133111EB``, ``z ^ z >> 31`` (all mod ``2**64``).
+  The key is the 8 big-endian bytes of ``h0`` followed by the top two bytes of ``h1``.
+  Because the data depend only on the record number, any split of ``[0, N)`` into
+  partitions generates exactly the same data set. Since ``splitmix64`` is a bijection on
+  64-bit integers, the 8-byte key prefixes of distinct records (with the same seed) are
+  distinct, i.e. generated binary data sets have no duplicate keys.
   ASCII keys map each of those 10 bytes to ``byte % 95 + 32``.
 * **Filler** is derived from the *record number* (gensort derives it from the random
   number). With ``g`` groups (12 binary, 13 ASCII), group ``j`` (``0 <= j < g``) is the
@@ -133,7 +134,9 @@ _LETTERS = b"ABCDEFGHIJKLMNOP"
 # byte -> its two uppercase hex digits, as a uint16 with that memory image
 _HEX2 = _table([bytes((_HEX_DIGITS[b >> 4], _HEX_DIGITS[b & 15])) for b in range(256)], np.uint16)
 # byte -> 4 x letter(high nibble) + 4 x letter(low nibble), as a uint64
-_FILL8 = _table([bytes([_LETTERS[b >> 4]] * 4 + [_LETTERS[b & 15]] * 4) for b in range(256)], np.uint64)
+_FILL8 = _table(
+    [bytes([_LETTERS[b >> 4]] * 4 + [_LETTERS[b & 15]] * 4) for b in range(256)], np.uint64
+)
 # byte -> 4 x letter(low nibble), as a uint32
 _FILL4_LOW = _table([bytes([_LETTERS[b & 15]] * 4) for b in range(256)], np.uint32)
 _ZEROS_HEX = b"0" * 16
