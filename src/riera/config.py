@@ -98,14 +98,16 @@ def setting_sources(settings: Settings) -> dict[str, str]:
 
         with toml_path.open("rb") as fh:
             toml_keys = set(tomllib.load(fh))
-    default = Settings.model_construct()
     out = {}
-    for name in Settings.model_fields:
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, Path):
+            default = Path(os.path.expanduser(str(default)))
         if f"{ENV_PREFIX}{name.upper()}" in os.environ:
             out[name] = "env"
         elif name in toml_keys:
             out[name] = str(toml_path)
-        elif getattr(settings, name) != getattr(default, name, None):
+        elif getattr(settings, name) != default:
             out[name] = "argument"
         else:
             out[name] = "default"

@@ -123,6 +123,8 @@ class MapBatchesOp(Op):
     kwargs: tuple[tuple[str, Any], ...] = ()
 
     def apply(self, table: pa.Table) -> pa.Table:
+        if table.num_columns == 0:
+            return table  # an empty partition whose producer emitted no rows: nothing to do
         kw = dict(self.kwargs)
         if self.batch_format == "pandas":
             df = table.to_pandas(types_mapper=pd.ArrowDtype)
@@ -147,6 +149,8 @@ class SelectOp(Op):
     columns: tuple[str, ...]
 
     def apply(self, table: pa.Table) -> pa.Table:
+        if table.num_columns == 0:
+            return table
         missing = [c for c in self.columns if c not in table.column_names]
         if missing:
             raise KeyError(f"{self.name}: no column(s) {missing}; the data has "
@@ -387,6 +391,9 @@ def range_mask(col: pa.ChunkedArray, lo: Any, hi: Any, descending: bool, last: b
     if mask is None:
         return pa.array(np.ones(len(col), dtype=bool))
     mask = pc.fill_null(mask, last)
+    if last and pa.types.is_floating(col.type):
+        # NaN compares false with every bound; sorts put it at the end, with nulls.
+        mask = pc.or_(mask, pc.fill_null(pc.is_nan(col), False))
     return mask
 
 
@@ -394,9 +401,8 @@ def sample_keys(table: pa.Table, key: str, k: int = 256, seed: int = 0) -> list[
     if table.num_rows == 0:
         return []
     col = table.column(key)
-    idx = np.random.default_rng(seed).choice(table.num_rows, size=min(k, table.num_rows),
-                                             replace=False)
-    return [v for v in col.take(pa.array(np.sort(idx))).to_pylist() if v is not None]
+    idx = np.random.default_rng(seed).integers(0, table.num_rows, size=min(k, table.num_rows))
+    return [v for v in col.take(pa.array(idx)).to_pylist() if v is not None and v == v]
 
 
 def range_boundaries(samples: list[Any], n: int, descending: bool) -> list[Any]:
@@ -410,20 +416,42 @@ def range_boundaries(samples: list[Any], n: int, descending: bool) -> list[Any]:
 # -- partitioning ---------------------------------------------------------------------------------
 
 
+_NULL_HASH = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _column_hash(col: pa.ChunkedArray) -> np.ndarray:
+    """A per-row hash that depends only on the value, never on how a partition typed it.
+
+    Numbers hash as float64 (so ``1`` in an int64 partition and ``1.0`` in a double one agree;
+    ``-0.0`` is ``0.0``; every NaN is one value), strings and binaries by content, nulls as one
+    constant. Collisions only put distinct keys in the same partition, which stays correct.
+    """
+    t = col.type
+    if pa.types.is_dictionary(t):
+        col = col.cast(t.value_type)
+        t = t.value_type
+    valid = None if col.null_count == 0 else pc.is_valid(col).to_numpy(zero_copy_only=False)
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) \
+            or pa.types.is_decimal(t):
+        values = pc.fill_null(pc.cast(col, pa.float64()), 0.0).to_numpy() + 0.0
+        h = pd.util.hash_array(values)
+    elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) \
+            or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        h = pd.util.hash_array(np.asarray(col.to_numpy(zero_copy_only=False), dtype=object))
+    elif pa.types.is_temporal(t):
+        h = pd.util.hash_array(pc.fill_null(col.cast(pa.int64()), 0).to_numpy())
+    else:
+        h = pd.util.hash_array(np.asarray([repr(v) for v in col.to_pylist()], dtype=object))
+    if valid is not None:
+        h = np.where(valid, h, _NULL_HASH)
+    return h
+
+
 def hash_partition_ids(table: pa.Table, keys: Sequence[str], n: int) -> np.ndarray:
     """Deterministic partition id per row (same key → same id in every process)."""
     h = np.zeros(table.num_rows, dtype=np.uint64)
     for k in keys:
-        col = table.column(k)
-        t = col.type
-        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
-            values = col.to_numpy()  # nulls become NaN / object; hash_array handles both
-        else:
-            values = np.asarray(col.to_pylist(), dtype=object) if pa.types.is_nested(t) else \
-                col.to_numpy(zero_copy_only=False)
-            if values.dtype == object and pa.types.is_nested(t):
-                values = np.asarray([repr(v) for v in values], dtype=object)
-        h = h * np.uint64(1000003) ^ pd.util.hash_array(values)
+        h = h * np.uint64(1000003) ^ _column_hash(table.column(k))
     return (h % np.uint64(n)).astype(np.int64)
 
 

@@ -113,14 +113,18 @@ class RangeShuffleReader(Reader):
 
     def read(self, task_input: tuple[list[Ref], Any, Any, bool], exchange: Exchange) -> pa.Table:
         refs, lo, hi, last = task_input
-        parts = []
+        parts, empty = [], None
         for r in refs:
             t = exchange.get(r)
+            if t.num_columns and empty is None:
+                empty = t.slice(0, 0)
             if t.num_rows == 0 or self.key not in t.column_names:
                 continue
             parts.append(t.filter(ops.range_mask(t.column(self.key), lo, hi, self.descending,
                                                  last)))
-        return ops.concat(parts) if parts else pa.table({})
+        if parts:
+            return ops.concat(parts)
+        return empty if empty is not None else pa.table({})
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,7 @@ class JoinReader(Reader):
         # The join op needs both sides; it receives them through a 2-column wrapper table.
         left = ops.concat([exchange.get(r) for r in task_input[0]])
         right = ops.concat([exchange.get(r) for r in task_input[1]])
-        return _Pair(left, right)  # type: ignore  # consumed by JoinOp only
+        return _Pair(left, right)  # consumed by JoinOp only
 
 
 class _Pair:
