@@ -43,23 +43,47 @@ def rows_to_table(rows: list[dict[str, Any]], like: pa.Schema | None = None) -> 
     return pa.Table.from_pylist(rows)
 
 
+def _fixed_width_view(arr: pa.Array) -> np.ndarray | None:
+    """A zero-copy numpy view of a null-free fixed-width array: (n,) or (n, width) bytes."""
+    t = arr.type
+    if arr.null_count:
+        return None
+    if pa.types.is_fixed_size_binary(t):
+        w = t.byte_width
+        data = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
+        return data[arr.offset * w:(arr.offset + len(arr)) * w].reshape(-1, w)
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return arr.to_numpy(zero_copy_only=True)
+    return None
+
+
+def _take_column(col: pa.ChunkedArray, indices: np.ndarray) -> pa.Array | pa.ChunkedArray:
+    views = [_fixed_width_view(c) for c in col.chunks]
+    if not views or any(v is None for v in views):
+        return col.take(pa.array(indices))
+    t = col.type
+    first = views[0]
+    assert first is not None
+    out = np.empty((len(indices), *first.shape[1:]), dtype=first.dtype)
+    if len(views) == 1:
+        np.take(first, indices, axis=0, out=out, mode="wrap")
+    else:  # gather from each chunk where it holds the row: no combined copy of the column
+        bounds = np.cumsum([0, *(len(v) for v in views)])  # type: ignore[arg-type]
+        which = np.searchsorted(bounds, indices, side="right") - 1
+        for c, v in enumerate(views):
+            sel = np.flatnonzero(which == c)
+            if sel.size:
+                out[sel] = v[indices[sel] - bounds[c]]  # type: ignore[index]
+    if pa.types.is_fixed_size_binary(t):
+        return pa.Array.from_buffers(t, len(indices), [None, pa.py_buffer(out)])
+    return pa.array(out, type=t)
+
+
 def take(table: pa.Table, indices: np.ndarray) -> pa.Table:
-    """``table.take`` with a numpy fast path for fixed-width columns without nulls."""
-    cols = []
-    for col in table.columns:
-        arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-        t = arr.type
-        if arr.null_count == 0 and pa.types.is_fixed_size_binary(t):
-            width = t.byte_width
-            data = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
-            data = data[arr.offset * width:(arr.offset + len(arr)) * width].reshape(-1, width)
-            out = np.take(data, indices, axis=0)
-            cols.append(pa.Array.from_buffers(t, len(indices), [None, pa.py_buffer(out)]))
-        elif arr.null_count == 0 and (pa.types.is_integer(t) or pa.types.is_floating(t)):
-            cols.append(pa.array(np.take(arr.to_numpy(), indices), type=t))
-        else:
-            cols.append(arr.take(pa.array(indices)))
-    return pa.Table.from_arrays(cols, schema=table.schema)
+    """``table.take`` with numpy fast paths for fixed-width columns without nulls."""
+    indices = np.asarray(indices, dtype=np.int64)
+    return pa.Table.from_arrays([_take_column(c, indices) for c in table.columns],
+                                schema=table.schema)
 
 
 # -- row and batch operators ----------------------------------------------------------------------
