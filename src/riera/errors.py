@@ -39,6 +39,7 @@ class ShmFullError(ExchangeError):
         self.path = path
         self.needed = needed
         self.free = free
+        self.where = where
         super().__init__(
             f"shared memory is full: segment {path!r} needs {_mib(needed)} but {where} has "
             f"{_mib(free)} free. Fixes: use fewer/smaller partitions at once "
@@ -46,6 +47,10 @@ class ShmFullError(ExchangeError):
             f"(`riera shm sweep`), enlarge it (`mount -o remount,size=16G {where}`), "
             f"or pick another exchange with RIERA_SHM_DIR / exchange=..."
         )
+
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return (type(self), (self.path, self.needed, self.free, self.where))
 
 
 class TaskError(RieraError):

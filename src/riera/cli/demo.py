@@ -72,7 +72,7 @@ def demo(
         step("generate TeraSort records", records * 100,
              lambda: terasort.generate(work / "terasort-in", records))
         step("generate text", int(text_mb * 1e6), lambda: corpus.write_text(
-            work / "text", text_mb, files=max(1, rt.settings.workers)))
+            work / "text", text_mb))
         step("TeraSort: sort", records * 100,
              lambda: terasort.sort(work / "terasort-in", work / "terasort-out"))
         check = step("TeraSort: validate", records * 100,

@@ -65,7 +65,8 @@ def _main_hidden() -> Iterator[None]:
 class _Worker:
     def __init__(self, ctx: Any, settings_json: str, wid: int) -> None:
         parent, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=worker_mod.main, args=(child, settings_json),
+        self.process = ctx.Process(target=worker_mod.main,
+                                   args=(child, settings_json, os.getpid()),
                                    name=f"riera-worker-{wid}", daemon=True)
         with _main_hidden():
             self.process.start()

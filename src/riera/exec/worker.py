@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -80,8 +82,41 @@ def run_task(stage: Stage, index: int, attempt: int, task_input: Any, key: Segme
                            payload)
 
 
-def main(conn: Connection, settings_json: str) -> None:
+def _watch_driver(driver_pid: int) -> None:
+    """Exit at once when the driver process exits, whatever this worker is doing.
+
+    A ``kill -9``'d driver must not leave workers that finish their task and then write segments
+    nobody will sweep. The forkserver (our parent) outlives the driver, so a parent-death signal is
+    not enough: a daemon thread waits on a pidfd of the driver (readable when it exits) and falls
+    back to polling where pidfds are unavailable.
+    """
+
+    def wait_and_exit() -> None:
+        try:
+            fd = os.pidfd_open(driver_pid)
+        except ProcessLookupError:
+            os._exit(1)
+        except (AttributeError, OSError):
+            while True:
+                time.sleep(0.5)
+                try:
+                    os.kill(driver_pid, 0)
+                except ProcessLookupError:
+                    os._exit(1)
+                except PermissionError:
+                    pass
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while True:
+            if poller.poll():
+                os._exit(1)
+
+    threading.Thread(target=wait_and_exit, name="riera-driver-watch", daemon=True).start()
+
+
+def main(conn: Connection, settings_json: str, driver_pid: int) -> None:
     """Entry point of a worker process."""
+    _watch_driver(driver_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = Settings.model_validate_json(settings_json)
     try:

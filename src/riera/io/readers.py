@@ -52,6 +52,18 @@ def _hidden(path: str) -> bool:
     return os.path.basename(path).startswith(("_", "."))
 
 
+def _hidden_below(match: str, pattern: str) -> bool:
+    """Whether a glob match passes through a ``_``/``.`` entry below the pattern's fixed prefix."""
+    fixed = []
+    for part in pattern.split(os.sep):
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    root = os.sep.join(fixed) or "."
+    rel = os.path.relpath(match, root)
+    return any(c.startswith(("_", ".")) and c not in (".", "..") for c in rel.split(os.sep))
+
+
 def expand_paths(paths: Any, op: str
                  ) -> tuple[tuple[str, int], ...]:
     """Files behind ``paths`` (files, directories, globs), sorted, with sizes."""
@@ -66,6 +78,8 @@ def expand_paths(paths: Any, op: str
             raise SourceError(f"{op}: path {p!r} does not exist"
                               + (" (the glob matched nothing)" if glob.has_magic(p) else ""))
         for m in matches:
+            if glob.has_magic(p) and _hidden_below(m, p):
+                continue  # a glob never picks _SUCCESS, _temporary/ or dot entries
             if os.path.isdir(m):
                 for root, dirs, files in os.walk(m):
                     dirs[:] = sorted(d for d in dirs if not _hidden(d))
@@ -73,7 +87,7 @@ def expand_paths(paths: Any, op: str
                         if not _hidden(f):
                             fp = os.path.join(root, f)
                             found[fp] = os.path.getsize(fp)
-            elif os.path.isfile(m) and not (_hidden(m) and glob.has_magic(p)):
+            elif os.path.isfile(m):
                 found[m] = os.path.getsize(m)
     if not found:
         raise SourceError(f"{op}: {items!r} holds no files")
@@ -244,8 +258,10 @@ def infer_csv_schema(path: str, names: list[str], options: dict[str, Any]) -> pa
 def _parse_csv(data: bytes, path: str, offset: int, names: list[str], schema: pa.Schema | None,
                options: dict[str, Any], first_split: bool) -> pa.Table:
     header = options.get("header", True)
+    # Single-threaded: a task is already one core, and only then does Arrow say "Row #N".
     ro = pacsv.ReadOptions(column_names=names, skip_rows=1 if (header and first_split) else 0,
-                           block_size=max(1 << 20, min(len(data) + 1, 1 << 26)))
+                           block_size=max(1 << 20, min(len(data) + 1, 1 << 26)),
+                           use_threads=False)
     po = pacsv.ParseOptions(delimiter=options.get("delimiter", ","))
     co = pacsv.ConvertOptions(column_types=schema, strings_can_be_null=False)
     if not data:
@@ -258,8 +274,8 @@ def _parse_csv(data: bytes, path: str, offset: int, names: list[str], schema: pa
         m = _ROW_RE.search(msg)
         where = f"{path}"
         if m:
-            row = int(m.group(1))
-            line = _line_of(path, offset) + row - 1 + (1 if header and first_split else 0)
+            row = int(m.group(1))  # 1-based, counting rows skipped (the header) too
+            line = _line_of(path, offset) + row - 1
             where = f"{path}, line {line}"
         else:
             where = f"{path}, in the lines starting at line {_line_of(path, offset)}"

@@ -111,7 +111,12 @@ class Planner:
         return _Open(ph.RangeReader(ranges, node.step, node.column), parts, (), nodes=[node.name])
 
     def _plan_FileSource(self, node: n.FileSource) -> _Open:
-        target = node.partition_bytes or self.settings.partition_bytes
+        # Like Spark's maxSplitBytes: at most partition_bytes, but small inputs still give every
+        # worker a share (never below 1 MiB, where task overhead would dominate).
+        total = sum(size for _, size in node.files)
+        per_worker = -(-total // self.settings.workers)
+        target = node.partition_bytes or min(self.settings.partition_bytes,
+                                             max(2**20, per_worker))
         opts = dict(node.options)
         if node.format == "parquet":
             splits = readers.parquet_splits(node.files, target)

@@ -1,0 +1,99 @@
+"""Shared fixtures for Riera's test suite.
+
+- ``riera_session`` (session, autouse): shuts the runtime down at the end of the session, then
+  checks that no shared-memory segment created by this process (``riera-<pid>-*.arrow`` in
+  ``/dev/shm``) survived — every run must release what it put in the exchange.
+- ``workers``: parametrized over 1 and 2 worker processes; (re)initialises the runtime only when
+  the worker count changes (or someone else replaced the runtime), since starting workers costs time.
+  The parameter lives on a module-scoped fixture so pytest groups a module's tests by worker count.
+- ``out_dir``: a fresh directory under ``tmp_path`` for tests that write files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import riera
+from riera import runtime as _rt
+
+SHM_DIR = Path("/dev/shm")
+WORKER_COUNTS = (1, 2)
+
+
+def own_segments() -> list[Path]:
+    """Shared-memory segments whose names say this process (the driver) created them."""
+    if not SHM_DIR.is_dir():
+        return []
+    return sorted(SHM_DIR.glob(f"riera-{os.getpid()}-*.arrow"))
+
+
+@pytest.fixture(scope="session")
+def _shm_leak_check() -> Iterator[None]:
+    """Fail loudly if a segment created by this process is still in /dev/shm after the session."""
+    yield
+    leaked = own_segments()
+    if leaked:
+        names = "\n  ".join(p.name for p in leaked[:20])
+        more = f"\n  … and {len(leaked) - 20} more" if len(leaked) > 20 else ""
+        pytest.fail(
+            f"{len(leaked)} shared-memory segment(s) created by this test process (pid "
+            f"{os.getpid()}) were never released:\n  {names}{more}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def riera_session(_shm_leak_check: None) -> Iterator[None]:
+    """Make sure Riera's runtime (and its worker processes) is shut down at the end.
+
+    Depends on ``_shm_leak_check`` so that the leak check runs *after* the shutdown.
+    """
+    yield
+    riera.shutdown()
+    _state.workers = None
+    _state.runtime = None
+
+
+class _RuntimeState:
+    """What the ``workers`` fixture last started (module-level, shared by all tests)."""
+
+    workers: int | None = None
+    runtime: object | None = None
+
+
+_state = _RuntimeState()
+
+
+def ensure_runtime(workers: int) -> _rt.Runtime:
+    """Initialise the runtime with ``workers`` workers unless that runtime is already current."""
+    current = _rt._runtime
+    if current is None or current is not _state.runtime or _state.workers != workers:
+        current = riera.init(workers=workers, progress="off")
+        _state.workers, _state.runtime = workers, current
+    assert current.settings.workers == workers
+    return current
+
+
+@pytest.fixture(scope="module", params=WORKER_COUNTS, ids=lambda w: f"w{w}")
+def _worker_count(request: pytest.FixtureRequest) -> int:
+    count: int = request.param
+    return count
+
+
+@pytest.fixture
+def workers(_worker_count: int) -> Iterator[int]:
+    """Run the test against a runtime with 1, then 2, worker processes; yields the count."""
+    ensure_runtime(_worker_count)
+    yield _worker_count
+
+
+@pytest.fixture
+def out_dir(tmp_path: Path) -> Path:
+    """A fresh, empty directory for a test's output files."""
+    d = tmp_path / "out"
+    d.mkdir()
+    return d
