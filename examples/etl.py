@@ -21,20 +21,26 @@ out = sys.argv[1] if len(sys.argv) > 1 else str(work / "revenue")
 # -- input: 200k orders in 4 CSV files, 1,000 customers -------------------------------------
 rng = np.random.default_rng(7)
 n = 200_000
-orders = pd.DataFrame({
-    "order_id": np.arange(n),
-    "customer_id": rng.integers(0, 1_000, n),
-    "product": rng.choice(["Freezer", "Ar Condicionado", "Microondas", "Fogão"], n),
-    "quantity": rng.integers(-1, 6, n),  # a few bad rows with quantity <= 0
-    "unit_price": rng.uniform(50, 2_500, n).round(2),
-})
+orders = pd.DataFrame(
+    {
+        "order_id": np.arange(n),
+        "customer_id": rng.integers(0, 1_000, n),
+        "product": rng.choice(["Freezer", "Ar Condicionado", "Microondas", "Fogão"], n),
+        "quantity": rng.integers(-1, 6, n),  # a few bad rows with quantity <= 0
+        "unit_price": rng.uniform(50, 2_500, n).round(2),
+    }
+)
 (work / "orders").mkdir()
 for i in range(4):
-    orders.iloc[i * n // 4:(i + 1) * n // 4].to_csv(work / "orders" / f"orders-{i}.csv", index=False)
-customers = pd.DataFrame({
-    "customer_id": np.arange(1_000),
-    "region": rng.choice(["Norte", "Nordeste", "Sudeste", "Sul", "Centro-Oeste"], 1_000),
-})
+    orders.iloc[i * n // 4 : (i + 1) * n // 4].to_csv(
+        work / "orders" / f"orders-{i}.csv", index=False
+    )
+customers = pd.DataFrame(
+    {
+        "customer_id": np.arange(1_000),
+        "region": rng.choice(["Norte", "Nordeste", "Sudeste", "Sul", "Centro-Oeste"], 1_000),
+    }
+)
 customers.to_csv(work / "customers.csv", index=False)
 
 

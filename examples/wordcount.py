@@ -25,8 +25,9 @@ def words(row):
 
 counts = (
     riera.read_text(paths)
-    .flat_map(words)                      # fused with the read into one task per partition
-    .group_by("word").count()             # partial counts per partition, then a hash shuffle
+    .flat_map(words)  # fused with the read into one task per partition
+    .group_by("word")
+    .count()  # partial counts per partition, then a hash shuffle
     .sort(["count", "word"], descending=[True, False])
 )
 counts.explain()

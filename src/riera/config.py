@@ -25,7 +25,9 @@ ENV_PREFIX = "RIERA_"
 
 
 def _default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return max(
+        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
 
 
 def config_file() -> Path:
@@ -38,19 +40,31 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
-    workers: int = Field(default_factory=_default_workers, ge=1, le=1024,
-                         description="worker processes in the local pool")
+    workers: int = Field(
+        default_factory=_default_workers,
+        ge=1,
+        le=1024,
+        description="worker processes in the local pool",
+    )
     exchange: str = Field("shm", description="how stages pass data: a registered exchange name")
-    shm_dir: Path = Field(Path("/dev/shm"), description="tmpfs directory holding shared-memory segments")
-    partition_bytes: int = Field(64 * 2**20, ge=1024,
-                                 description="target input bytes per partition when splitting files")
+    shm_dir: Path = Field(
+        Path("/dev/shm"), description="tmpfs directory holding shared-memory segments"
+    )
+    partition_bytes: int = Field(
+        64 * 2**20, ge=1024, description="target input bytes per partition when splitting files"
+    )
     max_task_retries: int = Field(3, ge=0, description="retries of a task whose worker died")
-    memcopy_threads: int = Field(default_factory=lambda: min(4, _default_workers()), ge=1,
-                                 description="threads copying a table into a shared-memory segment")
+    memcopy_threads: int = Field(
+        default_factory=lambda: min(4, _default_workers()),
+        ge=1,
+        description="threads copying a table into a shared-memory segment",
+    )
     start_method: Literal["forkserver", "spawn", "fork"] = Field(
-        "forkserver", description="how worker processes start")
+        "forkserver", description="how worker processes start"
+    )
     progress: Literal["auto", "on", "off"] = Field(
-        "auto", description="progress bars: auto = only when stderr is a terminal")
+        "auto", description="progress bars: auto = only when stderr is a terminal"
+    )
     home: Path = Field(Path("~/.riera"), description="Riera's home directory (run records, stores)")
 
     @field_validator("home", "shm_dir")

@@ -101,8 +101,9 @@ class Dataset:
 
     def flat_map(self, fn: Callable[[dict[str, Any]], Iterable[dict[str, Any]]]) -> Dataset:
         """Apply ``fn`` to every row; it returns an iterable of zero or more rows."""
-        n.require_callable("flat_map", fn,
-                           "pass a function taking a row dict and returning a list of dicts")
+        n.require_callable(
+            "flat_map", fn, "pass a function taking a row dict and returning a list of dicts"
+        )
         return Dataset(n.FlatMapRows((self._node,), fn))
 
     def filter(self, fn: Callable[[dict[str, Any]], bool]) -> Dataset:
@@ -110,16 +111,22 @@ class Dataset:
         n.require_callable("filter", fn, "pass a predicate taking a row dict")
         return Dataset(n.FilterRows((self._node,), fn))
 
-    def map_batches(self, fn: Callable[..., Any], *,
-                    batch_format: Literal["pandas", "pyarrow"] = "pandas",
-                    **fn_kwargs: Any) -> Dataset:
+    def map_batches(
+        self,
+        fn: Callable[..., Any],
+        *,
+        batch_format: Literal["pandas", "pyarrow"] = "pandas",
+        **fn_kwargs: Any,
+    ) -> Dataset:
         """Apply ``fn`` to each partition as a pandas DataFrame (Arrow-backed) or a pyarrow Table."""
         n.require_callable("map_batches", fn, "pass a function taking a batch")
         if batch_format not in ("pandas", "pyarrow"):
-            raise PlanError(f"map_batches: batch_format must be 'pandas' or 'pyarrow'; got "
-                            f"{batch_format!r}")
-        return Dataset(n.MapBatches((self._node,), fn, batch_format,
-                                    tuple(sorted(fn_kwargs.items()))))
+            raise PlanError(
+                f"map_batches: batch_format must be 'pandas' or 'pyarrow'; got {batch_format!r}"
+            )
+        return Dataset(
+            n.MapBatches((self._node,), fn, batch_format, tuple(sorted(fn_kwargs.items())))
+        )
 
     def select(self, *columns: str) -> Dataset:
         """Keep only ``columns``, in this order."""
@@ -134,8 +141,14 @@ class Dataset:
         self._require_columns("group_by", ks)
         return GroupedDataset(self, ks)
 
-    def reduce_by_key(self, key: str, fn: Callable[[Any, Any], Any], column: str = "value", *,
-                      partitions: int | None = None) -> Dataset:
+    def reduce_by_key(
+        self,
+        key: str,
+        fn: Callable[[Any, Any], Any],
+        column: str = "value",
+        *,
+        partitions: int | None = None,
+    ) -> Dataset:
         """Fold ``column`` of rows sharing ``key`` with the associative binary ``fn``."""
         _names("reduce_by_key", key)
         n.require_callable("reduce_by_key", fn, "pass an associative function of two values")
@@ -143,8 +156,13 @@ class Dataset:
         self._require_columns("reduce_by_key", [key, column])
         return Dataset(n.ReduceByKey((self._node,), key, fn, column, partitions))
 
-    def sort(self, by: str | Sequence[str], descending: bool | Sequence[bool] = False, *,
-             partitions: int | None = None) -> Dataset:
+    def sort(
+        self,
+        by: str | Sequence[str],
+        descending: bool | Sequence[bool] = False,
+        *,
+        partitions: int | None = None,
+    ) -> Dataset:
         """Globally sort by ``by`` (sampled range partitioning, then a local sort per partition)."""
         keys = _names("sort", by)
         if isinstance(descending, bool):
@@ -152,8 +170,10 @@ class Dataset:
         else:
             desc = tuple(descending)
             if len(desc) != len(keys) or not all(isinstance(d, bool) for d in desc):
-                raise PlanError(f"sort: descending must be a bool or one bool per key "
-                                f"({len(keys)}); got {descending!r}")
+                raise PlanError(
+                    f"sort: descending must be a bool or one bool per key "
+                    f"({len(keys)}); got {descending!r}"
+                )
         _positive("sort", "partitions", partitions)
         self._require_columns("sort", keys)
         return Dataset(n.Sort((self._node,), keys, desc, partitions))
@@ -165,15 +185,23 @@ class Dataset:
         self._require_columns("repartition", keys)
         return Dataset(n.Repartition((self._node,), partitions, keys))
 
-    def join(self, other: Dataset, on: str | Sequence[str],
-             how: Literal["inner", "left"] = "inner", *, partitions: int | None = None) -> Dataset:
+    def join(
+        self,
+        other: Dataset,
+        on: str | Sequence[str],
+        how: Literal["inner", "left"] = "inner",
+        *,
+        partitions: int | None = None,
+    ) -> Dataset:
         """Hash join with ``other`` on equal ``on`` columns (SQL semantics: null keys never match).
 
         Non-key columns present on both sides get the suffix ``_right`` on the right side.
         """
         if not isinstance(other, Dataset):
-            raise PlanError(f"join: other must be a `Dataset`; got {type(other).__name__} instead;"
-                            f" did you mean riera.from_pandas(...) / riera.from_items(...)?")
+            raise PlanError(
+                f"join: other must be a `Dataset`; got {type(other).__name__} instead;"
+                f" did you mean riera.from_pandas(...) / riera.from_items(...)?"
+            )
         keys = _names("join", on)
         if how not in ("inner", "left"):
             raise PlanError(f"join: how must be 'inner' or 'left'; got {how!r}")
@@ -239,12 +267,18 @@ class Dataset:
         """Run and yield the result as record batches of at most ``batch_size`` rows."""
         yield from self.to_arrow().to_batches(max_chunksize=batch_size)
 
-    def _write(self, fmt: n.SinkFormat, path: PathLike, mode: str, **options: Any
-               ) -> dict[str, Any]:
+    def _write(
+        self, fmt: n.SinkFormat, path: PathLike, mode: str, **options: Any
+    ) -> dict[str, Any]:
         if mode not in ("error", "overwrite"):
             raise PlanError(f"write_{fmt}: mode must be 'error' or 'overwrite'; got {mode!r}")
-        node = n.Write((self._node,), fmt, os.fspath(path), mode,  # type: ignore[arg-type]
-                       tuple(sorted((k, v) for k, v in options.items() if v is not None)))
+        node = n.Write(
+            (self._node,),
+            fmt,
+            os.fspath(path),
+            mode,  # type: ignore[arg-type]
+            tuple(sorted((k, v) for k, v in options.items() if v is not None)),
+        )
         manifest: dict[str, Any] = self._run(f"write_{fmt}", root=node).manifest
         return manifest
 
@@ -252,8 +286,9 @@ class Dataset:
         """Write one CSV file per partition into directory ``path``, committed atomically."""
         return self._write("csv", path, mode)
 
-    def write_parquet(self, path: PathLike, *, mode: str = "error",
-                      compression: str = "snappy") -> dict[str, Any]:
+    def write_parquet(
+        self, path: PathLike, *, mode: str = "error", compression: str = "snappy"
+    ) -> dict[str, Any]:
         """Write one Parquet file per partition into ``path``, committed atomically."""
         return self._write("parquet", path, mode, compression=compression)
 
@@ -261,13 +296,15 @@ class Dataset:
         """Write JSON lines, one file per partition, committed atomically."""
         return self._write("json", path, mode)
 
-    def write_text(self, path: PathLike, *, column: str | None = None,
-                   mode: str = "error") -> dict[str, Any]:
+    def write_text(
+        self, path: PathLike, *, column: str | None = None, mode: str = "error"
+    ) -> dict[str, Any]:
         """Write one line per row of a string column (the only column, or ``column``)."""
         return self._write("text", path, mode, column=column)
 
-    def write_binary(self, path: PathLike, *, column: str | None = None,
-                     mode: str = "error") -> dict[str, Any]:
+    def write_binary(
+        self, path: PathLike, *, column: str | None = None, mode: str = "error"
+    ) -> dict[str, Any]:
         """Write the raw bytes of a binary column, concatenated, one file per partition."""
         return self._write("binary", path, mode, column=column)
 
@@ -288,8 +325,7 @@ class GroupedDataset:
     def __init__(self, ds: Dataset, keys: tuple[str, ...]) -> None:
         self._ds, self._keys = ds, keys
 
-    def agg(self, *, partitions: int | None = None,
-            **aggs: Any) -> Dataset:
+    def agg(self, *, partitions: int | None = None, **aggs: Any) -> Dataset:
         """Named aggregations: ``out=(column, func)``, func one of count, sum, min, max, mean,
         list, or a callable over the list of the group's values.
 
@@ -299,24 +335,30 @@ class GroupedDataset:
         [{'k': 'a', 'total': 4, 'top': 3}]
         """
         if not aggs:
-            raise PlanError("group_by().agg: give at least one aggregation, e.g. "
-                            "agg(total=('amount', 'sum'))")
+            raise PlanError(
+                "group_by().agg: give at least one aggregation, e.g. agg(total=('amount', 'sum'))"
+            )
         _positive("group_by().agg", "partitions", partitions)
         specs = []
         for out, spec in aggs.items():
             if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str)):
-                raise PlanError(f"group_by().agg: {out}= must be a (column, func) tuple; got "
-                                f"{spec!r}; e.g. {out}=('amount', 'sum')")
+                raise PlanError(
+                    f"group_by().agg: {out}= must be a (column, func) tuple; got "
+                    f"{spec!r}; e.g. {out}=('amount', 'sum')"
+                )
             col, func = spec
             if isinstance(func, str):
                 if func not in n.AGG_FUNCS:
                     close = difflib.get_close_matches(func, n.AGG_FUNCS, n=1)
                     hint = f"; did you mean {close[0]!r}?" if close else ""
-                    raise PlanError(f"group_by().agg: unknown aggregation {func!r} for {out}=; "
-                                    f"use one of {list(n.AGG_FUNCS)} or a callable{hint}")
+                    raise PlanError(
+                        f"group_by().agg: unknown aggregation {func!r} for {out}=; "
+                        f"use one of {list(n.AGG_FUNCS)} or a callable{hint}"
+                    )
             elif not callable(func):
-                raise PlanError(f"group_by().agg: {out}= needs a function name or a callable; "
-                                f"got {func!r}")
+                raise PlanError(
+                    f"group_by().agg: {out}= needs a function name or a callable; got {func!r}"
+                )
             if col == "*" and func != "count":
                 raise PlanError(f"group_by().agg: '*' only works with 'count' ({out}=)")
             if out in self._keys:
@@ -418,8 +460,13 @@ def range(stop: int, start: int = 0, step: int = 1, *, partitions: int | None = 
     return Dataset(n.RangeSource((), start, stop, step, partitions or _default_partitions()))
 
 
-def read_text(paths: Paths, *, whole_files: bool = False,
-              include_paths: bool = False, partition_bytes: int | None = None) -> Dataset:
+def read_text(
+    paths: Paths,
+    *,
+    whole_files: bool = False,
+    include_paths: bool = False,
+    partition_bytes: int | None = None,
+) -> Dataset:
     """Lines of text files (column ``text``), or one row per file (``path``, ``text``).
 
     Files are split into partitions of about ``partition_bytes`` at line boundaries.
@@ -430,9 +477,15 @@ def read_text(paths: Paths, *, whole_files: bool = False,
     return Dataset(n.FileSource((), "text", files, None, opts, partition_bytes))
 
 
-def read_csv(paths: Paths, *, schema: pa.Schema | dict[str, Any] | None
-             = None, delimiter: str = ",", header: bool = True, split: bool = True,
-             partition_bytes: int | None = None) -> Dataset:
+def read_csv(
+    paths: Paths,
+    *,
+    schema: pa.Schema | dict[str, Any] | None = None,
+    delimiter: str = ",",
+    header: bool = True,
+    split: bool = True,
+    partition_bytes: int | None = None,
+) -> Dataset:
     """CSV files with a header row; column types inferred from the first file unless ``schema``.
 
     ``split=False`` reads whole files per partition (needed when quoted fields contain newlines).
@@ -445,20 +498,24 @@ def read_csv(paths: Paths, *, schema: pa.Schema | dict[str, Any] | None
         given: pa.Schema = pa.schema(schema) if isinstance(schema, dict) else schema
         missing = [c for c in given.names if c not in names]
         if missing:
-            raise PlanError(f"read_csv: schema names columns {missing} that the header "
-                            f"{names} of {files[0][0]} lacks")
+            raise PlanError(
+                f"read_csv: schema names columns {missing} that the header "
+                f"{names} of {files[0][0]} lacks"
+            )
         types = {f.name: f.type for f in given}
         full = pa.schema([(c, types.get(c, pa.string())) for c in names])
     else:
         first = next((p for p, s in files if s > 0), files[0][0])
         full = readers.infer_csv_schema(first, names, opts)
     opts["column_names"] = tuple(names)
-    return Dataset(n.FileSource((), "csv", files, full, tuple(sorted(opts.items())),
-                                partition_bytes))
+    return Dataset(
+        n.FileSource((), "csv", files, full, tuple(sorted(opts.items())), partition_bytes)
+    )
 
 
-def read_json(paths: Paths, *, schema: pa.Schema | None = None,
-              partition_bytes: int | None = None) -> Dataset:
+def read_json(
+    paths: Paths, *, schema: pa.Schema | None = None, partition_bytes: int | None = None
+) -> Dataset:
     """JSON-lines files (one object per line); types inferred from the first file unless given."""
     files = readers.expand_paths(paths, "read_json")
     _positive("read_json", "partition_bytes", partition_bytes)
@@ -468,8 +525,9 @@ def read_json(paths: Paths, *, schema: pa.Schema | None = None,
     return Dataset(n.FileSource((), "json", files, schema, (), partition_bytes))
 
 
-def read_parquet(paths: Paths, *, columns: Sequence[str] | None = None,
-                 partition_bytes: int | None = None) -> Dataset:
+def read_parquet(
+    paths: Paths, *, columns: Sequence[str] | None = None, partition_bytes: int | None = None
+) -> Dataset:
     """Parquet files (same schema), split into partitions by row groups."""
     files = readers.expand_paths(paths, "read_parquet")
     _positive("read_parquet", "partition_bytes", partition_bytes)
@@ -478,15 +536,13 @@ def read_parquet(paths: Paths, *, columns: Sequence[str] | None = None,
         cols = _names("read_parquet", list(columns))
         missing = [c for c in cols if c not in schema.names]
         if missing:
-            raise PlanError(f"read_parquet: no column(s) {missing}; the files have "
-                            f"{schema.names}")
+            raise PlanError(f"read_parquet: no column(s) {missing}; the files have {schema.names}")
         schema = pa.schema([schema.field(c) for c in cols])
     opts = (("columns", tuple(columns) if columns is not None else None),)
     return Dataset(n.FileSource((), "parquet", files, schema, opts, partition_bytes))
 
 
-def read_files(paths: Paths, *, partition_bytes: int | None = None
-               ) -> Dataset:
+def read_files(paths: Paths, *, partition_bytes: int | None = None) -> Dataset:
     """One row per file: ``path``, ``size``, ``bytes`` (raw content)."""
     files = readers.expand_paths(paths, "read_files")
     _positive("read_files", "partition_bytes", partition_bytes)

@@ -48,7 +48,6 @@ class ShmFullError(ExchangeError):
             f"or pick another exchange with RIERA_SHM_DIR / exchange=..."
         )
 
-
     def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return (type(self), (self.path, self.needed, self.free, self.where))
 

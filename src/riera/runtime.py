@@ -117,8 +117,9 @@ class Runtime:
             self.last_run = info
             self.hooks.on_run_end(info)
 
-    def _run_stages(self, plan: planner.PhysicalPlan, run_id: str, owner: int, info: RunInfo
-                    ) -> dict[str, list[TaskResult]]:
+    def _run_stages(
+        self, plan: planner.PhysicalPlan, run_id: str, owner: int, info: RunInfo
+    ) -> dict[str, list[TaskResult]]:
         results: dict[str, list[TaskResult]] = {}
         readers_left = Counter(up for s in plan.stages for up in s.upstream)
         for stage in plan.stages:
@@ -132,8 +133,9 @@ class Runtime:
                 return SegmentKey(owner, run_id, _sid, index, attempt)
 
             try:
-                results[stage.id] = self.pool.run_stage(stage, stage_key, inputs, make_key, sinfo,
-                                                        run_id, self.hooks, self.exchange)
+                results[stage.id] = self.pool.run_stage(
+                    stage, stage_key, inputs, make_key, sinfo, run_id, self.hooks, self.exchange
+                )
                 sinfo.status = "ok"
             except BaseException:
                 sinfo.status = "failed"
@@ -149,9 +151,14 @@ class Runtime:
                     self.exchange.release([r for res in results[up] for r in res.refs])
         return results
 
-    def _inputs(self, stage: ph.Stage, plan: planner.PhysicalPlan,
-                results: dict[str, list[TaskResult]], run_id: str, owner: int
-                ) -> tuple[list[Any], list[Ref]]:
+    def _inputs(
+        self,
+        stage: ph.Stage,
+        plan: planner.PhysicalPlan,
+        results: dict[str, list[TaskResult]],
+        run_id: str,
+        owner: int,
+    ) -> tuple[list[Any], list[Ref]]:
         """Per-task inputs of ``stage``, and refs the driver created for it (released after it)."""
         r = stage.reader
         if isinstance(r, ph.FileReader):
@@ -163,7 +170,8 @@ class Runtime:
             assert isinstance(node, n.TableSource)
             refs = self.exchange.put_partitioned(
                 ops.split_even(node.table, r.partitions),
-                SegmentKey(owner, run_id, f"{stage.id}-src", 0))
+                SegmentKey(owner, run_id, f"{stage.id}-src", 0),
+            )
             return list(refs), refs
         if isinstance(r, ph.ShuffleReader):
             up = results[r.upstream]
@@ -182,8 +190,9 @@ class Runtime:
             return inputs, []
         if isinstance(r, ph.JoinReader):
             left, right = results[r.left], results[r.right]
-            return [([x.refs[i] for x in left], [x.refs[i] for x in right])
-                    for i in range(r.partitions)], []
+            return [
+                ([x.refs[i] for x in left], [x.refs[i] for x in right]) for i in range(r.partitions)
+            ], []
         if isinstance(r, ph.UnionReader):
             return [res.refs[0] for up in r.upstreams for res in results[up]], []
         raise TypeError(f"no inputs rule for {type(r).__name__}")

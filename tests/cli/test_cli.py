@@ -15,14 +15,23 @@ import riera
 pytestmark = pytest.mark.integration
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "RIERA_PROGRESS": "off", "RIERA_WORKERS": "2", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "riera", *args], capture_output=True, text=True,
-                          cwd=cwd, env=full_env, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-m", "riera", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=240,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"riera {' '.join(args)} exited {proc.returncode}\n"
-                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        raise AssertionError(
+            f"riera {' '.join(args)} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
     return proc
 
 
@@ -34,8 +43,15 @@ def test_config_layers_env_over_toml_over_default(tmp_path: Path) -> None:
     (tmp_path / "riera.toml").write_text("workers = 3\npartition_bytes = 4096\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RIERA_")}
     env["RIERA_PARTITION_BYTES"] = "8192"
-    proc = subprocess.run([sys.executable, "-m", "riera", "config", "--json"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=60, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "riera", "config", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     cfg = json.loads(proc.stdout)
     assert cfg["workers"] == {"value": 3, "source": str(Path("riera.toml"))}
     assert cfg["partition_bytes"] == {"value": 8192, "source": "env"}
@@ -49,8 +65,9 @@ def test_config_rejects_bad_value_naming_the_setting(tmp_path: Path) -> None:
 
 
 def test_terasort_gen_sort_validate(tmp_path: Path) -> None:
-    gen = run_cli("terasort", "gen", str(tmp_path / "in"), "--records", "50000",
-                  "--partitions", "3")
+    gen = run_cli(
+        "terasort", "gen", str(tmp_path / "in"), "--records", "50000", "--partitions", "3"
+    )
     assert "50,000 records" in gen.stdout
     files = sorted((tmp_path / "in").glob("part-*.bin"))
     assert len(files) == 3 and sum(f.stat().st_size for f in files) == 50000 * 100
@@ -72,7 +89,7 @@ def test_terasort_ascii_records_are_printable(tmp_path: Path) -> None:
     data = b"".join(p.read_bytes() for p in sorted((tmp_path / "in").glob("part-*")))
     assert len(data) == 100_000
     for i in range(0, len(data), 100):
-        rec = data[i:i + 100]
+        rec = data[i : i + 100]
         assert rec.endswith(b"\r\n") and all(32 <= b < 127 for b in rec[:98])
 
 
@@ -99,7 +116,8 @@ def test_run_executes_an_unguarded_script(tmp_path: Path) -> None:
     script.write_text(
         "import sys, riera\n"
         "print('RAN', sys.argv[1:])\n"
-        "print('COUNT', riera.range(1000).filter(lambda r: r['id'] % 3 == 0).count())\n")
+        "print('COUNT', riera.range(1000).filter(lambda r: r['id'] % 3 == 0).count())\n"
+    )
     proc = run_cli("run", str(script), "--workers", "2", "--", "x")
     assert proc.stdout.count("RAN") == 1
     assert "COUNT 334" in proc.stdout
@@ -111,7 +129,8 @@ def test_run_reports_task_errors_without_traceback_noise(tmp_path: Path) -> None
         "import riera\n"
         "def explode(row):\n"
         "    raise ValueError('bad row ' + str(row['id']))\n"
-        "riera.range(10, partitions=2).map(explode).collect()\n")
+        "riera.range(10, partitions=2).map(explode).collect()\n"
+    )
     proc = run_cli("run", str(script), check=False)
     assert proc.returncode == 1
     assert "map(explode)" in proc.stderr and "ValueError: bad row" in proc.stderr

@@ -40,12 +40,18 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="print the version and exit")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
 
 
 def start(workers: int | None = None, exchange: str | None = None, **more: Any) -> Any:
@@ -61,10 +67,12 @@ def fail(message: str, code: int = 1) -> None:
 
 
 @app.command()
-def run(script: Annotated[Path, typer.Argument(help="a Python file that builds and runs datasets")],
-        workers: Workers = None, exchange: Exchange = None,
-        args: Annotated[list[str] | None, typer.Argument(help="arguments for the script")] = None
-        ) -> None:
+def run(
+    script: Annotated[Path, typer.Argument(help="a Python file that builds and runs datasets")],
+    workers: Workers = None,
+    exchange: Exchange = None,
+    args: Annotated[list[str] | None, typer.Argument(help="arguments for the script")] = None,
+) -> None:
     """Run a pipeline script with Riera initialised from settings and flags."""
     if not script.is_file():
         fail(f"no such script: {script}")
@@ -90,8 +98,9 @@ def config(as_json: Annotated[bool, typer.Option("--json", help="JSON output")] 
     sources = setting_sources(settings)
     values = settings.model_dump(mode="json")
     if as_json:
-        print(json.dumps({k: {"value": v, "source": sources[k]} for k, v in values.items()},
-                         indent=1))
+        print(
+            json.dumps({k: {"value": v, "source": sources[k]} for k, v in values.items()}, indent=1)
+        )
         return
     table = Table(title="Riera settings (argument > RIERA_* env > riera.toml > default)")
     table.add_column("setting")
@@ -104,10 +113,12 @@ def config(as_json: Annotated[bool, typer.Option("--json", help="JSON output")] 
 
 
 @app.command()
-def wordcount(path: Annotated[list[Path], typer.Argument(help="text files, directories, globs")],
-              top: Annotated[int | None, typer.Option("--top", "-k", help="only the K most frequent")]
-              = None,
-              workers: Workers = None, exchange: Exchange = None) -> None:
+def wordcount(
+    path: Annotated[list[Path], typer.Argument(help="text files, directories, globs")],
+    top: Annotated[int | None, typer.Option("--top", "-k", help="only the K most frequent")] = None,
+    workers: Workers = None,
+    exchange: Exchange = None,
+) -> None:
     """Count words: prints "word<TAB>count" lines, most frequent first."""
     from riera.apps.wordcount.job import top_words
 
@@ -125,7 +136,9 @@ def wordcount(path: Annotated[list[Path], typer.Argument(help="text files, direc
     err.print(f"[dim]{len(rows):,} words in {elapsed:.2f} s[/]")
 
 
-shm_app = typer.Typer(help="Inspect and clean Riera's shared-memory segments.", no_args_is_help=True)
+shm_app = typer.Typer(
+    help="Inspect and clean Riera's shared-memory segments.", no_args_is_help=True
+)
 app.add_typer(shm_app, name="shm")
 
 

@@ -33,12 +33,14 @@ class _Runs(Hooks):
 
 
 def demo(
-    records: Annotated[int, typer.Option("--records", help="TeraSort records (100 B each)")]
-    = 2_000_000,
+    records: Annotated[
+        int, typer.Option("--records", help="TeraSort records (100 B each)")
+    ] = 2_000_000,
     text_mb: Annotated[float, typer.Option("--text-mb", help="MB of text for word count")] = 100,
     workers: Workers = None,
-    keep: Annotated[Path | None, typer.Option("--keep", help="keep the data in this directory")]
-    = None,
+    keep: Annotated[
+        Path | None, typer.Option("--keep", help="keep the data in this directory")
+    ] = None,
 ) -> None:
     """Riera's main demo: TeraSort and word count on all cores, with a summary."""
     from riera.apps.terasort import job as terasort
@@ -62,25 +64,38 @@ def demo(
             fail(f"{name}: {e}")
         dt = time.perf_counter() - t0
         mine = runs.runs[before:]
-        steps.append({"step": name, "seconds": dt, "bytes": nbytes,
-                      "stages": sum(len(r.stages) for r in mine),
-                      "tasks": sum(r.tasks for r in mine),
-                      "retries": sum(r.retries for r in mine)})
+        steps.append(
+            {
+                "step": name,
+                "seconds": dt,
+                "bytes": nbytes,
+                "stages": sum(len(r.stages) for r in mine),
+                "tasks": sum(r.tasks for r in mine),
+                "retries": sum(r.retries for r in mine),
+            }
+        )
         return result
 
     try:
-        step("generate TeraSort records", records * 100,
-             lambda: terasort.generate(work / "terasort-in", records))
-        step("generate text", int(text_mb * 1e6), lambda: corpus.write_text(
-            work / "text", text_mb))
-        step("TeraSort: sort", records * 100,
-             lambda: terasort.sort(work / "terasort-in", work / "terasort-out"))
-        check = step("TeraSort: validate", records * 100,
-                     lambda: terasort.validate(work / "terasort-out")).report
+        step(
+            "generate TeraSort records",
+            records * 100,
+            lambda: terasort.generate(work / "terasort-in", records),
+        )
+        step("generate text", int(text_mb * 1e6), lambda: corpus.write_text(work / "text", text_mb))
+        step(
+            "TeraSort: sort",
+            records * 100,
+            lambda: terasort.sort(work / "terasort-in", work / "terasort-out"),
+        )
+        check = step(
+            "TeraSort: validate", records * 100, lambda: terasort.validate(work / "terasort-out")
+        ).report
         if not check.ok or check.records != records:
             fail(f"TeraSort output is not sorted: {check.first_error}")
-        top = step("word count", int(text_mb * 1e6),
-                   lambda: wordcount.top_words(str(work / "text"), 10))
+        top = step(
+            "word count", int(text_mb * 1e6), lambda: wordcount.top_words(str(work / "text"), 10)
+        )
     finally:
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -96,9 +111,14 @@ def demo(
     for col in ("step", "time", "throughput", "stages", "tasks", "retries"):
         summary.add_column(col, justify="left" if col == "step" else "right")
     for s in steps:
-        summary.add_row(s["step"], f"{s['seconds']:.2f} s",
-                        f"{s['bytes'] / s['seconds'] / 1e6:,.0f} MB/s" if s["seconds"] else "-",
-                        str(s["stages"]), str(s["tasks"]), str(s["retries"]))
+        summary.add_row(
+            s["step"],
+            f"{s['seconds']:.2f} s",
+            f"{s['bytes'] / s['seconds'] / 1e6:,.0f} MB/s" if s["seconds"] else "-",
+            str(s["stages"]),
+            str(s["tasks"]),
+            str(s["retries"]),
+        )
     out.print(summary)
 
     shm = rt.settings.shm_dir
@@ -108,15 +128,23 @@ def demo(
     where.add_column("")
     where.add_column("")
     rows = [
-        ("host", f"{socket.gethostname()} ({platform.system()} {platform.machine()}, "
-                 f"{os.cpu_count()} CPUs)"),
+        (
+            "host",
+            f"{socket.gethostname()} ({platform.system()} {platform.machine()}, "
+            f"{os.cpu_count()} CPUs)",
+        ),
         ("workers", f"{rt.settings.workers} processes ({rt.settings.start_method}), kept warm"),
-        ("exchange", f"{rt.settings.exchange}: Arrow IPC segments in {shm}"
-                     + (f" ({human_bytes(usage.free)} free)" if usage else "")),
+        (
+            "exchange",
+            f"{rt.settings.exchange}: Arrow IPC segments in {shm}"
+            + (f" ({human_bytes(usage.free)} free)" if usage else ""),
+        ),
         ("segments left", f"{len(leftover)}"),
         ("TeraSort check", f"{check.records:,} records in order, checksum {check.checksum:x}"),
-        ("versions", f"riera {__version__}, Python {platform.python_version()}, "
-                     f"pyarrow {pa.__version__}"),
+        (
+            "versions",
+            f"riera {__version__}, Python {platform.python_version()}, pyarrow {pa.__version__}",
+        ),
         ("data", str(work) if keep else f"{work} (removed; --keep DIR to keep it)"),
     ]
     for k, v in rows:

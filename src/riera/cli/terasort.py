@@ -11,8 +11,9 @@ import typer
 from riera.cli import Exchange, Workers, err, fail, start
 from riera.errors import RieraError
 
-app = typer.Typer(help="Generate, sort and validate gensort-format records (TeraSort).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Generate, sort and validate gensort-format records (TeraSort).", no_args_is_help=True
+)
 
 
 def _gb_s(nbytes: int, seconds: float) -> str:
@@ -20,14 +21,16 @@ def _gb_s(nbytes: int, seconds: float) -> str:
 
 
 @app.command()
-def gen(out_dir: Annotated[Path, typer.Argument(help="output directory")],
-        records: Annotated[int, typer.Option("--records", "-n", min=0, help="records to write")],
-        partitions: Annotated[int | None, typer.Option("--partitions", "-p", min=1,
-                                                       help="output files")] = None,
-        ascii: Annotated[bool, typer.Option("--ascii", help="printable records (gensort -a)")]
-        = False,
-        seed: Annotated[int, typer.Option(help="key generator seed")] = 0,
-        workers: Workers = None) -> None:
+def gen(
+    out_dir: Annotated[Path, typer.Argument(help="output directory")],
+    records: Annotated[int, typer.Option("--records", "-n", min=0, help="records to write")],
+    partitions: Annotated[
+        int | None, typer.Option("--partitions", "-p", min=1, help="output files")
+    ] = None,
+    ascii: Annotated[bool, typer.Option("--ascii", help="printable records (gensort -a)")] = False,
+    seed: Annotated[int, typer.Option(help="key generator seed")] = 0,
+    workers: Workers = None,
+) -> None:
     """Write RECORDS 100-byte gensort records into OUT_DIR (one file per partition)."""
     from riera.apps.terasort import job
 
@@ -40,17 +43,23 @@ def gen(out_dir: Annotated[Path, typer.Argument(help="output directory")],
         return
     dt = time.perf_counter() - t0
     nbytes = m["rows"] * 100
-    print(f"generated {m['rows']:,} records ({nbytes / 1e6:,.1f} MB) in {len(m['files'])} "
-          f"file(s) under {out_dir} in {dt:.2f} s ({_gb_s(nbytes, dt)})")
+    print(
+        f"generated {m['rows']:,} records ({nbytes / 1e6:,.1f} MB) in {len(m['files'])} "
+        f"file(s) under {out_dir} in {dt:.2f} s ({_gb_s(nbytes, dt)})"
+    )
 
 
 @app.command()
-def sort(in_dir: Annotated[Path, typer.Argument(help="directory of gensort files")],
-         out_dir: Annotated[Path, typer.Argument(help="output directory")],
-         partitions: Annotated[int | None, typer.Option("--partitions", "-p", min=1,
-                                                        help="output files (default: workers)")]
-         = None,
-         workers: Workers = None, exchange: Exchange = None) -> None:
+def sort(
+    in_dir: Annotated[Path, typer.Argument(help="directory of gensort files")],
+    out_dir: Annotated[Path, typer.Argument(help="output directory")],
+    partitions: Annotated[
+        int | None,
+        typer.Option("--partitions", "-p", min=1, help="output files (default: workers)"),
+    ] = None,
+    workers: Workers = None,
+    exchange: Exchange = None,
+) -> None:
     """Sort the records in IN_DIR into OUT_DIR; file i holds the i-th key range."""
     from riera.apps.terasort import job
 
@@ -63,14 +72,18 @@ def sort(in_dir: Annotated[Path, typer.Argument(help="directory of gensort files
         return
     dt = time.perf_counter() - t0
     nbytes = m["rows"] * 100
-    print(f"sorted {m['rows']:,} records ({nbytes / 1e6:,.1f} MB) into {len(m['files'])} file(s)"
-          f" in {dt:.2f} s ({_gb_s(nbytes, dt)}) with {rt.settings.workers} worker(s), "
-          f"exchange {rt.settings.exchange}")
+    print(
+        f"sorted {m['rows']:,} records ({nbytes / 1e6:,.1f} MB) into {len(m['files'])} file(s)"
+        f" in {dt:.2f} s ({_gb_s(nbytes, dt)}) with {rt.settings.workers} worker(s), "
+        f"exchange {rt.settings.exchange}"
+    )
 
 
 @app.command()
-def validate(in_dir: Annotated[Path, typer.Argument(help="directory of sorted gensort files")],
-             workers: Workers = None) -> None:
+def validate(
+    in_dir: Annotated[Path, typer.Argument(help="directory of sorted gensort files")],
+    workers: Workers = None,
+) -> None:
     """Check global order; exit 0 only if sorted. Prints records, duplicates and checksum."""
     from riera.apps.terasort import job
 
@@ -87,6 +100,7 @@ def validate(in_dir: Annotated[Path, typer.Argument(help="directory of sorted ge
     if r.ok:
         print("SUCCESS - all records are in order")
         return
-    err.print(f"[bold red]FAILURE[/] - {r.unordered} unordered record pair(s); first: "
-              f"{r.first_error}")
+    err.print(
+        f"[bold red]FAILURE[/] - {r.unordered} unordered record pair(s); first: {r.first_error}"
+    )
     raise typer.Exit(1)

@@ -73,8 +73,9 @@ class ShmExchange:
         if any(pa.types.is_dictionary(f.type) for f in schema) and len(tables) > 1:
             # The IPC file format cannot replace dictionaries between batches: one segment each.
             return [
-                self.put_partitioned([t], SegmentKey(key.owner, key.run, f"{key.stage}p{i}",
-                                                     key.task, key.attempt))[0]
+                self.put_partitioned(
+                    [t], SegmentKey(key.owner, key.run, f"{key.stage}p{i}", key.task, key.attempt)
+                )[0]
                 for i, t in enumerate(tables)
             ]
         batch_lists = []
@@ -87,13 +88,15 @@ class ShmExchange:
         self._write(path, size, schema, batch_lists)
         refs, start = [], 0
         for t, batches in zip(tables, batch_lists, strict=True):
-            refs.append(Ref(self.name, str(path), t.num_rows, t.nbytes,
-                            (start, start + len(batches))))
+            refs.append(
+                Ref(self.name, str(path), t.num_rows, t.nbytes, (start, start + len(batches)))
+            )
             start += len(batches)
         return refs
 
-    def _write(self, path: Path, size: int, schema: pa.Schema,
-               batch_lists: list[list[pa.RecordBatch]]) -> None:
+    def _write(
+        self, path: Path, size: int, schema: pa.Schema, batch_lists: list[list[pa.RecordBatch]]
+    ) -> None:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
             try:
@@ -101,11 +104,13 @@ class ShmExchange:
             except OSError as err:
                 if err.errno in (errno.ENOSPC, errno.EFBIG):
                     st = os.statvfs(self.directory)
-                    raise ShmFullError(str(path), size, st.f_bavail * st.f_frsize,
-                                       str(self.directory)) from err
+                    raise ShmFullError(
+                        str(path), size, st.f_bavail * st.f_frsize, str(self.directory)
+                    ) from err
                 raise
-            mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED,
-                                prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            mapping = mmap.mmap(
+                fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE
+            )
         except BaseException:
             os.close(fd)
             _unlink(path)
@@ -147,8 +152,9 @@ class ShmExchange:
         start, stop = ref.batches
         if start == 0 and stop == reader.num_record_batches:
             return reader.read_all()
-        return pa.Table.from_batches([reader.get_batch(i) for i in range(start, stop)],
-                                     schema=reader.schema)
+        return pa.Table.from_batches(
+            [reader.get_batch(i) for i in range(start, stop)], schema=reader.schema
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
     def release(self, refs: Sequence[Ref]) -> None:
@@ -226,8 +232,11 @@ def sweep_dead_owners(directory: Path) -> int:
         if pid in dead or not _pid_alive(pid):
             removed += _unlink(seg)
     if removed:
-        log.warning("removed %d shared-memory segment(s) left by dead Riera drivers in %s",
-                    removed, directory)
+        log.warning(
+            "removed %d shared-memory segment(s) left by dead Riera drivers in %s",
+            removed,
+            directory,
+        )
     return removed
 
 

@@ -65,9 +65,12 @@ def _main_hidden() -> Iterator[None]:
 class _Worker:
     def __init__(self, ctx: Any, settings_json: str, wid: int) -> None:
         parent, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=worker_mod.main,
-                                   args=(child, settings_json, os.getpid()),
-                                   name=f"riera-worker-{wid}", daemon=True)
+        self.process = ctx.Process(
+            target=worker_mod.main,
+            args=(child, settings_json, os.getpid()),
+            name=f"riera-worker-{wid}",
+            daemon=True,
+        )
         with _main_hidden():
             self.process.start()
         child.close()
@@ -86,8 +89,8 @@ class _Worker:
             msg = self.conn.recv()
         except EOFError as err:
             raise WorkerLostError(
-                f"worker pid {self.pid} exited while starting (exit code "
-                f"{self.process.exitcode})") from err
+                f"worker pid {self.pid} exited while starting (exit code {self.process.exitcode})"
+            ) from err
         if msg[0] == "fatal":
             raise RieraError(f"worker could not start: {msg[1]}")
         self.ready = True
@@ -118,8 +121,9 @@ class WorkerPool:
         self.size = settings.workers
         self._ctx = mp.get_context(settings.start_method)
         if settings.start_method == "forkserver":
-            self._ctx.set_forkserver_preload(["riera.exec.worker", "riera.exec.ops",
-                                              "riera.exec.physical"])
+            self._ctx.set_forkserver_preload(
+                ["riera.exec.worker", "riera.exec.ops", "riera.exec.physical"]
+            )
         self._settings_json = settings.model_dump_json()
         self._next_id = 0
         self.workers: list[_Worker] = []
@@ -165,9 +169,17 @@ class WorkerPool:
         self.workers.clear()
 
     # -- running a stage -------------------------------------------------------------------------
-    def run_stage(self, stage: Stage, stage_key: str, inputs: Sequence[Any],
-                  make_key: Callable[[int, int], SegmentKey], info: StageInfo, run_id: str,
-                  hooks: Hooks, exchange: Exchange) -> list[TaskResult]:
+    def run_stage(
+        self,
+        stage: Stage,
+        stage_key: str,
+        inputs: Sequence[Any],
+        make_key: Callable[[int, int], SegmentKey],
+        info: StageInfo,
+        run_id: str,
+        hooks: Hooks,
+        exchange: Exchange,
+    ) -> list[TaskResult]:
         """Run every task of ``stage``; returns results in partition order."""
         self.start()
         blob = _dumps(stage)
@@ -183,8 +195,18 @@ class WorkerPool:
                         continue
                     index, attempt = pending.popleft()
                     w.wait_ready()
-                    self._start_task(w, stage, stage_key, blob, index, attempt, inputs[index],
-                                     make_key(index, attempt), run_id, hooks)
+                    self._start_task(
+                        w,
+                        stage,
+                        stage_key,
+                        blob,
+                        index,
+                        attempt,
+                        inputs[index],
+                        make_key(index, attempt),
+                        run_id,
+                        hooks,
+                    )
                     running[id(w)] = w
                 handles: dict[Any, _Worker] = {}
                 for w in running.values():
@@ -230,9 +252,14 @@ class WorkerPool:
                                 f"{self.settings.max_task_retries}. If it was killed for memory, "
                                 f"use more partitions (repartition) or fewer workers."
                             )
-                        log.warning("stage %s partition %d: worker pid %d died (%s); retrying "
-                                    "(attempt %d)", stage.id, task.index, w.pid,
-                                    _exit_reason(code), task.attempt + 1)
+                        log.warning(
+                            "stage %s partition %d: worker pid %d died (%s); retrying (attempt %d)",
+                            stage.id,
+                            task.index,
+                            w.pid,
+                            _exit_reason(code),
+                            task.attempt + 1,
+                        )
                         info.retries += 1
                         pending.appendleft((task.index, task.attempt + 1))
         except BaseException:
@@ -240,9 +267,19 @@ class WorkerPool:
             raise
         return [r for r in results if r is not None]
 
-    def _start_task(self, w: _Worker, stage: Stage, stage_key: str, blob: bytes, index: int,
-                    attempt: int, task_input: Any, key: SegmentKey, run_id: str,
-                    hooks: Hooks) -> None:
+    def _start_task(
+        self,
+        w: _Worker,
+        stage: Stage,
+        stage_key: str,
+        blob: bytes,
+        index: int,
+        attempt: int,
+        task_input: Any,
+        key: SegmentKey,
+        run_id: str,
+        hooks: Hooks,
+    ) -> None:
         send_blob = None if stage_key in w.stages else blob
         w.task = TaskInfo(run_id, stage.id, index, attempt, w.pid, time.time())
         hooks.on_task_start(w.task)

@@ -51,7 +51,7 @@ def _fixed_width_view(arr: pa.Array) -> np.ndarray | None:
     if pa.types.is_fixed_size_binary(t):
         w = t.byte_width
         data = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
-        return data[arr.offset * w:(arr.offset + len(arr)) * w].reshape(-1, w)
+        return data[arr.offset * w : (arr.offset + len(arr)) * w].reshape(-1, w)
     if pa.types.is_integer(t) or pa.types.is_floating(t):
         return arr.to_numpy(zero_copy_only=True)
     return None
@@ -82,8 +82,9 @@ def _take_column(col: pa.ChunkedArray, indices: np.ndarray) -> pa.Array | pa.Chu
 def take(table: pa.Table, indices: np.ndarray) -> pa.Table:
     """``table.take`` with numpy fast paths for fixed-width columns without nulls."""
     indices = np.asarray(indices, dtype=np.int64)
-    return pa.Table.from_arrays([_take_column(c, indices) for c in table.columns],
-                                schema=table.schema)
+    return pa.Table.from_arrays(
+        [_take_column(c, indices) for c in table.columns], schema=table.schema
+    )
 
 
 # -- row and batch operators ----------------------------------------------------------------------
@@ -106,8 +107,9 @@ class MapOp(Op):
         for row in table.to_pylist():
             r = self.fn(row)
             if not isinstance(r, dict):
-                raise TypeError(f"{self.name} must return a dict per row; got "
-                                f"{type(r).__name__} {_short(r)}")
+                raise TypeError(
+                    f"{self.name} must return a dict per row; got {type(r).__name__} {_short(r)}"
+                )
             out.append(r)
         return rows_to_table(out)
 
@@ -121,12 +123,15 @@ class FlatMapOp(Op):
         for row in table.to_pylist():
             produced = self.fn(row)
             if isinstance(produced, dict | str | bytes) or produced is None:
-                raise TypeError(f"{self.name} must return an iterable of dicts per row; got "
-                                f"{type(produced).__name__} {_short(produced)}")
+                raise TypeError(
+                    f"{self.name} must return an iterable of dicts per row; got "
+                    f"{type(produced).__name__} {_short(produced)}"
+                )
             for r in produced:
                 if not isinstance(r, dict):
-                    raise TypeError(f"{self.name} must yield dicts; got {type(r).__name__} "
-                                    f"{_short(r)}")
+                    raise TypeError(
+                        f"{self.name} must yield dicts; got {type(r).__name__} {_short(r)}"
+                    )
                 out.append(r)
         return rows_to_table(out)
 
@@ -154,8 +159,9 @@ class MapBatchesOp(Op):
             df = table.to_pandas(types_mapper=pd.ArrowDtype)
             out = self.fn(df, **kw)
             if not isinstance(out, pd.DataFrame):
-                raise TypeError(f"{self.name} must return a pandas DataFrame; got "
-                                f"{type(out).__name__}")
+                raise TypeError(
+                    f"{self.name} must return a pandas DataFrame; got {type(out).__name__}"
+                )
             return pa.Table.from_pandas(out, preserve_index=False)
         out = self.fn(table, **kw)
         if isinstance(out, pa.RecordBatch):
@@ -163,8 +169,10 @@ class MapBatchesOp(Op):
         if isinstance(out, dict):
             return pa.table(out)
         if not isinstance(out, pa.Table):
-            raise TypeError(f"{self.name} must return a pyarrow Table, RecordBatch or dict of "
-                            f"columns; got {type(out).__name__}")
+            raise TypeError(
+                f"{self.name} must return a pyarrow Table, RecordBatch or dict of "
+                f"columns; got {type(out).__name__}"
+            )
         return out
 
 
@@ -177,8 +185,9 @@ class SelectOp(Op):
             return table
         missing = [c for c in self.columns if c not in table.column_names]
         if missing:
-            raise KeyError(f"{self.name}: no column(s) {missing}; the data has "
-                           f"{table.column_names}")
+            raise KeyError(
+                f"{self.name}: no column(s) {missing}; the data has {table.column_names}"
+            )
         return table.select(list(self.columns))
 
 
@@ -199,8 +208,9 @@ def _check_columns(name: str, table: pa.Table, cols: Iterable[str]) -> None:
         raise KeyError(f"{name}: no column(s) {missing}; the data has {table.column_names}")
 
 
-def _aggregate(table: pa.Table, keys: Sequence[str], specs: Sequence[tuple[str, str]]
-               ) -> tuple[list[pa.ChunkedArray], list[pa.ChunkedArray]]:
+def _aggregate(
+    table: pa.Table, keys: Sequence[str], specs: Sequence[tuple[str, str]]
+) -> tuple[list[pa.ChunkedArray], list[pa.ChunkedArray]]:
     """Group ``table`` by ``keys`` computing ``(column, func)`` specs; ``"*"`` counts rows.
 
     Columns are aliased so output names are unique whatever the version's naming and ordering.
@@ -333,8 +343,9 @@ class ReduceByKeyOp(Op):
         if table.num_columns == 0:
             return table
         acc: dict[Any, Any] = {}
-        for k, v in zip(table.column(self.key).to_pylist(), table.column(self.column).to_pylist(),
-                        strict=True):
+        for k, v in zip(
+            table.column(self.key).to_pylist(), table.column(self.column).to_pylist(), strict=True
+        ):
             acc[k] = self.fn(acc[k], v) if k in acc else v
         return pa.table({self.key: list(acc.keys()), self.column: list(acc.values())})
 
@@ -344,8 +355,11 @@ class DistinctOp(Op):
     def apply(self, table: pa.Table) -> pa.Table:
         if table.num_columns == 0 or table.num_rows == 0:
             return table
-        return table.group_by(table.column_names, use_threads=False).aggregate([]).select(
-            table.column_names)
+        return (
+            table.group_by(table.column_names, use_threads=False)
+            .aggregate([])
+            .select(table.column_names)
+        )
 
 
 # -- sort -----------------------------------------------------------------------------------------
@@ -362,8 +376,10 @@ def sort_indices(table: pa.Table, keys: Sequence[str], descending: Sequence[bool
                 return np.argsort(arr.to_numpy(), kind="stable")
             if pa.types.is_fixed_size_binary(t) and t.byte_width <= 16:
                 return _argsort_fixed_binary(arr)
-    order = [(k, "descending" if d else "ascending", "at_end")
-             for k, d in zip(keys, descending, strict=True)]
+    order = [
+        (k, "descending" if d else "ascending", "at_end")
+        for k, d in zip(keys, descending, strict=True)
+    ]
     return pc.sort_indices(table, sort_keys=order).to_numpy()
 
 
@@ -378,7 +394,7 @@ def _be_u64(data: np.ndarray, lo: int, hi: int) -> np.ndarray:
 def _argsort_fixed_binary(arr: pa.Array) -> np.ndarray:
     width = arr.type.byte_width
     data = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
-    data = data[arr.offset * width:(arr.offset + len(arr)) * width].reshape(-1, width)
+    data = data[arr.offset * width : (arr.offset + len(arr)) * width].reshape(-1, width)
     head = _be_u64(data, 0, min(8, width))
     if width <= 8:
         return np.argsort(head, kind="stable")
@@ -455,12 +471,21 @@ def _column_hash(col: pa.ChunkedArray) -> np.ndarray:
         col = col.cast(t.value_type)
         t = t.value_type
     valid = None if col.null_count == 0 else pc.is_valid(col).to_numpy(zero_copy_only=False)
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) \
-            or pa.types.is_decimal(t):
+    if (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_decimal(t)
+    ):
         values = pc.fill_null(pc.cast(col, pa.float64()), 0.0).to_numpy() + 0.0
         h = pd.util.hash_array(values)
-    elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) \
-            or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+    elif (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_fixed_size_binary(t)
+    ):
         h = pd.util.hash_array(np.asarray(col.to_numpy(zero_copy_only=False), dtype=object))
     elif pa.types.is_temporal(t):
         h = pd.util.hash_array(pc.fill_null(col.cast(pa.int64()), 0).to_numpy())
@@ -501,8 +526,9 @@ def split_even(table: pa.Table, n: int) -> list[pa.Table]:
 # -- join -----------------------------------------------------------------------------------------
 
 
-def join_tables(left: pa.Table, right: pa.Table, on: Sequence[str], how: str,
-                name: str) -> pa.Table:
+def join_tables(
+    left: pa.Table, right: pa.Table, on: Sequence[str], how: str, name: str
+) -> pa.Table:
     if left.num_columns == 0:
         return left
     if right.num_columns == 0:
@@ -512,8 +538,14 @@ def join_tables(left: pa.Table, right: pa.Table, on: Sequence[str], how: str,
     _check_columns(name, left, on)
     _check_columns(name, right, on)
     join_type = "inner" if how == "inner" else "left outer"
-    out = left.join(right, keys=list(on), join_type=join_type, right_suffix="_right",
-                    use_threads=False, coalesce_keys=True)
+    out = left.join(
+        right,
+        keys=list(on),
+        join_type=join_type,
+        right_suffix="_right",
+        use_threads=False,
+        coalesce_keys=True,
+    )
     return out
 
 

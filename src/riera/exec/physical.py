@@ -43,11 +43,11 @@ class FileReader(Reader):
     def read(self, task_input: readers.Split, exchange: Exchange) -> pa.Table:
         opts = dict(self.options)
         if self.format == "text":
-            return readers.read_text_split(task_input, opts.get("whole_files", False),
-                                           opts.get("include_paths", False))
+            return readers.read_text_split(
+                task_input, opts.get("whole_files", False), opts.get("include_paths", False)
+            )
         if self.format == "csv":
-            return readers.read_csv_split(task_input, list(opts["column_names"]), self.schema,
-                                          opts)
+            return readers.read_csv_split(task_input, list(opts["column_names"]), self.schema, opts)
         if self.format == "json":
             return readers.read_json_split(task_input, self.schema)
         if self.format == "parquet":
@@ -120,8 +120,9 @@ class RangeShuffleReader(Reader):
                 empty = t.slice(0, 0)
             if t.num_rows == 0 or self.key not in t.column_names:
                 continue
-            parts.append(t.filter(ops.range_mask(t.column(self.key), lo, hi, self.descending,
-                                                 last)))
+            parts.append(
+                t.filter(ops.range_mask(t.column(self.key), lo, hi, self.descending, last))
+            )
         if parts:
             return ops.concat(parts)
         return empty if empty is not None else pa.table({})
@@ -187,8 +188,9 @@ class Writer:
     def describe(self) -> str:
         return type(self).__name__
 
-    def write(self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
-              ) -> WriteResult:
+    def write(
+        self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
+    ) -> WriteResult:
         raise NotImplementedError
 
 
@@ -199,8 +201,9 @@ class OneWriter(Writer):
     def describe(self) -> str:
         return "exchange write"
 
-    def write(self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
-              ) -> WriteResult:
+    def write(
+        self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
+    ) -> WriteResult:
         return WriteResult(refs=[exchange.put(table, key)])
 
 
@@ -213,8 +216,9 @@ class SampleWriter(Writer):
     def describe(self) -> str:
         return f"exchange write + sample of {self.key}"
 
-    def write(self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
-              ) -> WriteResult:
+    def write(
+        self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
+    ) -> WriteResult:
         sample = ops.sample_keys(table, self.key, seed=index) if table.num_columns else []
         return WriteResult(refs=[exchange.put(table, key)], sample=sample)
 
@@ -227,14 +231,16 @@ class HashWriter(Writer):
     def describe(self) -> str:
         return f"hash-partition by {','.join(self.keys)} into {self.partitions}"
 
-    def write(self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
-              ) -> WriteResult:
+    def write(
+        self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
+    ) -> WriteResult:
         if table.num_columns == 0:
             return WriteResult(refs=exchange.put_partitioned([table] * self.partitions, key))
         keys = self.keys or tuple(table.column_names)
         ids = ops.hash_partition_ids(table, keys, self.partitions)
-        return WriteResult(refs=exchange.put_partitioned(
-            ops.split_by_ids(table, ids, self.partitions), key))
+        return WriteResult(
+            refs=exchange.put_partitioned(ops.split_by_ids(table, ids, self.partitions), key)
+        )
 
 
 @dataclass(frozen=True)
@@ -244,10 +250,12 @@ class EvenWriter(Writer):
     def describe(self) -> str:
         return f"split evenly into {self.partitions}"
 
-    def write(self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
-              ) -> WriteResult:
-        return WriteResult(refs=exchange.put_partitioned(
-            ops.split_even(table, self.partitions), key))
+    def write(
+        self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
+    ) -> WriteResult:
+        return WriteResult(
+            refs=exchange.put_partitioned(ops.split_even(table, self.partitions), key)
+        )
 
 
 @dataclass(frozen=True)
@@ -259,10 +267,12 @@ class FileWriter(Writer):
     def describe(self) -> str:
         return f"write {self.format} part files (committed at the end)"
 
-    def write(self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
-              ) -> WriteResult:
-        return WriteResult(part=sinks.write_part(table, self.format, self.temp_dir, index,
-                                                 dict(self.options)))
+    def write(
+        self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
+    ) -> WriteResult:
+        return WriteResult(
+            part=sinks.write_part(table, self.format, self.temp_dir, index, dict(self.options))
+        )
 
 
 # -- stage ----------------------------------------------------------------------------------------

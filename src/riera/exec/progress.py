@@ -47,7 +47,8 @@ class ProgressHook(Hooks):
             return
         label = stage.label if len(stage.label) <= 48 else stage.label[:45] + "..."
         self.bars[stage.stage_id] = self.progress.add_task(
-            f"{stage.stage_id} {label}", total=stage.num_tasks, rows="0", size="0 B")
+            f"{stage.stage_id} {label}", total=stage.num_tasks, rows="0", size="0 B"
+        )
 
     def on_task_end(self, task: TaskInfo) -> None:
         if self.progress is None or task.status != "ok":
@@ -58,8 +59,9 @@ class ProgressHook(Hooks):
         t = self.progress.tasks[bar]
         rows = int(str(t.fields["rows"]).replace(",", "")) + task.rows_out
         size = float(t.fields.get("raw_bytes", 0)) + task.bytes_out
-        self.progress.update(bar, advance=1, rows=f"{rows:,}", size=human_bytes(size),
-                             raw_bytes=size)
+        self.progress.update(
+            bar, advance=1, rows=f"{rows:,}", size=human_bytes(size), raw_bytes=size
+        )
 
     def on_run_end(self, run: RunInfo) -> None:
         if self.progress is not None:

@@ -56,8 +56,9 @@ class TaskFailure:
     exception: bytes | None  # pickled original exception, when picklable
 
 
-def run_task(stage: Stage, index: int, attempt: int, task_input: Any, key: SegmentKey,
-             exchange: Exchange) -> TaskResult | TaskFailure:
+def run_task(
+    stage: Stage, index: int, attempt: int, task_input: Any, key: SegmentKey, exchange: Exchange
+) -> TaskResult | TaskFailure:
     started = time.time()
     current = stage.nodes[0] if stage.nodes else stage.id
     try:
@@ -68,8 +69,20 @@ def run_task(stage: Stage, index: int, attempt: int, task_input: Any, key: Segme
             table = op.apply(table)
         current = stage.nodes[-1] if stage.nodes else stage.id
         out = stage.writer.write(table, exchange, key, index)
-        return TaskResult(index, attempt, os.getpid(), started, time.time(), rows_in,
-                          table.num_rows, bytes_in, table.nbytes, out.refs, out.sample, out.part)
+        return TaskResult(
+            index,
+            attempt,
+            os.getpid(),
+            started,
+            time.time(),
+            rows_in,
+            table.num_rows,
+            bytes_in,
+            table.nbytes,
+            out.refs,
+            out.sample,
+            out.part,
+        )
     except Exception as exc:  # reported to the driver, which raises it there
         exchange.release_prefix(key.task_prefix)
         try:
@@ -78,8 +91,7 @@ def run_task(stage: Stage, index: int, attempt: int, task_input: Any, key: Segme
         except Exception:
             payload = None
         tb = "".join(traceback.format_exception(exc))
-        return TaskFailure(index, attempt, current, type(exc).__qualname__, str(exc), tb,
-                           payload)
+        return TaskFailure(index, attempt, current, type(exc).__qualname__, str(exc), tb, payload)
 
 
 def _watch_driver(driver_pid: int) -> None:

@@ -64,8 +64,7 @@ def _hidden_below(match: str, pattern: str) -> bool:
     return any(c.startswith(("_", ".")) and c not in (".", "..") for c in rel.split(os.sep))
 
 
-def expand_paths(paths: Any, op: str
-                 ) -> tuple[tuple[str, int], ...]:
+def expand_paths(paths: Any, op: str) -> tuple[tuple[str, int], ...]:
     """Files behind ``paths`` (files, directories, globs), sorted, with sizes."""
     items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     if not items:
@@ -75,8 +74,10 @@ def expand_paths(paths: Any, op: str
         p = os.fspath(item)
         matches = sorted(glob.glob(p, recursive=True)) if glob.has_magic(p) else [p]
         if not matches or not any(os.path.exists(m) for m in matches):
-            raise SourceError(f"{op}: path {p!r} does not exist"
-                              + (" (the glob matched nothing)" if glob.has_magic(p) else ""))
+            raise SourceError(
+                f"{op}: path {p!r} does not exist"
+                + (" (the glob matched nothing)" if glob.has_magic(p) else "")
+            )
         for m in matches:
             if glob.has_magic(p) and _hidden_below(m, p):
                 continue  # a glob never picks _SUCCESS, _temporary/ or dot entries
@@ -169,8 +170,9 @@ def lines_to_array(data: bytes, path: str) -> pa.Array:
     try:
         arr.validate(full=True)
     except pa.ArrowInvalid as err:
-        raise SourceError(f"{path}: not valid UTF-8 text ({err}); read it with read_files() "
-                          f"to get raw bytes") from err
+        raise SourceError(
+            f"{path}: not valid UTF-8 text ({err}); read it with read_files() to get raw bytes"
+        ) from err
     return pc.utf8_rtrim(arr, characters="\r\n")
 
 
@@ -203,7 +205,7 @@ def read_files_split(split: Split) -> pa.Table:
     pos = 0
     for i, (f, size) in enumerate(zip(split.files, sizes, strict=True)):
         with open(f, "rb", buffering=0) as fh:
-            view = memoryview(data.data)[pos:pos + size]
+            view = memoryview(data.data)[pos : pos + size]
             got = 0
             while got < size:
                 n = fh.readinto(view[got:])
@@ -212,10 +214,16 @@ def read_files_split(split: Split) -> pa.Table:
                 got += n
         pos += size
         offsets[i + 1] = pos
-    blobs = pa.Array.from_buffers(pa.large_binary(), len(sizes),
-                                  [None, pa.py_buffer(offsets), pa.py_buffer(data)])
-    return pa.table({"path": pa.array(list(split.files), pa.string()),
-                     "size": pa.array(sizes, pa.int64()), "bytes": blobs})
+    blobs = pa.Array.from_buffers(
+        pa.large_binary(), len(sizes), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+    return pa.table(
+        {
+            "path": pa.array(list(split.files), pa.string()),
+            "size": pa.array(sizes, pa.int64()),
+            "bytes": blobs,
+        }
+    )
 
 
 _ROW_RE = re.compile(r"Row #(\d+)")
@@ -241,11 +249,12 @@ def csv_header(path: str, options: dict[str, Any]) -> list[str]:
     if first.startswith(BOM):
         first = first[3:]
     delim = options.get("delimiter", ",")
-    table = pacsv.read_csv(io.BytesIO(first + b"\n"),
-                           read_options=pacsv.ReadOptions(autogenerate_column_names=True),
-                           parse_options=pacsv.ParseOptions(delimiter=delim),
-                           convert_options=pacsv.ConvertOptions(
-                               column_types={}, strings_can_be_null=False))
+    table = pacsv.read_csv(
+        io.BytesIO(first + b"\n"),
+        read_options=pacsv.ReadOptions(autogenerate_column_names=True),
+        parse_options=pacsv.ParseOptions(delimiter=delim),
+        convert_options=pacsv.ConvertOptions(column_types={}, strings_can_be_null=False),
+    )
     return [str(v[0].as_py()) if v[0].is_valid else "" for v in table.columns]
 
 
@@ -255,20 +264,31 @@ def infer_csv_schema(path: str, names: list[str], options: dict[str, Any]) -> pa
     return table.schema
 
 
-def _parse_csv(data: bytes, path: str, offset: int, names: list[str], schema: pa.Schema | None,
-               options: dict[str, Any], first_split: bool) -> pa.Table:
+def _parse_csv(
+    data: bytes,
+    path: str,
+    offset: int,
+    names: list[str],
+    schema: pa.Schema | None,
+    options: dict[str, Any],
+    first_split: bool,
+) -> pa.Table:
     header = options.get("header", True)
     # Single-threaded: a task is already one core, and only then does Arrow say "Row #N".
-    ro = pacsv.ReadOptions(column_names=names, skip_rows=1 if (header and first_split) else 0,
-                           block_size=max(1 << 20, min(len(data) + 1, 1 << 26)),
-                           use_threads=False)
+    ro = pacsv.ReadOptions(
+        column_names=names,
+        skip_rows=1 if (header and first_split) else 0,
+        block_size=max(1 << 20, min(len(data) + 1, 1 << 26)),
+        use_threads=False,
+    )
     po = pacsv.ParseOptions(delimiter=options.get("delimiter", ","))
     co = pacsv.ConvertOptions(column_types=schema, strings_can_be_null=False)
     if not data:
         return (schema or pa.schema([(n, pa.string()) for n in names])).empty_table()
     try:
-        return pacsv.read_csv(io.BytesIO(data), read_options=ro, parse_options=po,
-                              convert_options=co)
+        return pacsv.read_csv(
+            io.BytesIO(data), read_options=ro, parse_options=po, convert_options=co
+        )
     except pa.ArrowInvalid as err:
         msg = str(err)
         m = _ROW_RE.search(msg)
@@ -279,13 +299,13 @@ def _parse_csv(data: bytes, path: str, offset: int, names: list[str], schema: pa
             where = f"{path}, line {line}"
         else:
             where = f"{path}, in the lines starting at line {_line_of(path, offset)}"
-        hint = (" (pass schema=... to read_csv to set column types)"
-                if "conversion" in msg else "")
+        hint = " (pass schema=... to read_csv to set column types)" if "conversion" in msg else ""
         raise SourceError(f"malformed CSV in {where}: {msg}{hint}") from err
 
 
-def read_csv_split(split: Split, names: list[str], schema: pa.Schema | None,
-                   options: dict[str, Any]) -> pa.Table:
+def read_csv_split(
+    split: Split, names: list[str], schema: pa.Schema | None, options: dict[str, Any]
+) -> pa.Table:
     if split.files:  # split=False: whole files
         parts = []
         for f in split.files:
@@ -298,8 +318,7 @@ def read_csv_split(split: Split, names: list[str], schema: pa.Schema | None,
     return _parse_csv(data, split.path, pos, names, schema, options, first_split=pos <= 3)
 
 
-def check_csv_headers(files: tuple[tuple[str, int], ...], options: dict[str, Any]
-                      ) -> list[str]:
+def check_csv_headers(files: tuple[tuple[str, int], ...], options: dict[str, Any]) -> list[str]:
     """Column names shared by all files; a file that disagrees is named in the error."""
     first_path = files[0][0]
     names = csv_header(first_path, options)
@@ -327,16 +346,21 @@ def infer_json_schema(path: str) -> pa.Schema:
 def _parse_json(data: bytes, path: str, offset: int, schema: pa.Schema | None) -> pa.Table:
     if not data.strip():
         return schema.empty_table() if schema is not None else pa.table({})
-    po = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer",
-                             newlines_in_values=False)
+    po = pajson.ParseOptions(
+        explicit_schema=schema, unexpected_field_behavior="infer", newlines_in_values=False
+    )
     ro = pajson.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 26)))
     try:
         return pajson.read_json(io.BytesIO(data), read_options=ro, parse_options=po)
     except pa.ArrowInvalid as err:
-        line = _json_error_line(data) if "JSON parse error" in str(err) or "JSON" in str(err) \
-            else None
-        where = (f"{path}, line {_line_of(path, offset) + line - 1}" if line
-                 else f"{path}, lines from {_line_of(path, offset)}")
+        line = (
+            _json_error_line(data) if "JSON parse error" in str(err) or "JSON" in str(err) else None
+        )
+        where = (
+            f"{path}, line {_line_of(path, offset) + line - 1}"
+            if line
+            else f"{path}, lines from {_line_of(path, offset)}"
+        )
         raise SourceError(f"malformed JSON lines in {where}: {err}") from err
 
 
@@ -368,8 +392,9 @@ def parquet_schema(files: tuple[tuple[str, int], ...]) -> pa.Schema:
         try:
             other = pq.read_schema(path)
         except (pa.ArrowInvalid, OSError) as err:
-            raise SourceError(f"read_parquet: {path} is not a readable Parquet file: {err}"
-                              ) from err
+            raise SourceError(
+                f"read_parquet: {path} is not a readable Parquet file: {err}"
+            ) from err
         if not other.equals(schema, check_metadata=False):
             raise SchemaMismatchError(
                 f"read_parquet: {path} has schema {_fmt(other)}, but {first} has {_fmt(schema)}; "

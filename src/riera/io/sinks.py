@@ -47,8 +47,9 @@ def prepare(out: str, mode: str, run_id: str) -> Path:
     return tmp
 
 
-def write_part(table: pa.Table, fmt: str, tmp: str, index: int, options: dict[str, Any]
-               ) -> dict[str, Any]:
+def write_part(
+    table: pa.Table, fmt: str, tmp: str, index: int, options: dict[str, Any]
+) -> dict[str, Any]:
     """Write one partition; returns its manifest entry. Runs inside a task."""
     name = f"part-{index:05d}.{EXTENSIONS[fmt]}"
     path = os.path.join(tmp, name)
@@ -80,8 +81,10 @@ def _single_column(table: pa.Table, column: str | None, op: str) -> pa.ChunkedAr
             raise KeyError(f"{op}: no column {column!r}; the data has {table.column_names}")
         return table.column(column)
     if table.num_columns != 1:
-        raise ValueError(f"{op}: the data has {table.num_columns} columns "
-                         f"{table.column_names}; pass column=... to choose one")
+        raise ValueError(
+            f"{op}: the data has {table.num_columns} columns "
+            f"{table.column_names}; pass column=... to choose one"
+        )
     return table.column(0)
 
 
@@ -90,9 +93,13 @@ def _write_binary_chunk(fh: Any, chunk: pa.Array) -> None:
     if pa.types.is_fixed_size_binary(t):
         w = t.byte_width
         buf = chunk.buffers()[1]
-        fh.write(memoryview(buf)[chunk.offset * w:(chunk.offset + len(chunk)) * w])
-    elif pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_string(t) \
-            or pa.types.is_large_string(t):
+        fh.write(memoryview(buf)[chunk.offset * w : (chunk.offset + len(chunk)) * w])
+    elif (
+        pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+    ):
         for v in chunk.to_pylist():
             if v is not None:
                 fh.write(v if isinstance(v, bytes) else v.encode())

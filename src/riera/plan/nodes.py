@@ -81,8 +81,12 @@ class RangeSource(Node):
     kind = "range"
 
     def params(self) -> dict[str, Any]:
-        return {"start": self.start, "stop": self.stop, "step": self.step,
-                "partitions": self.partitions}
+        return {
+            "start": self.start,
+            "stop": self.stop,
+            "step": self.step,
+            "partitions": self.partitions,
+        }
 
 
 FileFormat = Literal["text", "csv", "json", "parquet", "files"]

@@ -59,8 +59,9 @@ class Planner:
         self.temp_dir = temp_dir
         self.stages: list[ph.Stage] = []
 
-    def build(self, root: n.Node, final: ph.Writer | None = None,
-              final_op: ops.Op | None = None) -> PhysicalPlan:
+    def build(
+        self, root: n.Node, final: ph.Writer | None = None, final_op: ops.Op | None = None
+    ) -> PhysicalPlan:
         if isinstance(root, n.Write):
             if self.temp_dir is None:
                 raise PlanError("internal: a write plan needs its temporary directory")
@@ -77,8 +78,11 @@ class Planner:
     # -- helpers ---------------------------------------------------------------------------------
     def _close(self, op: _Open, writer: ph.Writer) -> str:
         sid = f"stage-{len(self.stages) + 1}"
-        self.stages.append(ph.Stage(sid, op.reader, tuple(op.ops), writer, op.num_tasks,
-                                    op.upstream, tuple(op.nodes)))
+        self.stages.append(
+            ph.Stage(
+                sid, op.reader, tuple(op.ops), writer, op.num_tasks, op.upstream, tuple(op.nodes)
+            )
+        )
         return sid
 
     def _partitions(self, requested: int | None, *upstream_tasks: int) -> int:
@@ -100,8 +104,9 @@ class Planner:
 
     # sources
     def _plan_TableSource(self, node: n.TableSource) -> _Open:
-        return _Open(ph.TableReader(node.name, node.partitions), node.partitions, (),
-                     nodes=[node.name])
+        return _Open(
+            ph.TableReader(node.name, node.partitions), node.partitions, (), nodes=[node.name]
+        )
 
     def _plan_RangeSource(self, node: n.RangeSource) -> _Open:
         count = max(0, -(-(node.stop - node.start) // node.step))
@@ -115,8 +120,7 @@ class Planner:
         # worker a share (never below 1 MiB, where task overhead would dominate).
         total = sum(size for _, size in node.files)
         per_worker = -(-total // self.settings.workers)
-        target = node.partition_bytes or min(self.settings.partition_bytes,
-                                             max(2**20, per_worker))
+        target = node.partition_bytes or min(self.settings.partition_bytes, max(2**20, per_worker))
         opts = dict(node.options)
         if node.format == "parquet":
             splits = readers.parquet_splits(node.files, target)
@@ -124,8 +128,12 @@ class Planner:
             splits = readers.file_groups(node.files, target)
         else:
             splits = readers.byte_splits(node.files, target)
-        return _Open(ph.FileReader(node.format, tuple(splits), node.schema, node.options),
-                     len(splits), (), nodes=[node.name])
+        return _Open(
+            ph.FileReader(node.format, tuple(splits), node.schema, node.options),
+            len(splits),
+            (),
+            nodes=[node.name],
+        )
 
     # narrow
     def _plan_MapRows(self, node: n.MapRows) -> _Open:
@@ -138,8 +146,9 @@ class Planner:
         return self._narrow(node, ops.FilterOp(node.name, node.fn))
 
     def _plan_MapBatches(self, node: n.MapBatches) -> _Open:
-        return self._narrow(node, ops.MapBatchesOp(node.name, node.fn, node.batch_format,
-                                                   node.fn_kwargs))
+        return self._narrow(
+            node, ops.MapBatchesOp(node.name, node.fn, node.batch_format, node.fn_kwargs)
+        )
 
     def _plan_Select(self, node: n.Select) -> _Open:
         return self._narrow(node, ops.SelectOp(node.name, node.columns))
@@ -151,8 +160,13 @@ class Planner:
         up.nodes.append(f"{node.name} (partial)")
         parts = self._partitions(node.partitions, up.num_tasks)
         sid = self._close(up, ph.HashWriter(node.keys, parts))
-        return _Open(ph.ShuffleReader(sid, parts), parts, (sid,),
-                     [ops.FinalAggOp(node.name, node.keys, node.aggs)], [node.name])
+        return _Open(
+            ph.ShuffleReader(sid, parts),
+            parts,
+            (sid,),
+            [ops.FinalAggOp(node.name, node.keys, node.aggs)],
+            [node.name],
+        )
 
     def _plan_ReduceByKey(self, node: n.ReduceByKey) -> _Open:
         up = self._open(node.inputs[0])
@@ -160,8 +174,13 @@ class Planner:
         up.nodes.append(f"{node.name} (combine)")
         parts = self._partitions(node.partitions, up.num_tasks)
         sid = self._close(up, ph.HashWriter((node.key,), parts))
-        return _Open(ph.ShuffleReader(sid, parts), parts, (sid,),
-                     [ops.ReduceByKeyOp(node.name, node.key, node.column, node.fn)], [node.name])
+        return _Open(
+            ph.ShuffleReader(sid, parts),
+            parts,
+            (sid,),
+            [ops.ReduceByKeyOp(node.name, node.key, node.column, node.fn)],
+            [node.name],
+        )
 
     def _plan_Distinct(self, node: n.Distinct) -> _Open:
         up = self._open(node.inputs[0])
@@ -169,24 +188,30 @@ class Planner:
         up.nodes.append(f"{node.name} (local)")
         parts = self._partitions(node.partitions, up.num_tasks)
         sid = self._close(up, ph.HashWriter((), parts))
-        return _Open(ph.ShuffleReader(sid, parts), parts, (sid,), [ops.DistinctOp(node.name)],
-                     [node.name])
+        return _Open(
+            ph.ShuffleReader(sid, parts), parts, (sid,), [ops.DistinctOp(node.name)], [node.name]
+        )
 
     def _plan_Sort(self, node: n.Sort) -> _Open:
         up = self._open(node.inputs[0])
         sid = self._close(up, ph.SampleWriter(node.keys[0]))
         parts = self._partitions(node.partitions, up.num_tasks)
         reader = ph.RangeShuffleReader(sid, parts, node.keys[0], node.descending[0])
-        return _Open(reader, parts, (sid,), [ops.SortOp(node.name, node.keys, node.descending)],
-                     [node.name])
+        return _Open(
+            reader, parts, (sid,), [ops.SortOp(node.name, node.keys, node.descending)], [node.name]
+        )
 
     def _plan_Repartition(self, node: n.Repartition) -> _Open:
         up = self._open(node.inputs[0])
-        writer: ph.Writer = (ph.HashWriter(node.keys, node.partitions) if node.keys
-                             else ph.EvenWriter(node.partitions))
+        writer: ph.Writer = (
+            ph.HashWriter(node.keys, node.partitions)
+            if node.keys
+            else ph.EvenWriter(node.partitions)
+        )
         sid = self._close(up, writer)
-        return _Open(ph.ShuffleReader(sid, node.partitions), node.partitions, (sid,),
-                     nodes=[node.name])
+        return _Open(
+            ph.ShuffleReader(sid, node.partitions), node.partitions, (sid,), nodes=[node.name]
+        )
 
     def _plan_Join(self, node: n.Join) -> _Open:
         left = self._open(node.inputs[0])
@@ -194,8 +219,13 @@ class Planner:
         parts = self._partitions(node.partitions, left.num_tasks, right.num_tasks)
         lid = self._close(left, ph.HashWriter(node.on, parts))
         rid = self._close(right, ph.HashWriter(node.on, parts))
-        return _Open(ph.JoinReader(lid, rid, parts), parts, (lid, rid),
-                     [ph.JoinOp(node.name, node.on, node.how)], [node.name])
+        return _Open(
+            ph.JoinReader(lid, rid, parts),
+            parts,
+            (lid, rid),
+            [ph.JoinOp(node.name, node.on, node.how)],
+            [node.name],
+        )
 
     def _plan_Union(self, node: n.Union) -> _Open:
         ids, total = [], 0
@@ -210,12 +240,14 @@ class Planner:
         up.ops.append(ops.LimitOp(f"{node.name} (local)", node.n))
         up.nodes.append(f"{node.name} (local)")
         sid = self._close(up, ph.OneWriter())
-        return _Open(ph.ShuffleReader(sid, 1), 1, (sid,), [ops.LimitOp(node.name, node.n)],
-                     [node.name])
+        return _Open(
+            ph.ShuffleReader(sid, 1), 1, (sid,), [ops.LimitOp(node.name, node.n)], [node.name]
+        )
 
 
-def build(root: n.Node, settings: Settings, *, temp_dir: str | None = None,
-          final_op: ops.Op | None = None) -> PhysicalPlan:
+def build(
+    root: n.Node, settings: Settings, *, temp_dir: str | None = None, final_op: ops.Op | None = None
+) -> PhysicalPlan:
     """Stages for ``root`` in execution order (every stage after the stages it reads)."""
     return Planner(settings, temp_dir).build(root, final_op=final_op)
 
@@ -250,8 +282,12 @@ def plan_json(root: n.Node) -> dict[str, Any]:
     return {
         "root": root.name,
         "nodes": [
-            {"name": node.name, "kind": node.kind, "inputs": [i.name for i in node.inputs],
-             "params": {k: _short(v) for k, v in node.params().items()}}
+            {
+                "name": node.name,
+                "kind": node.kind,
+                "inputs": [i.name for i in node.inputs],
+                "params": {k: _short(v) for k, v in node.params().items()},
+            }
             for node in n.walk(root)
         ],
     }

@@ -228,8 +228,9 @@ def expected_order(counts: dict[str, int]) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def write_text(path: str | os.PathLike[str], megabytes: float, *, files: int = 1, seed: int = 0
-               ) -> list[Path]:
+def write_text(
+    path: str | os.PathLike[str], megabytes: float, *, files: int = 1, seed: int = 0
+) -> list[Path]:
     """Write about ``megabytes`` MB of text as ``files`` files in directory ``path``.
 
     >>> import tempfile

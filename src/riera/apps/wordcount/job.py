@@ -36,7 +36,9 @@ def _token_array(arr: pa.Array) -> pa.Array:
     if len(arr) == 0 or arr.buffers()[2] is None:
         return pa.array([], pa.string())
     off_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    offsets = np.frombuffer(arr.buffers()[1], dtype=off_type)[arr.offset:arr.offset + len(arr) + 1]
+    offsets = np.frombuffer(arr.buffers()[1], dtype=off_type)[
+        arr.offset : arr.offset + len(arr) + 1
+    ]
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
     lo, hi = int(offsets[0]), int(offsets[-1])
     body = data[lo:hi]
@@ -58,8 +60,9 @@ def _token_array(arr: pa.Array) -> pa.Array:
     tok_offsets[:-1] = starts + lo
     tok_offsets[-1] = hi
     typ = pa.large_string()
-    tokens = pa.Array.from_buffers(typ, starts.size,
-                                   [None, pa.py_buffer(tok_offsets), arr.buffers()[2]])
+    tokens = pa.Array.from_buffers(
+        typ, starts.size, [None, pa.py_buffer(tok_offsets), arr.buffers()[2]]
+    )
     return tokens
 
 
@@ -75,25 +78,38 @@ def normalize_counts(words: pa.Array, counts: pa.Array) -> pa.Table:
 def count_words_batch(table: pa.Table, column: str = "text") -> pa.Table:
     """Map side: ``(word, count)`` for one partition of text lines."""
     col = table.column(column) if table.num_rows else pa.chunked_array([], pa.string())
-    tokens = _token_array(col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)) \
-        if len(col) else pa.array([], pa.string())
+    tokens = (
+        _token_array(col.combine_chunks() if col.num_chunks != 1 else col.chunk(0))
+        if len(col)
+        else pa.array([], pa.string())
+    )
     if len(tokens) == 0:
         return SCHEMA.empty_table()
     vc = pc.value_counts(tokens)
     return normalize_counts(vc.field("values"), pc.cast(vc.field("counts"), pa.int64()))
 
 
-def word_counts(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-                *, partition_bytes: int | None = None) -> riera.Dataset:
+def word_counts(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    partition_bytes: int | None = None,
+) -> riera.Dataset:
     """``(word, count)`` over the text files at ``paths``, most frequent first (ties by word)."""
-    return (riera.read_text(paths, partition_bytes=partition_bytes)
-            .map_batches(count_words_batch, batch_format="pyarrow")
-            .group_by("word").agg(count=("count", "sum"))
-            .sort(["count", "word"], descending=[True, False]))
+    return (
+        riera.read_text(paths, partition_bytes=partition_bytes)
+        .map_batches(count_words_batch, batch_format="pyarrow")
+        .group_by("word")
+        .agg(count=("count", "sum"))
+        .sort(["count", "word"], descending=[True, False])
+    )
 
 
-def top_words(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], k: int | None
-              = None, *, partition_bytes: int | None = None) -> list[tuple[str, int]]:
+def top_words(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    k: int | None = None,
+    *,
+    partition_bytes: int | None = None,
+) -> list[tuple[str, int]]:
     ds = word_counts(paths, partition_bytes=partition_bytes)
     rows = ds.take(k) if k else ds.collect()
     return [(r["word"], r["count"]) for r in rows]
