@@ -243,7 +243,10 @@ class Dataset:
         return table
 
     def to_pandas(self, *, arrow_dtypes: bool = False) -> pd.DataFrame:
-        """Run and return a pandas DataFrame; ``arrow_dtypes=True`` keeps Arrow-backed columns."""
+        """Run and return a pandas DataFrame (pandas' default dtypes).
+
+        ``arrow_dtypes=True`` makes every column ``pd.ArrowDtype`` (zero-copy over the result).
+        """
         table = self.to_arrow()
         if arrow_dtypes:
             return table.to_pandas(types_mapper=pd.ArrowDtype)

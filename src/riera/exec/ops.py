@@ -87,6 +87,29 @@ def take(table: pa.Table, indices: np.ndarray) -> pa.Table:
     )
 
 
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """The pandas view Riera hands to batch functions, zero-copy wherever Arrow allows.
+
+    Numeric and boolean columns without nulls become numpy arrays *viewing* the Arrow buffers (so
+    every numpy/pandas operation works on them); strings become pandas' Arrow-backed
+    ``string[pyarrow]`` (no Python objects); columns numpy cannot hold without a copy or a change
+    of type (integers with nulls, nested types, decimals) stay Arrow-backed (``pd.ArrowDtype``).
+    """
+    columns: dict[str, Any] = {}
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        t = col.type
+        numeric = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+        if numeric and (col.null_count == 0 or pa.types.is_floating(t)):
+            columns[name] = col.to_pandas(split_blocks=True)
+        elif pa.types.is_string(t) or pa.types.is_large_string(t):
+            columns[name] = col.to_pandas(types_mapper={t: pd.StringDtype("pyarrow")}.get)
+        elif pa.types.is_temporal(t) and not pa.types.is_time(t):
+            columns[name] = col.to_pandas()
+        else:
+            columns[name] = col.to_pandas(types_mapper=pd.ArrowDtype)
+    return pd.DataFrame(columns, copy=False) if columns else pd.DataFrame(index=range(table.num_rows))
+
+
 # -- row and batch operators ----------------------------------------------------------------------
 
 
@@ -156,8 +179,7 @@ class MapBatchesOp(Op):
             return table  # an empty partition whose producer emitted no rows: nothing to do
         kw = dict(self.kwargs)
         if self.batch_format == "pandas":
-            df = table.to_pandas(types_mapper=pd.ArrowDtype)
-            out = self.fn(df, **kw)
+            out = self.fn(to_pandas(table), **kw)
             if not isinstance(out, pd.DataFrame):
                 raise TypeError(
                     f"{self.name} must return a pandas DataFrame; got {type(out).__name__}"
