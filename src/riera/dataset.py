@@ -16,9 +16,8 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pandas as pd
 import pyarrow as pa
 
 from riera.errors import PlanError
@@ -26,6 +25,9 @@ from riera.exec import physical as ph
 from riera.io import readers
 from riera.plan import nodes as n
 from riera.plan import stages as planner
+
+if TYPE_CHECKING:  # pandas loads lazily: `import riera` stays fast
+    import pandas as pd
 
 PathLike = str | os.PathLike[str]
 Paths = PathLike | Sequence[PathLike]
@@ -247,6 +249,8 @@ class Dataset:
 
         ``arrow_dtypes=True`` makes every column ``pd.ArrowDtype`` (zero-copy over the result).
         """
+        import pandas as pd
+
         table = self.to_arrow()
         if arrow_dtypes:
             return table.to_pandas(types_mapper=pd.ArrowDtype)
@@ -430,6 +434,8 @@ def from_arrow(table: pa.Table | pa.RecordBatch, *, partitions: int | None = Non
 
 def from_pandas(df: pd.DataFrame, *, partitions: int | None = None) -> Dataset:
     """A dataset over a pandas DataFrame (the index is dropped)."""
+    import pandas as pd
+
     if not isinstance(df, pd.DataFrame):
         raise PlanError(f"from_pandas: expected a pandas DataFrame; got {type(df).__name__}")
     _positive("from_pandas", "partitions", partitions)

@@ -121,9 +121,9 @@ class WorkerPool:
         self.size = settings.workers
         self._ctx = mp.get_context(settings.start_method)
         if settings.start_method == "forkserver":
-            self._ctx.set_forkserver_preload(
-                ["riera.exec.worker", "riera.exec.ops", "riera.exec.physical"]
-            )
+            # Imported once in the forkserver and shared by every forked worker. pandas is in
+            # the list because pyarrow imports it on first use; the driver never needs it.
+            self._ctx.set_forkserver_preload(["riera.exec.worker", "pandas"])
         self._settings_json = settings.model_dump_json()
         self._next_id = 0
         self.workers: list[_Worker] = []

@@ -12,14 +12,16 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from riera.plan.nodes import AggSpec
+
+if TYPE_CHECKING:  # pandas loads lazily, in the tasks that need it
+    import pandas as pd
 
 # -- helpers --------------------------------------------------------------------------------------
 
@@ -95,6 +97,8 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
     ``string[pyarrow]`` (no Python objects); columns numpy cannot hold without a copy or a change
     of type (integers with nulls, nested types, decimals) stay Arrow-backed (``pd.ArrowDtype``).
     """
+    import pandas as pd
+
     columns: dict[str, Any] = {}
     for name, col in zip(table.column_names, table.columns, strict=True):
         t = col.type
@@ -179,6 +183,8 @@ class MapBatchesOp(Op):
             return table  # an empty partition whose producer emitted no rows: nothing to do
         kw = dict(self.kwargs)
         if self.batch_format == "pandas":
+            import pandas as pd
+
             out = self.fn(to_pandas(table), **kw)
             if not isinstance(out, pd.DataFrame):
                 raise TypeError(
@@ -481,6 +487,15 @@ def range_boundaries(samples: list[Any], n: int, descending: bool) -> list[Any]:
 _NULL_HASH = np.uint64(0x9E3779B97F4A7C15)
 
 
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser over 64-bit words (vectorized, wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
 def _column_hash(col: pa.ChunkedArray) -> np.ndarray:
     """A per-row hash that depends only on the value, never on how a partition typed it.
 
@@ -500,7 +515,7 @@ def _column_hash(col: pa.ChunkedArray) -> np.ndarray:
         or pa.types.is_decimal(t)
     ):
         values = pc.fill_null(pc.cast(col, pa.float64()), 0.0).to_numpy() + 0.0
-        h = pd.util.hash_array(values)
+        h = _mix64(values.view(np.uint64))
     elif (
         pa.types.is_string(t)
         or pa.types.is_large_string(t)
@@ -508,11 +523,15 @@ def _column_hash(col: pa.ChunkedArray) -> np.ndarray:
         or pa.types.is_large_binary(t)
         or pa.types.is_fixed_size_binary(t)
     ):
-        h = pd.util.hash_array(np.asarray(col.to_numpy(zero_copy_only=False), dtype=object))
+        from pandas.util import hash_array
+
+        h = hash_array(np.asarray(col.to_numpy(zero_copy_only=False), dtype=object))
     elif pa.types.is_temporal(t):
-        h = pd.util.hash_array(pc.fill_null(col.cast(pa.int64()), 0).to_numpy())
+        h = _mix64(pc.fill_null(col.cast(pa.int64()), 0).to_numpy().view(np.uint64))
     else:
-        h = pd.util.hash_array(np.asarray([repr(v) for v in col.to_pylist()], dtype=object))
+        from pandas.util import hash_array
+
+        h = hash_array(np.asarray([repr(v) for v in col.to_pylist()], dtype=object))
     if valid is not None:
         h = np.where(valid, h, _NULL_HASH)
     return h
