@@ -111,7 +111,9 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
             columns[name] = col.to_pandas()
         else:
             columns[name] = col.to_pandas(types_mapper=pd.ArrowDtype)
-    return pd.DataFrame(columns, copy=False) if columns else pd.DataFrame(index=range(table.num_rows))
+    return (
+        pd.DataFrame(columns, copy=False) if columns else pd.DataFrame(index=range(table.num_rows))
+    )
 
 
 # -- row and batch operators ----------------------------------------------------------------------
@@ -394,14 +396,18 @@ class DistinctOp(Op):
 
 
 def sort_indices(table: pa.Table, keys: Sequence[str], descending: Sequence[bool]) -> np.ndarray:
-    """Stable sort order of ``table`` by ``keys`` (nulls last), with numpy fast paths."""
+    """Sort order of ``table`` by ``keys`` (nulls and NaN last), with numpy fast paths.
+
+    Rows with equal keys come in no guaranteed order (as in pandas' default sort and Spark): the
+    single-key paths use numpy's SIMD quicksort, 2-3x faster than a stable sort.
+    """
     if len(keys) == 1 and not descending[0]:
         col = table.column(keys[0])
         arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
         if arr.null_count == 0:
             t = arr.type
             if pa.types.is_integer(t) or pa.types.is_floating(t):
-                return np.argsort(arr.to_numpy(), kind="stable")
+                return np.argsort(arr.to_numpy())
             if pa.types.is_fixed_size_binary(t) and t.byte_width <= 16:
                 return _argsort_fixed_binary(arr)
     order = [
@@ -425,8 +431,8 @@ def _argsort_fixed_binary(arr: pa.Array) -> np.ndarray:
     data = data[arr.offset * width : (arr.offset + len(arr)) * width].reshape(-1, width)
     head = _be_u64(data, 0, min(8, width))
     if width <= 8:
-        return np.argsort(head, kind="stable")
-    order = np.argsort(head, kind="stable")
+        return np.argsort(head)
+    order = np.argsort(head)
     sorted_head = head[order]
     if not np.any(sorted_head[1:] == sorted_head[:-1]):
         return order

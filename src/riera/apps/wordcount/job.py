@@ -5,11 +5,11 @@ lower-cased, with leading and trailing punctuation stripped; tokens that are onl
 dropped. (The same normalisation as document 000's stream word count: lower-case, punctuation
 stripped, no stop-word removal.)
 
-Per partition, tokens are found with numpy over the text's data buffer — no copy: each token is a
-slice of the buffer (with its trailing separators), so a string array over the *same* buffer with
-token-start offsets represents every token. ``value_counts`` runs over those raw tokens, and only
-the distinct tokens (tens of thousands, not hundreds of millions) are then lower-cased and trimmed
-and their counts re-aggregated. The map side therefore ships a few hundred KB per partition through
+Per partition, token boundaries are found with numpy over the text's data buffer. Tokens of at
+most 8 bytes (most English words) are packed into a ``uint64`` each and counted with numpy's SIMD
+sort (``np.unique``) — no string hashing; longer tokens are counted with Arrow's ``value_counts``.
+Only the distinct tokens (tens of thousands, not hundreds of millions) are then lower-cased and
+trimmed and their counts re-aggregated. The map side therefore ships a few hundred KB per partition through
 the exchange; the reduce side sums counts per word.
 """
 
@@ -29,41 +29,74 @@ PUNCTUATION = string.punctuation + "“”‘’«»—–…¡¿"
 SCHEMA = pa.schema([("word", pa.string()), ("count", pa.int64())])
 
 
-def _token_array(arr: pa.Array) -> pa.Array:
-    """Every token of a string array, as views into its data buffer (trailing separators kept)."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if len(arr) == 0 or arr.buffers()[2] is None:
-        return pa.array([], pa.string())
+_SEPARATORS = "".join(chr(i) for i in range(33))
+_MASKS = np.array([(1 << (8 * i)) - 1 for i in range(8)] + [2**64 - 1], dtype=np.uint64)
+
+
+def _string_parts(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Buffer, int]:
+    """Offsets (relative to the first value), the bytes, the data buffer and its base offset."""
     off_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
     offsets = np.frombuffer(arr.buffers()[1], dtype=off_type)[
         arr.offset : arr.offset + len(arr) + 1
     ]
-    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
     lo, hi = int(offsets[0]), int(offsets[-1])
-    body = data[lo:hi]
-    if body.size == 0:
-        return pa.array([], pa.string())
-    sep = body <= 32
-    start = np.empty(body.size, dtype=bool)
-    start[0] = True
-    np.copyto(start[1:], sep[:-1])
-    line_starts = (offsets[:-1] - lo).astype(np.int64)
-    line_starts = line_starts[line_starts < body.size]
-    start[line_starts] = True  # a line start is a token boundary (lines carry no newline)
-    start &= ~sep
-    starts = np.flatnonzero(start)
-    if starts.size == 0:
-        return pa.array([], pa.string())
-    # Token i ends where token i+1 starts or its line ends, whichever is first.
-    tok_offsets = np.empty(starts.size + 1, dtype=np.int64)
-    tok_offsets[:-1] = starts + lo
-    tok_offsets[-1] = hi
-    typ = pa.large_string()
-    tokens = pa.Array.from_buffers(
-        typ, starts.size, [None, pa.py_buffer(tok_offsets), arr.buffers()[2]]
+    body = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[lo:hi]
+    return (offsets - lo).astype(np.int64), body, arr.buffers()[2], lo
+
+
+def _tokens(body: np.ndarray, line_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end offsets of every token in ``body`` (lines concatenated, no newlines)."""
+    n = body.size
+    word = body > 32
+    before = np.empty(n, dtype=bool)  # a boundary just before position p
+    before[0] = True
+    np.less_equal(body[:-1], 32, out=before[1:])
+    before[line_starts] = True
+    after = np.empty(n, dtype=bool)  # a boundary just after position p
+    after[-1] = True
+    np.less_equal(body[1:], 32, out=after[:-1])
+    after[line_starts[line_starts > 0] - 1] = True
+    starts = np.flatnonzero(word & before)
+    ends = np.flatnonzero(word & after) + 1
+    return starts, ends
+
+
+def _count_short(body: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> pa.Table:
+    """Count tokens of at most 8 bytes as integers: the bytes packed into a uint64."""
+    padded = np.zeros(body.size + 8, dtype=np.uint8)
+    padded[: body.size] = body
+    words = np.ndarray(shape=(body.size,), dtype="<u8", buffer=padded, strides=(1,))
+    packed = words[starts] & _MASKS[lengths]
+    values, counts = np.unique(packed, return_counts=True)
+    fixed = pa.Array.from_buffers(pa.binary(8), len(values), [None, pa.py_buffer(values)])
+    text = pc.utf8_rtrim(fixed.cast(pa.binary()).cast(pa.string()), characters="\x00")
+    return pa.table({"word": text, "count": pa.array(counts.astype(np.int64))})
+
+
+def _count_long(
+    buffer: pa.Buffer, base: int, starts: np.ndarray, long_: np.ndarray, nbytes: int
+) -> pa.Table:
+    """Count the tokens selected by ``long_`` with Arrow's hash.
+
+    Every token spans from its start to the next token's start (the array tiles the buffer with
+    no copy); the selected spans are taken out and their trailing separators trimmed.
+    """
+    if not long_.any():
+        return SCHEMA.empty_table()
+    offsets = np.empty(starts.size + 1, dtype=np.int64)
+    offsets[:-1] = starts + base
+    offsets[-1] = base + nbytes
+    spans = pa.Array.from_buffers(
+        pa.large_string(), starts.size, [None, pa.py_buffer(offsets), buffer]
     )
-    return tokens
+    tokens = pc.utf8_rtrim(spans.take(pa.array(np.flatnonzero(long_))), characters=_SEPARATORS)
+    vc = pc.value_counts(tokens)
+    return pa.table(
+        {
+            "word": pc.cast(vc.field("values"), pa.string()),
+            "count": pc.cast(vc.field("counts"), pa.int64()),
+        }
+    )
 
 
 def normalize_counts(words: pa.Array, counts: pa.Array) -> pa.Table:
@@ -77,16 +110,21 @@ def normalize_counts(words: pa.Array, counts: pa.Array) -> pa.Table:
 
 def count_words_batch(table: pa.Table, column: str = "text") -> pa.Table:
     """Map side: ``(word, count)`` for one partition of text lines."""
-    col = table.column(column) if table.num_rows else pa.chunked_array([], pa.string())
-    tokens = (
-        _token_array(col.combine_chunks() if col.num_chunks != 1 else col.chunk(0))
-        if len(col)
-        else pa.array([], pa.string())
-    )
-    if len(tokens) == 0:
+    if table.num_rows == 0:
         return SCHEMA.empty_table()
-    vc = pc.value_counts(tokens)
-    return normalize_counts(vc.field("values"), pc.cast(vc.field("counts"), pa.int64()))
+    col = table.column(column)
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    offsets, body, buffer, base = _string_parts(arr)
+    if body.size == 0:
+        return SCHEMA.empty_table()
+    line_starts = offsets[:-1][offsets[:-1] < body.size]
+    starts, ends = _tokens(body, line_starts)
+    lengths = ends - starts
+    short = lengths <= 8
+    parts = [_count_short(body, starts[short], lengths[short])]
+    parts.append(_count_long(buffer, base, starts, ~short, body.size))
+    merged = pa.concat_tables([p.cast(SCHEMA) for p in parts])
+    return normalize_counts(merged.column("word"), merged.column("count"))
 
 
 def word_counts(
