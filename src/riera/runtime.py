@@ -180,8 +180,10 @@ class Runtime:
             up = results[r.upstream]
             samples = [s for res in up for s in res.sample]
             bounds = ops.range_boundaries(samples, r.partitions, r.descending)
-            bounds += [None] * (r.partitions - 1 - len(bounds))
             refs = [ref for res in up for ref in res.refs]
+            if not bounds:  # no non-null key sampled: one partition takes every row
+                return [(refs, None, None, True)] + [(refs, None, None, None)] * (
+                    r.partitions - 1), []
             inputs = []
             for i in range(r.partitions):
                 lo = bounds[i - 1] if i > 0 else None

@@ -226,7 +226,8 @@ class LimitOp(Op):
     n: int
 
     def apply(self, table: pa.Table) -> pa.Table:
-        return table.slice(0, self.n)
+        # min(): a table without columns reports any slice length as its row count.
+        return table.slice(0, min(self.n, table.num_rows))
 
 
 # -- aggregation ----------------------------------------------------------------------------------
@@ -238,6 +239,13 @@ def _check_columns(name: str, table: pa.Table, cols: Iterable[str]) -> None:
         raise KeyError(f"{name}: no column(s) {missing}; the data has {table.column_names}")
 
 
+def canonical_key(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Key values as grouping should see them: ``-0.0`` is ``0.0`` (as in SQL and pandas)."""
+    if pa.types.is_floating(col.type):
+        return pc.add(col, pa.scalar(0.0, col.type))
+    return col
+
+
 def _aggregate(
     table: pa.Table, keys: Sequence[str], specs: Sequence[tuple[str, str]]
 ) -> tuple[list[pa.ChunkedArray], list[pa.ChunkedArray]]:
@@ -245,7 +253,7 @@ def _aggregate(
 
     Columns are aliased so output names are unique whatever the version's naming and ordering.
     """
-    cols: dict[str, Any] = {k: table.column(k) for k in keys}
+    cols: dict[str, Any] = {k: canonical_key(table.column(k)) for k in keys}
     agg_specs: list[tuple[Any, ...]] = []
     names: list[str] = []
     for j, (col, func) in enumerate(specs):
@@ -372,6 +380,8 @@ class ReduceByKeyOp(Op):
         _check_columns(self.name, table, [self.key, self.column])
         if table.num_columns == 0:
             return table
+        if table.num_rows == 0:
+            return table.select([self.key, self.column])
         acc: dict[Any, Any] = {}
         for k, v in zip(
             table.column(self.key).to_pylist(), table.column(self.column).to_pylist(), strict=True
@@ -385,6 +395,8 @@ class DistinctOp(Op):
     def apply(self, table: pa.Table) -> pa.Table:
         if table.num_columns == 0 or table.num_rows == 0:
             return table
+        table = pa.Table.from_arrays([canonical_key(c) for c in table.columns],
+                                     names=table.column_names)
         return (
             table.group_by(table.column_names, use_threads=False)
             .aggregate([])
@@ -584,6 +596,14 @@ def join_tables(
         return left
     _check_columns(name, left, on)
     _check_columns(name, right, on)
+    for k in on:  # e.g. string vs large_string, int64 vs double: join on the common type
+        lt, rt = left.schema.field(k).type, right.schema.field(k).type
+        if lt != rt:
+            common = pa.unify_schemas([pa.schema([(k, lt)]), pa.schema([(k, rt)])],
+                                      promote_options="permissive").field(k).type
+            left = left.set_column(left.schema.get_field_index(k), k, left.column(k).cast(common))
+            right = right.set_column(right.schema.get_field_index(k), k,
+                                     right.column(k).cast(common))
     join_type = "inner" if how == "inner" else "left outer"
     out = left.join(
         right,

@@ -112,13 +112,13 @@ class RangeShuffleReader(Reader):
         return f"range-partitioned read of {self.upstream} by {self.key} ({self.partitions})"
 
     def read(self, task_input: tuple[list[Ref], Any, Any, bool], exchange: Exchange) -> pa.Table:
-        refs, lo, hi, last = task_input
+        refs, lo, hi, last = task_input  # last=None: this partition receives no rows
         parts, empty = [], None
         for r in refs:
             t = exchange.get(r)
             if t.num_columns and empty is None:
                 empty = t.slice(0, 0)
-            if t.num_rows == 0 or self.key not in t.column_names:
+            if t.num_rows == 0 or self.key not in t.column_names or last is None:
                 continue
             parts.append(
                 t.filter(ops.range_mask(t.column(self.key), lo, hi, self.descending, last))
