@@ -183,7 +183,8 @@ class Runtime:
             refs = [ref for res in up for ref in res.refs]
             if not bounds:  # no non-null key sampled: one partition takes every row
                 return [(refs, None, None, True)] + [(refs, None, None, None)] * (
-                    r.partitions - 1), []
+                    r.partitions - 1
+                ), []
             inputs = []
             for i in range(r.partitions):
                 lo = bounds[i - 1] if i > 0 else None

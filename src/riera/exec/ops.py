@@ -66,19 +66,48 @@ def _take_column(col: pa.ChunkedArray, indices: np.ndarray) -> pa.Array | pa.Chu
     t = col.type
     first = views[0]
     assert first is not None
+    # One sequential copy to join chunks beats gathering from each (random scattered writes).
+    source = first if len(views) == 1 else np.concatenate(views)  # type: ignore[arg-type]
     out = np.empty((len(indices), *first.shape[1:]), dtype=first.dtype)
-    if len(views) == 1:
-        np.take(first, indices, axis=0, out=out, mode="wrap")
-    else:  # gather from each chunk where it holds the row: no combined copy of the column
-        bounds = np.cumsum([0, *(len(v) for v in views)])  # type: ignore[arg-type]
-        which = np.searchsorted(bounds, indices, side="right") - 1
-        for c, v in enumerate(views):
-            sel = np.flatnonzero(which == c)
-            if sel.size:
-                out[sel] = v[indices[sel] - bounds[c]]  # type: ignore[index]
+    np.take(source, indices, axis=0, out=out, mode="wrap")
     if pa.types.is_fixed_size_binary(t):
         return pa.Array.from_buffers(t, len(indices), [None, pa.py_buffer(out)])
     return pa.array(out, type=t)
+
+
+def filter_concat(tables: Sequence[pa.Table], masks: Sequence[np.ndarray]) -> pa.Table:
+    """``concat(t.filter(m) ...)`` as one contiguous chunk per column, copying each row once.
+
+    Fixed-width columns without nulls are compressed straight into a preallocated array; other
+    columns fall back to Arrow's filter and concatenation.
+    """
+    schema = tables[0].schema
+    total = int(sum(int(m.sum()) for m in masks))
+    columns = []
+    for j, field in enumerate(schema):
+        chunks = [c for t in tables for c in t.column(j).chunks]
+        views = [_fixed_width_view(c) for c in chunks]
+        if any(v is None for v in views) or any(t.column(j).num_chunks != 1 for t in tables):
+            columns.append(
+                pa.chunked_array(
+                    [t.column(j).filter(pa.array(m)) for t, m in zip(tables, masks, strict=True)],
+                    type=field.type,
+                ).combine_chunks()
+            )
+            continue
+        first = views[0]
+        assert first is not None
+        out = np.empty((total, *first.shape[1:]), dtype=first.dtype)
+        pos = 0
+        for v, m in zip(views, masks, strict=True):
+            k = int(m.sum())
+            np.compress(m, v, axis=0, out=out[pos : pos + k])
+            pos += k
+        if pa.types.is_fixed_size_binary(field.type):
+            columns.append(pa.Array.from_buffers(field.type, total, [None, pa.py_buffer(out)]))
+        else:
+            columns.append(pa.array(out, type=field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def take(table: pa.Table, indices: np.ndarray) -> pa.Table:
@@ -395,8 +424,9 @@ class DistinctOp(Op):
     def apply(self, table: pa.Table) -> pa.Table:
         if table.num_columns == 0 or table.num_rows == 0:
             return table
-        table = pa.Table.from_arrays([canonical_key(c) for c in table.columns],
-                                     names=table.column_names)
+        table = pa.Table.from_arrays(
+            [canonical_key(c) for c in table.columns], names=table.column_names
+        )
         return (
             table.group_by(table.column_names, use_threads=False)
             .aggregate([])
@@ -599,11 +629,17 @@ def join_tables(
     for k in on:  # e.g. string vs large_string, int64 vs double: join on the common type
         lt, rt = left.schema.field(k).type, right.schema.field(k).type
         if lt != rt:
-            common = pa.unify_schemas([pa.schema([(k, lt)]), pa.schema([(k, rt)])],
-                                      promote_options="permissive").field(k).type
+            common = (
+                pa.unify_schemas(
+                    [pa.schema([(k, lt)]), pa.schema([(k, rt)])], promote_options="permissive"
+                )
+                .field(k)
+                .type
+            )
             left = left.set_column(left.schema.get_field_index(k), k, left.column(k).cast(common))
-            right = right.set_column(right.schema.get_field_index(k), k,
-                                     right.column(k).cast(common))
+            right = right.set_column(
+                right.schema.get_field_index(k), k, right.column(k).cast(common)
+            )
     join_type = "inner" if how == "inner" else "left outer"
     out = left.join(
         right,

@@ -113,19 +113,21 @@ class RangeShuffleReader(Reader):
 
     def read(self, task_input: tuple[list[Ref], Any, Any, bool], exchange: Exchange) -> pa.Table:
         refs, lo, hi, last = task_input  # last=None: this partition receives no rows
-        parts, empty = [], None
+        tables, masks, empty = [], [], None
         for r in refs:
             t = exchange.get(r)
             if t.num_columns and empty is None:
                 empty = t.slice(0, 0)
             if t.num_rows == 0 or self.key not in t.column_names or last is None:
                 continue
-            parts.append(
-                t.filter(ops.range_mask(t.column(self.key), lo, hi, self.descending, last))
-            )
-        if parts:
-            return ops.concat(parts)
-        return empty if empty is not None else pa.table({})
+            mask = ops.range_mask(t.column(self.key), lo, hi, self.descending, last)
+            tables.append(t)
+            masks.append(mask.to_numpy(zero_copy_only=False))
+        if not tables:
+            return empty if empty is not None else pa.table({})
+        if all(t.schema == tables[0].schema for t in tables):
+            return ops.filter_concat(tables, masks)
+        return ops.concat([t.filter(pa.array(m)) for t, m in zip(tables, masks, strict=True)])
 
 
 @dataclass(frozen=True)
