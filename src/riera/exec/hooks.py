@@ -31,6 +31,7 @@ class TaskInfo:
     bytes_out: int = 0
     status: str = "running"  # running | ok | failed | lost
     error: str | None = None
+    phases: dict[str, float] = field(default_factory=dict)  # read / ops / write seconds
 
     @property
     def seconds(self) -> float:

@@ -314,6 +314,7 @@ def _fill(task: TaskInfo, r: TaskResult) -> None:
     task.started, task.ended = r.started, r.ended
     task.rows_in, task.rows_out = r.rows_in, r.rows_out
     task.bytes_in, task.bytes_out = r.bytes_in, r.bytes_out
+    task.phases = r.phases
 
 
 def _exit_reason(code: int | None) -> str:

@@ -43,6 +43,7 @@ class TaskResult:
     refs: list[Ref] = field(default_factory=list)
     sample: list[Any] = field(default_factory=list)
     part: dict[str, Any] | None = None
+    phases: dict[str, float] = field(default_factory=dict)  # read / ops / write seconds
 
 
 @dataclass
@@ -63,18 +64,22 @@ def run_task(
     current = stage.nodes[0] if stage.nodes else stage.id
     try:
         table = stage.reader.read(task_input, exchange)
+        t_read = time.time()
         rows_in, bytes_in = table.num_rows, table.nbytes
         for op in stage.ops:
             current = op.name
             table = op.apply(table)
+        t_ops = time.time()
         current = stage.nodes[-1] if stage.nodes else stage.id
         out = stage.writer.write(table, exchange, key, index)
+        ended = time.time()
+        phases = {"read": t_read - started, "ops": t_ops - t_read, "write": ended - t_ops}
         return TaskResult(
             index,
             attempt,
             os.getpid(),
             started,
-            time.time(),
+            ended,
             rows_in,
             table.num_rows,
             bytes_in,
@@ -82,6 +87,7 @@ def run_task(
             out.refs,
             out.sample,
             out.part,
+            phases,
         )
     except Exception as exc:  # reported to the driver, which raises it there
         exchange.release_prefix(key.task_prefix)
