@@ -101,6 +101,7 @@ def filter_concat(tables: Sequence[pa.Table], masks: Sequence[np.ndarray]) -> pa
         pos = 0
         for v, m in zip(views, masks, strict=True):
             k = int(m.sum())
+            assert v is not None
             np.compress(m, v, axis=0, out=out[pos : pos + k])
             pos += k
         if pa.types.is_fixed_size_binary(field.type):
