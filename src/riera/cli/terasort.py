@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,6 +19,19 @@ app = typer.Typer(
 
 def _gb_s(nbytes: int, seconds: float) -> str:
     return f"{nbytes / seconds / 1e9:.2f} GB/s" if seconds > 0 else "-"
+
+
+def _timed(fn: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], float, str]:
+    """Run a job; returns its manifest, seconds, and "N records (M MB)"; errors end the CLI."""
+    t0 = time.perf_counter()
+    try:
+        m = fn()
+    except RieraError as e:
+        fail(str(e))
+        raise  # unreachable: fail() exits
+    dt = time.perf_counter() - t0
+    nbytes = m["rows"] * 100
+    return m, dt, f"{m['rows']:,} records ({nbytes / 1e6:,.1f} MB)"
 
 
 @app.command()
@@ -35,17 +49,12 @@ def gen(
     from riera.apps.terasort import job
 
     start(workers)
-    t0 = time.perf_counter()
-    try:
-        m = job.generate(out_dir, records, partitions=partitions, ascii=ascii, seed=seed)
-    except RieraError as e:
-        fail(str(e))
-        return
-    dt = time.perf_counter() - t0
-    nbytes = m["rows"] * 100
+    m, dt, what = _timed(
+        lambda: job.generate(out_dir, records, partitions=partitions, ascii=ascii, seed=seed)
+    )
     print(
-        f"generated {m['rows']:,} records ({nbytes / 1e6:,.1f} MB) in {len(m['files'])} "
-        f"file(s) under {out_dir} in {dt:.2f} s ({_gb_s(nbytes, dt)})"
+        f"generated {what} in {len(m['files'])} file(s) under {out_dir} in {dt:.2f} s "
+        f"({_gb_s(m['rows'] * 100, dt)})"
     )
 
 
@@ -64,17 +73,10 @@ def sort(
     from riera.apps.terasort import job
 
     rt = start(workers, exchange)
-    t0 = time.perf_counter()
-    try:
-        m = job.sort(in_dir, out_dir, partitions=partitions)
-    except RieraError as e:
-        fail(str(e))
-        return
-    dt = time.perf_counter() - t0
-    nbytes = m["rows"] * 100
+    m, dt, what = _timed(lambda: job.sort(in_dir, out_dir, partitions=partitions))
     print(
-        f"sorted {m['rows']:,} records ({nbytes / 1e6:,.1f} MB) into {len(m['files'])} file(s)"
-        f" in {dt:.2f} s ({_gb_s(nbytes, dt)}) with {rt.settings.workers} worker(s), "
+        f"sorted {what} into {len(m['files'])} file(s) in {dt:.2f} s "
+        f"({_gb_s(m['rows'] * 100, dt)}) with {rt.settings.workers} worker(s), "
         f"exchange {rt.settings.exchange}"
     )
 
