@@ -117,10 +117,15 @@ class Planner:
 
     def _plan_FileSource(self, node: n.FileSource) -> _Open:
         # Like Spark's maxSplitBytes: at most partition_bytes, but small inputs still give every
-        # worker a share (never below 1 MiB, where task overhead would dominate).
+        # worker a share (never below 1 MiB, where task overhead would dominate); and a whole
+        # number of waves, so 5 partitions on 2 workers do not leave one idle in the last wave.
         total = sum(size for _, size in node.files)
-        per_worker = -(-total // self.settings.workers)
-        target = node.partition_bytes or min(self.settings.partition_bytes, max(2**20, per_worker))
+        workers = self.settings.workers
+        target = node.partition_bytes
+        if target is None:
+            target = max(2**20, min(self.settings.partition_bytes, _ceil_div(total, workers)))
+            waves = _ceil_div(_ceil_div(total, target), workers)
+            target = max(2**20, _ceil_div(total, waves * workers))
         opts = dict(node.options)
         if node.format == "parquet":
             splits = readers.parquet_splits(node.files, target)
@@ -243,6 +248,10 @@ class Planner:
         return _Open(
             ph.ShuffleReader(sid, 1), 1, (sid,), [ops.LimitOp(node.name, node.n)], [node.name]
         )
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def build(

@@ -64,12 +64,69 @@ _WIDTH = 32  # bytes per padded piece (a form of a word plus its trailing space)
 POOL_MAX_LINES = 1 << 19
 
 
+# The most frequent English words, in frequency order: they take the top Zipf ranks.
+COMMON = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "a",
+    "in",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "was",
+    "with",
+    "be",
+    "by",
+    "on",
+    "not",
+    "he",
+    "this",
+    "are",
+    "or",
+    "his",
+    "from",
+    "at",
+    "which",
+    "but",
+    "have",
+    "an",
+    "had",
+    "they",
+    "you",
+    "were",
+    "their",
+    "one",
+    "all",
+    "we",
+    "can",
+    "her",
+    "has",
+    "there",
+    "been",
+    "if",
+    "more",
+    "when",
+    "will",
+    "would",
+    "who",
+    "so",
+    "no",
+]
+
+
 def vocabulary(size: int = 50_000, seed: int = 0) -> list[str]:
-    """``size`` distinct lower-case pseudo-words of 1–4 syllables, shortest first."""
+    """``size`` distinct lower-case words: common English words first, then pseudo-words of
+    1–4 syllables, shortest first."""
     rng = np.random.default_rng([seed, 0xA0CAB])
     syllables = [o + v + c for o in _ONSETS for v in _VOWELS for c in _CODAS]
+    common = COMMON[: min(size, len(COMMON))]
     words: list[str] = []
-    seen: set[str] = set()
+    seen: set[str] = set(common)
+    size -= len(common)
     while len(words) < size:
         counts = rng.choice(4, size=size, p=[0.2, 0.45, 0.25, 0.1]) + 1
         picks = rng.integers(0, len(syllables), size=(size, 4))
@@ -81,7 +138,7 @@ def vocabulary(size: int = 50_000, seed: int = 0) -> list[str]:
                 if len(words) == size:
                     break
     words.sort(key=len)  # stable: the most frequent ranks get the short words, as in English
-    return words
+    return common + words
 
 
 @dataclass
