@@ -252,6 +252,9 @@ def square(df, marker="", mode="none"):
             pass  # not the first attempt
         else:
             os.close(fd)
+            if mode == "segv":  # a real segmentation fault, as a crashing C extension would
+                import ctypes
+                ctypes.string_at(0)
             os.kill(os.getpid(), signal.SIGKILL)
     return df.assign(sq=df["id"] * df["id"], neg=-df["id"])
 
@@ -265,10 +268,10 @@ if __name__ == "__main__":
     rec = Recorder()
     rt = riera.init(workers=2, max_task_retries=retries, hooks=[rec])
     ds = riera.range(2000, partitions=4)
-    if mode == "once":
+    if mode in ("once", "segv"):
         expected = rows(ds.map_batches(square).to_arrow())
         rec.ended.clear()
-        got = rows(ds.map_batches(square, marker=marker, mode="once").to_arrow())
+        got = rows(ds.map_batches(square, marker=marker, mode=mode).to_arrow())
         info = rt.last_run
         emit(same=got == expected, n=len(got), retries=info.retries, status=info.status,
              tasks=rec.ended, left=own_segments())
@@ -299,6 +302,17 @@ def test_worker_killed_mid_task_is_retried_and_output_is_identical(tmp_path: Pat
     assert len(ok0) == 1 and ok0[0]["attempt"] == 1
     assert ok0[0]["pid"] != lost[0]["pid"], "the retry did not run on a fresh worker"
     assert "SIGKILL" in proc.stderr  # the driver logged the lost worker
+    assert res["left"] == []
+
+
+def test_worker_segfault_mid_task_is_retried_and_output_is_identical(tmp_path: Path) -> None:
+    script = _script(tmp_path, "segv.py", RETRY_DRIVER)
+    marker = tmp_path / "segfaulted-once"
+    proc = _run(tmp_path, script, marker, "segv", 3)
+    res = _result(proc, rc=0)
+    assert marker.exists(), "the task never crashed its worker"
+    assert res["status"] == "ok" and res["same"] and res["retries"] >= 1
+    assert "SIGSEGV" in proc.stderr  # the driver logged why the worker died
     assert res["left"] == []
 
 
