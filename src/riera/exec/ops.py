@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from riera.exec import memory
 from riera.plan.nodes import AggSpec
 
 if TYPE_CHECKING:  # pandas loads lazily, in the tasks that need it
@@ -68,7 +69,7 @@ def _take_column(col: pa.ChunkedArray, indices: np.ndarray) -> pa.Array | pa.Chu
     assert first is not None
     # One sequential copy to join chunks beats gathering from each (random scattered writes).
     source = first if len(views) == 1 else np.concatenate(views)  # type: ignore[arg-type]
-    out = np.empty((len(indices), *first.shape[1:]), dtype=first.dtype)
+    out = memory.empty((len(indices), *first.shape[1:]), dtype=first.dtype)
     np.take(source, indices, axis=0, out=out, mode="wrap")
     if pa.types.is_fixed_size_binary(t):
         return pa.Array.from_buffers(t, len(indices), [None, pa.py_buffer(out)])
@@ -97,7 +98,7 @@ def filter_concat(tables: Sequence[pa.Table], masks: Sequence[np.ndarray]) -> pa
             continue
         first = views[0]
         assert first is not None
-        out = np.empty((total, *first.shape[1:]), dtype=first.dtype)
+        out = memory.empty((total, *first.shape[1:]), dtype=first.dtype)
         pos = 0
         for v, m in zip(views, masks, strict=True):
             k = int(m.sum())
@@ -463,7 +464,7 @@ def sort_indices(table: pa.Table, keys: Sequence[str], descending: Sequence[bool
 def _be_u64(data: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """Bytes [lo, hi) of each row as a big-endian uint64 (zero-padded), so numeric = byte order."""
     n, width = data.shape[0], hi - lo
-    buf = np.zeros((n, 8), dtype=np.uint8)
+    buf = memory.zeros((n, 8), dtype=np.uint8)
     buf[:, :width] = data[:, lo:hi]
     return buf.view(">u8").ravel().astype(np.uint64)
 

@@ -26,6 +26,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from riera.errors import SchemaMismatchError, SourceError
+from riera.exec import memory
 
 BOM = b"\xef\xbb\xbf"
 
@@ -200,7 +201,7 @@ def read_text_split(split: Split, whole_files: bool, include_paths: bool) -> pa.
 def read_files_split(split: Split) -> pa.Table:
     """One row per file; the contents are read straight into one buffer (a single copy)."""
     sizes = [os.path.getsize(f) for f in split.files]
-    data = np.empty(sum(sizes), dtype=np.uint8)
+    data = memory.empty(sum(sizes), dtype=np.uint8)
     offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
     pos = 0
     for i, (f, size) in enumerate(zip(split.files, sizes, strict=True)):

@@ -56,6 +56,8 @@ from typing import Any
 
 import numpy as np
 
+from riera.exec import memory
+
 __all__ = [
     "KEY_SIZE",
     "RECORD_SIZE",
@@ -233,7 +235,7 @@ def make_records(start: int, count: int, *, ascii: bool = False, seed: int = 0) 
     if start < 0 or start + count > 1 << 64:
         raise ValueError(f"record numbers must lie in [0, 2**64), got start={start} count={count}")
     c0, c1 = _seed_constants(int(seed))
-    out = np.empty((count, RECORD_SIZE), dtype=np.uint8)
+    out = memory.empty((count, RECORD_SIZE), dtype=np.uint8)
     for lo in range(0, count, _GEN_CHUNK):
         _fill(out[lo : lo + _GEN_CHUNK], start + lo, bool(ascii), c0, c1)
     return out

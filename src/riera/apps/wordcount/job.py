@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import riera
+from riera.exec import memory
 
 PUNCTUATION = string.punctuation + "“”‘’«»—–…¡¿"
 SCHEMA = pa.schema([("word", pa.string()), ("count", pa.int64())])
@@ -63,7 +64,8 @@ def _tokens(body: np.ndarray, line_starts: np.ndarray) -> tuple[np.ndarray, np.n
 
 def _count_short(body: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> pa.Table:
     """Count tokens of at most 8 bytes as integers: the bytes packed into a uint64."""
-    padded = np.zeros(body.size + 8, dtype=np.uint8)
+    padded = memory.empty(body.size + 8, dtype=np.uint8)
+    padded[body.size :] = 0
     padded[: body.size] = body
     words = np.ndarray(shape=(body.size,), dtype="<u8", buffer=padded, strides=(1,))
     packed = words[starts] & _MASKS[lengths]
