@@ -154,15 +154,44 @@ def read_line_range(path: str, start: int, end: int) -> tuple[bytes, int]:
     return data, pos
 
 
+def read_line_buffer(path: str, start: int, end: int) -> np.ndarray:
+    """Like :func:`read_line_range`, read straight into a buffer from Arrow's pool (no ``bytes``
+    object, no fresh pages per task); returns a uint8 array, BOM removed."""
+    with open(path, "rb") as fh:
+        pos = start
+        if start > 0:
+            fh.seek(start - 1)
+            pos = start - 1 + len(fh.readline())
+        if pos >= end:
+            return np.empty(0, dtype=np.uint8)
+        slack = 1 << 16
+        buf = memory.empty(end - pos + slack, dtype=np.uint8)
+        got = os.preadv(fh.fileno(), [memoryview(buf.data)[: end - pos]], pos)
+        if got and buf[got - 1] != 10:  # finish the line that crosses ``end``
+            fh.seek(pos + got)
+            tail = fh.readline()
+            if len(tail) > slack:
+                buf = np.concatenate([buf[:got], np.frombuffer(tail, dtype=np.uint8)])
+            else:
+                buf[got : got + len(tail)] = np.frombuffer(tail, dtype=np.uint8)
+            got += len(tail)
+    data = buf[:got]
+    if pos == 0 and data[:3].tobytes() == BOM:
+        return data[3:]
+    return data
+
+
 # -- per-format readers ------------------------------------------------------------------------
 
 
-def lines_to_array(data: bytes, path: str) -> pa.Array:
+def lines_to_array(data: bytes | np.ndarray, path: str) -> pa.Array:
     """Lines of ``data`` as a string array, newline characters removed."""
-    if not data:
+    if len(data) == 0:
         return pa.array([], pa.string())
     raw = np.frombuffer(data, dtype=np.uint8)
-    ends = np.flatnonzero(raw == 10) + 1
+    newline = memory.empty(len(raw), dtype=bool)
+    ends = np.flatnonzero(np.equal(raw, 10, out=newline)) + 1
+    del newline
     if len(ends) == 0 or ends[-1] != len(raw):
         ends = np.append(ends, len(raw))
     offsets = np.concatenate([[0], ends]).astype(np.int64 if len(raw) >= 2**31 else np.int32)
@@ -191,8 +220,7 @@ def read_text_split(split: Split, whole_files: bool, include_paths: bool) -> pa.
                 raise SourceError(f"{f}: not valid UTF-8 text at byte {err.start}") from err
             paths.append(f)
         return pa.table({"path": paths, "text": pa.array(texts, pa.large_string())})
-    data, _ = read_line_range(split.path, split.start, split.end)
-    arr = lines_to_array(data, split.path)
+    arr = lines_to_array(read_line_buffer(split.path, split.start, split.end), split.path)
     if include_paths:
         return pa.table({"path": pa.array([split.path] * len(arr), pa.string()), "text": arr})
     return pa.table({"text": arr})

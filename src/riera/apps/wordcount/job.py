@@ -48,17 +48,17 @@ def _string_parts(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Buffer, int
 def _tokens(body: np.ndarray, line_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Start and end offsets of every token in ``body`` (lines concatenated, no newlines)."""
     n = body.size
-    word = body > 32
-    before = np.empty(n, dtype=bool)  # a boundary just before position p
+    word = np.greater(body, 32, out=memory.empty(n, dtype=bool))
+    before = memory.empty(n, dtype=bool)  # a boundary just before position p
     before[0] = True
     np.less_equal(body[:-1], 32, out=before[1:])
     before[line_starts] = True
-    after = np.empty(n, dtype=bool)  # a boundary just after position p
+    after = memory.empty(n, dtype=bool)  # a boundary just after position p
     after[-1] = True
     np.less_equal(body[1:], 32, out=after[:-1])
     after[line_starts[line_starts > 0] - 1] = True
-    starts = np.flatnonzero(word & before)
-    ends = np.flatnonzero(word & after) + 1
+    starts = np.flatnonzero(np.logical_and(word, before, out=before))
+    ends = np.flatnonzero(np.logical_and(word, after, out=after)) + 1
     return starts, ends
 
 
