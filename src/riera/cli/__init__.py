@@ -62,7 +62,11 @@ def start(workers: int | None = None, exchange: str | None = None, **more: Any) 
     return riera.init(workers=workers, exchange=exchange, **more)
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str | BaseException, code: int | None = None) -> None:
+    """Print the error and exit: 130 for a cancelled run (like Ctrl-C in a shell), else 1."""
+    if code is None:
+        code = 130 if isinstance(message, KeyboardInterrupt) else 1
+    message = str(message)
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -83,7 +87,7 @@ def run(
     try:
         runpy.run_path(str(script), run_name="__main__")
     except RieraError as e:
-        fail(str(e))
+        fail(e)
 
 
 @app.command()
@@ -94,7 +98,7 @@ def config(as_json: Annotated[bool, typer.Option("--json", help="JSON output")] 
     try:
         settings = load_settings()
     except RieraError as e:
-        fail(str(e))
+        fail(e)
         return
     sources = setting_sources(settings)
     values = settings.model_dump(mode="json")
@@ -128,7 +132,7 @@ def wordcount(
     try:
         rows = top_words([str(p) for p in path], top)
     except RieraError as e:
-        fail(str(e))
+        fail(e)
         return
     elapsed = time.perf_counter() - t0
     w = sys.stdout.write

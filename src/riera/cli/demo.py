@@ -61,7 +61,7 @@ def demo(
         try:
             result = fn()
         except RieraError as e:
-            fail(f"{name}: {e}")
+            fail(f"{name}: {e}", 130 if isinstance(e, KeyboardInterrupt) else 1)
         dt = time.perf_counter() - t0
         mine = runs.runs[before:]
         steps.append(

@@ -27,7 +27,7 @@ def _timed(fn: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], float, str
     try:
         m = fn()
     except RieraError as e:
-        fail(str(e))
+        fail(e)
         raise  # unreachable: fail() exits
     dt = time.perf_counter() - t0
     nbytes = m["rows"] * 100
@@ -93,7 +93,7 @@ def validate(
     try:
         v = job.validate(in_dir)
     except RieraError as e:
-        fail(str(e))
+        fail(e)
         return
     r = v.report
     print(f"Records: {r.records}")
