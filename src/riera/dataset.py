@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pyarrow as pa
 
 from riera.errors import PlanError
+from riera.exec import ops
 from riera.exec import physical as ph
 from riera.io import readers
 from riera.plan import nodes as n
@@ -152,7 +153,11 @@ class Dataset:
         partitions: int | None = None,
     ) -> Dataset:
         """Fold ``column`` of rows sharing ``key`` with the associative binary ``fn``."""
-        _names("reduce_by_key", key)
+        if not isinstance(key, str):
+            raise PlanError(
+                f"reduce_by_key: key must be one column name (a str); got {key!r}; "
+                f"for several keys use group_by(keys).agg(...)"
+            )
         n.require_callable("reduce_by_key", fn, "pass an associative function of two values")
         _positive("reduce_by_key", "partitions", partitions)
         self._require_columns("reduce_by_key", [key, column])
@@ -191,12 +196,14 @@ class Dataset:
         self,
         other: Dataset,
         on: str | Sequence[str],
-        how: Literal["inner", "left"] = "inner",
+        how: Literal["inner", "left", "right", "outer", "semi", "anti"] = "inner",
         *,
         partitions: int | None = None,
     ) -> Dataset:
         """Hash join with ``other`` on equal ``on`` columns (SQL semantics: null keys never match).
 
+        ``how``: ``inner``, ``left``, ``right``, ``outer`` (full outer), ``semi`` (rows of this
+        dataset with a match, this dataset's columns only) or ``anti`` (rows without a match).
         Non-key columns present on both sides get the suffix ``_right`` on the right side.
         """
         if not isinstance(other, Dataset):
@@ -205,8 +212,8 @@ class Dataset:
                 f" did you mean riera.from_pandas(...) / riera.from_items(...)?"
             )
         keys = _names("join", on)
-        if how not in ("inner", "left"):
-            raise PlanError(f"join: how must be 'inner' or 'left'; got {how!r}")
+        if how not in n.JOIN_TYPES:
+            raise PlanError(f"join: how must be one of {list(n.JOIN_TYPES)}; got {how!r}")
         _positive("join", "partitions", partitions)
         self._require_columns("join (left side)", keys)
         other._require_columns("join (right side)", keys)
@@ -315,15 +322,24 @@ class Dataset:
         """Write the raw bytes of a binary column, concatenated, one file per partition."""
         return self._write("binary", path, mode, column=column)
 
-    def explain(self) -> str:
-        """The logical plan and the stages it becomes (also printed)."""
+    def explain(self, *, show: bool = True) -> str | None:
+        """Print the logical plan and the stages it becomes; ``show=False`` returns the text.
+
+        >>> import riera
+        >>> print(riera.range(10).filter(lambda r: r["id"] > 4).explain(show=False))
+        ... # doctest: +ELLIPSIS
+        Logical plan:
+        ...
+        """
         from riera.config import load_settings
         from riera.runtime import _runtime
 
         settings = _runtime.settings if _runtime is not None else load_settings()
         text = planner.explain(self._node, settings)
+        if not show:
+            return text
         print(text)
-        return text
+        return None
 
 
 class GroupedDataset:
@@ -452,14 +468,19 @@ def from_items(items: Iterable[Any], *, partitions: int | None = None) -> Datase
             raise PlanError("from_items: mix of dicts and non-dicts; give all rows as dicts")
         rows = [{"item": r} for r in rows]
     try:
-        table = pa.Table.from_pylist(rows)
+        table = ops.rows_to_table(rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
         raise PlanError(f"from_items: the rows cannot form one table: {err}") from err
     return Dataset(n.TableSource((), table, partitions or _default_partitions(), "from_items"))
 
 
-def range(stop: int, start: int = 0, step: int = 1, *, partitions: int | None = None) -> Dataset:
-    """Integers ``start, start+step, …, < stop`` in column ``id``."""
+def range(
+    start: int, stop: int | None = None, step: int = 1, *, partitions: int | None = None
+) -> Dataset:
+    """Integers in column ``id``, like Python's ``range``: ``range(10)`` is 0…9,
+    ``range(5, 10)`` is 5…9, ``range(0, 10, 3)`` is 0, 3, 6, 9."""
+    if stop is None:
+        start, stop = 0, start
     for name, v in (("stop", stop), ("start", start), ("step", step)):
         if not isinstance(v, int) or isinstance(v, bool):
             raise PlanError(f"range: {name} must be an integer; got {v!r}")

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from riera import __version__
 from riera.config import Settings, load_settings
-from riera.errors import RunCancelled
+from riera.errors import RieraError, RunCancelled
 from riera.exchange import create as create_exchange
 from riera.exchange.base import Exchange, Ref, SegmentKey
 from riera.exec import ops
@@ -99,7 +99,7 @@ class Runtime:
                 parts = [r.part for r in final if r.part is not None]
                 out.manifest = sinks.commit(write.path, write.mode, run_id, parts)
             else:
-                out.table = ops.concat([self.exchange.get(ref) for r in final for ref in r.refs])
+                out.table = self._gather(final, root)
             info.status = "ok"
             return out
         except KeyboardInterrupt:
@@ -116,6 +116,15 @@ class Runtime:
             info.ended = time.time()
             self.last_run = info
             self.hooks.on_run_end(info)
+
+    def _gather(self, final: list[TaskResult], root: n.Node) -> pa.Table:
+        try:
+            return ops.concat([self.exchange.get(ref) for r in final for ref in r.refs])
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+            raise RieraError(
+                f"{root.name}: partitions produced incompatible column types ({err}); make the "
+                f"function return the same types for every row (e.g. cast in map_batches)"
+            ) from err
 
     def _run_stages(
         self, plan: planner.PhysicalPlan, run_id: str, owner: int, info: RunInfo

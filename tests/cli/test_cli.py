@@ -139,3 +139,9 @@ def test_run_reports_task_errors_without_traceback_noise(tmp_path: Path) -> None
 def test_shm_ls_and_sweep() -> None:
     assert "segment(s)" in run_cli("shm", "ls").stderr
     assert run_cli("shm", "sweep").stdout.startswith("removed ")
+
+
+def test_invalid_flag_value_is_a_clean_error(tmp_path: Path) -> None:
+    proc = run_cli("wordcount", str(tmp_path), "--workers", "0", check=False)
+    assert proc.returncode == 2
+    assert "workers" in proc.stderr and "Traceback" not in proc.stderr

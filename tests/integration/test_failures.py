@@ -660,7 +660,7 @@ if __name__ == "__main__":
     elif mode == "overwrite":
         riera.range(100, partitions=4).write_csv(out)
         res["first"] = listing(out)
-        res["manifest"] = riera.range(1010, 1000, partitions=2).write_csv(out, mode="overwrite")
+        res["manifest"] = riera.range(1000, 1010, partitions=2).write_csv(out, mode="overwrite")
         res["listing"] = listing(out)
         res["ids"] = sorted(riera.read_csv(out).to_arrow().column("id").to_pylist())
     res["left"] = own_segments()

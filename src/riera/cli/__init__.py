@@ -56,10 +56,13 @@ def _root(
 
 
 def start(workers: int | None = None, exchange: str | None = None, **more: Any) -> Any:
-    """Initialise the runtime from CLI flags over the configured layers."""
+    """Initialise the runtime from CLI flags over the configured layers (bad values: exit 2)."""
     import riera
 
-    return riera.init(workers=workers, exchange=exchange, **more)
+    try:
+        return riera.init(workers=workers, exchange=exchange, **more)
+    except RieraError as e:
+        fail(e, 2)
 
 
 def fail(message: str | BaseException, code: int | None = None) -> None:

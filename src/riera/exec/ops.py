@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from riera.exec import memory
-from riera.plan.nodes import AggSpec
+from riera.plan.nodes import JOIN_TYPES, AggSpec
 
 if TYPE_CHECKING:  # pandas loads lazily, in the tasks that need it
     import pandas as pd
@@ -41,9 +41,17 @@ def concat(tables: Sequence[pa.Table]) -> pa.Table:
 
 
 def rows_to_table(rows: list[dict[str, Any]], like: pa.Schema | None = None) -> pa.Table:
+    """Rows (dicts) as a table with the union of their keys; missing keys become nulls.
+
+    (``pa.Table.from_pylist`` alone takes the columns of the first row and drops the others.)
+    """
     if not rows:
         return like.empty_table() if like is not None else pa.table({})
-    return pa.Table.from_pylist(rows)
+    first = rows[0].keys()
+    if all(r.keys() == first for r in rows):
+        return pa.Table.from_pylist(rows)
+    keys = dict.fromkeys(k for r in rows for k in r)
+    return pa.table({k: [r.get(k) for r in rows] for k in keys})
 
 
 def _fixed_width_view(arr: pa.Array) -> np.ndarray | None:
@@ -549,23 +557,26 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 def _column_hash(col: pa.ChunkedArray) -> np.ndarray:
     """A per-row hash that depends only on the value, never on how a partition typed it.
 
-    Numbers hash as float64 (so ``1`` in an int64 partition and ``1.0`` in a double one agree;
-    ``-0.0`` is ``0.0``; every NaN is one value), strings and binaries by content, nulls as one
-    constant. Collisions only put distinct keys in the same partition, which stays correct.
+    Integers hash by value (all 64 bits), and floats holding an integral value hash like that
+    integer, so ``1`` in an int64 partition and ``1.0`` in a double one agree; ``-0.0`` is ``0``,
+    every NaN is one value. Times hash in one unit (ns), strings and binaries by content, nulls as
+    one constant. Collisions only put distinct keys in the same partition, which stays correct.
     """
     t = col.type
     if pa.types.is_dictionary(t):
         col = col.cast(t.value_type)
         t = t.value_type
     valid = None if col.null_count == 0 else pc.is_valid(col).to_numpy(zero_copy_only=False)
-    if (
-        pa.types.is_integer(t)
-        or pa.types.is_floating(t)
-        or pa.types.is_boolean(t)
-        or pa.types.is_decimal(t)
-    ):
-        values = pc.fill_null(pc.cast(col, pa.float64()), 0.0).to_numpy() + 0.0
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        values = pc.fill_null(col.cast(pa.int64(), safe=False), 0).to_numpy()
         h = _mix64(values.view(np.uint64))
+    elif pa.types.is_floating(t) or pa.types.is_decimal(t):
+        f = pc.fill_null(col.cast(pa.float64(), safe=False), 0.0).to_numpy()
+        with np.errstate(invalid="ignore"):
+            integral = (f == np.floor(f)) & (np.abs(f) < 2.0**63)
+        bits = np.where(np.isnan(f), np.float64("nan"), f).view(np.uint64)
+        as_int = np.where(integral, f, 0).astype(np.int64).view(np.uint64)
+        h = _mix64(np.where(integral, as_int, bits))
     elif (
         pa.types.is_string(t)
         or pa.types.is_large_string(t)
@@ -576,8 +587,17 @@ def _column_hash(col: pa.ChunkedArray) -> np.ndarray:
         from pandas.util import hash_array
 
         h = hash_array(np.asarray(col.to_numpy(zero_copy_only=False), dtype=object))
-    elif pa.types.is_temporal(t):
-        h = _mix64(pc.fill_null(col.cast(pa.int64()), 0).to_numpy().view(np.uint64))
+    elif pa.types.is_timestamp(t) or pa.types.is_duration(t) or pa.types.is_time(t):
+        unit = (
+            pa.timestamp("ns")
+            if pa.types.is_timestamp(t)
+            else (pa.duration("ns") if pa.types.is_duration(t) else pa.time64("ns"))
+        )
+        ns = col.cast(unit, safe=False).cast(pa.int64())
+        h = _mix64(pc.fill_null(ns, 0).to_numpy().view(np.uint64))
+    elif pa.types.is_date(t):
+        days = col.cast(pa.date32()).cast(pa.int32()).cast(pa.int64())
+        h = _mix64(pc.fill_null(days, 0).to_numpy().view(np.uint64))
     else:
         from pandas.util import hash_array
 
@@ -620,12 +640,11 @@ def split_even(table: pa.Table, n: int) -> list[pa.Table]:
 def join_tables(
     left: pa.Table, right: pa.Table, on: Sequence[str], how: str, name: str
 ) -> pa.Table:
+    # A side without columns is an empty partition whose producer emitted nothing.
     if left.num_columns == 0:
-        return left
+        return right if how in ("right", "outer") and right.num_columns else left
     if right.num_columns == 0:
-        if how == "inner":
-            return left.slice(0, 0)
-        return left
+        return left.slice(0, 0) if how in ("inner", "semi", "right") else left
     _check_columns(name, left, on)
     _check_columns(name, right, on)
     for k in on:  # e.g. string vs large_string, int64 vs double: join on the common type
@@ -642,11 +661,10 @@ def join_tables(
             right = right.set_column(
                 right.schema.get_field_index(k), k, right.column(k).cast(common)
             )
-    join_type = "inner" if how == "inner" else "left outer"
     out = left.join(
         right,
         keys=list(on),
-        join_type=join_type,
+        join_type=JOIN_TYPES[how],
         right_suffix="_right",
         use_threads=False,
         coalesce_keys=True,

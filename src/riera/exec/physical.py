@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from riera.errors import SourceError
 from riera.exchange.base import Exchange, Ref, SegmentKey
 from riera.exec import ops
 from riera.io import readers, sinks
@@ -41,6 +42,17 @@ class FileReader(Reader):
         return f"read {self.format} ({len(self.splits)} splits)"
 
     def read(self, task_input: readers.Split, exchange: Exchange) -> pa.Table:
+        try:
+            return self._read(task_input)
+        except SourceError:
+            raise
+        except (OSError, pa.ArrowException, UnicodeError, ValueError) as err:
+            raise SourceError(
+                f"read_{self.format}: cannot read {task_input.describe()}: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+
+    def _read(self, task_input: readers.Split) -> pa.Table:
         opts = dict(self.options)
         if self.format == "text":
             return readers.read_text_split(
@@ -272,6 +284,8 @@ class FileWriter(Writer):
     def write(
         self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
     ) -> WriteResult:
+        if table.num_columns == 0:  # a partition whose producer emitted no rows: no part file
+            return WriteResult()
         return WriteResult(
             part=sinks.write_part(table, self.format, self.temp_dir, index, dict(self.options))
         )

@@ -89,7 +89,7 @@ def run_task(
             out.part,
             phases,
         )
-    except Exception as exc:  # reported to the driver, which raises it there
+    except BaseException as exc:  # even sys.exit() in user code: report it, keep the worker
         exchange.release_prefix(key.task_prefix)
         try:
             payload: bytes | None = cloudpickle.dumps(exc)
@@ -152,9 +152,23 @@ def main(conn: Connection, settings_json: str, driver_pid: int) -> None:
         kind = msg[0]
         if kind == "task":
             _, stage_key, stage_blob, index, attempt, task_input, key = msg
-            if stage_blob is not None:
-                stages[stage_key] = cloudpickle.loads(stage_blob)
-            result = run_task(stages[stage_key], index, attempt, task_input, key, exchange)
+            result: TaskResult | TaskFailure
+            try:
+                if stage_blob is not None:
+                    stages[stage_key] = cloudpickle.loads(stage_blob)
+            except BaseException as exc:
+                result = TaskFailure(
+                    index,
+                    attempt,
+                    stage_key,
+                    type(exc).__qualname__,
+                    f"the worker cannot load this stage's functions: {exc}. Functions defined "
+                    f"in a module must be importable in the workers (same sys.path / installed).",
+                    "".join(traceback.format_exception(exc)),
+                    None,
+                )
+            else:
+                result = run_task(stages[stage_key], index, attempt, task_input, key, exchange)
             try:
                 conn.send(("result", result))
             except (BrokenPipeError, OSError):

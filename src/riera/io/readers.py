@@ -166,7 +166,13 @@ def read_line_buffer(path: str, start: int, end: int) -> np.ndarray:
             return np.empty(0, dtype=np.uint8)
         slack = 1 << 16
         buf = memory.empty(end - pos + slack, dtype=np.uint8)
-        got = os.preadv(fh.fileno(), [memoryview(buf.data)[: end - pos]], pos)
+        got, want = 0, end - pos
+        view = memoryview(buf.data)
+        while got < want:  # one read returns at most ~2 GiB
+            n = os.preadv(fh.fileno(), [view[got:want]], pos + got)
+            if n == 0:
+                break  # the file is shorter than it was when listed
+            got += n
         if got and buf[got - 1] != 10:  # finish the line that crosses ``end``
             fh.seek(pos + got)
             tail = fh.readline()

@@ -10,6 +10,7 @@ rename is atomic.)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from riera.errors import SinkError
 
 EXTENSIONS = {"csv": "csv", "parquet": "parquet", "json": "jsonl", "text": "txt", "binary": "bin"}
 SUCCESS = "_SUCCESS"
+CREATED = ".created-by-this-run"  # in the run's temporary directory
 
 
 def temp_dir(out: str, run_id: str) -> Path:
@@ -43,7 +45,13 @@ def prepare(out: str, mode: str, run_id: str) -> Path:
                 f"{existing[0]!r}); pass mode='overwrite' to replace it or choose another path"
             )
     tmp = temp_dir(out, run_id)
-    tmp.mkdir(parents=True, exist_ok=True)
+    existed = target.exists()
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        if not existed:
+            (tmp / CREATED).touch()
+    except OSError as err:
+        raise SinkError(f"cannot create the output directory {out}: {err}") from err
     return tmp
 
 
@@ -122,36 +130,58 @@ def _json_default(v: Any) -> Any:
 
 
 def commit(out: str, mode: str, run_id: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Move the run's parts into place; ``_SUCCESS`` is written last."""
+    """Move the run's parts into place and write ``_SUCCESS`` last.
+
+    With ``mode="overwrite"`` the previous entries are first moved aside (renames, in the same
+    directory); if anything fails before ``_SUCCESS`` is written, the new parts are taken out and
+    the previous entries put back, so the directory is either the old output or the new one.
+    """
     target = Path(out)
     tmp = temp_dir(out, run_id)
-    if mode == "overwrite":
-        for p in target.iterdir():
-            if p.name == "_temporary":
-                continue
-            if p.is_dir():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-    for entry in parts:
-        os.replace(tmp / entry["file"], target / entry["file"])
-    manifest = {"run_id": run_id, "files": parts, "rows": sum(p["rows"] for p in parts)}
-    success_tmp = tmp / SUCCESS
-    success_tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(success_tmp, target / SUCCESS)
+    backup = target / f"_previous-{run_id}"
+    moved_aside: list[str] = []
+    moved_in: list[str] = []
+    try:
+        if mode == "overwrite":
+            backup.mkdir()
+            for p in list(target.iterdir()):
+                if p.name in ("_temporary", backup.name):
+                    continue
+                os.replace(p, backup / p.name)
+                moved_aside.append(p.name)
+        for entry in parts:
+            os.replace(tmp / entry["file"], target / entry["file"])
+            moved_in.append(entry["file"])
+        manifest = {"run_id": run_id, "files": parts, "rows": sum(p["rows"] for p in parts)}
+        success_tmp = tmp / SUCCESS
+        success_tmp.write_text(json.dumps(manifest, indent=1))
+        os.replace(success_tmp, target / SUCCESS)
+    except OSError as err:
+        for name in moved_in:
+            with contextlib.suppress(OSError):
+                (target / name).unlink()
+        for name in moved_aside:
+            with contextlib.suppress(OSError):
+                os.replace(backup / name, target / name)
+        with contextlib.suppress(OSError):
+            backup.rmdir()  # only if everything went back; otherwise it keeps what did not
+        raise SinkError(
+            f"committing the output to {out} failed ({err}); the directory holds what it held "
+            f"before the run"
+        ) from err
+    shutil.rmtree(backup, ignore_errors=True)
     _remove_temp(out, run_id)
     return manifest
 
 
 def abort(out: str, run_id: str) -> None:
     """Remove everything the run wrote; earlier contents of ``out`` stay as they were."""
+    created = (temp_dir(out, run_id) / CREATED).exists()
     _remove_temp(out, run_id)
     target = Path(out)
-    try:
-        if target.is_dir() and not any(target.iterdir()):
+    if created:  # the directory did not exist before this run: remove it if it is still empty
+        with contextlib.suppress(OSError):
             target.rmdir()
-    except OSError:
-        pass
 
 
 def _remove_temp(out: str, run_id: str) -> None:

@@ -239,10 +239,20 @@ class Repartition(Node):
         return {"partitions": self.partitions, "by": list(self.keys)}
 
 
+JOIN_TYPES = {
+    "inner": "inner",
+    "left": "left outer",
+    "right": "right outer",
+    "outer": "full outer",
+    "semi": "left semi",
+    "anti": "left anti",
+}
+
+
 @dataclass(frozen=True, eq=False)
 class Join(Node):
     on: tuple[str, ...]
-    how: Literal["inner", "left"]
+    how: Literal["inner", "left", "right", "outer", "semi", "anti"]
     partitions: int | None = None
     kind = "join"
 
