@@ -26,5 +26,5 @@ bench: venv
 	.venv/bin/riera bench core
 
 clean:
-	rm -rf .venv build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	.venv/bin/riera shm sweep 2>/dev/null || true
+	rm -rf .venv build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis

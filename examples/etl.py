@@ -6,6 +6,7 @@ The script writes its own input (orders split over several CSV files, and a cust
 then reads them back in parallel.
 """
 
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -69,3 +70,4 @@ expected = clean.merge(customers, on="customer_id").groupby(["region", "product"
 got = riera.read_parquet(out).to_pandas().set_index(["region", "product"])["revenue"]
 assert np.allclose(got.sort_index().values, expected.sort_index().values)
 print(riera.read_parquet(out).to_pandas().head(10).to_string(index=False))
+shutil.rmtree(work)  # the generated input (and the output, unless OUT_DIR was given elsewhere)

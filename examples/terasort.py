@@ -10,6 +10,7 @@ The sort itself is four lines on the public API (see riera/apps/terasort/job.py)
         .select("record").write_binary(out_dir, column="record")
 """
 
+import shutil
 import sys
 import tempfile
 import time
@@ -29,5 +30,5 @@ print(f"sorted into {len(manifest['files'])} files in {time.perf_counter() - t:.
 
 check = job.validate(f"{work}/out").report
 print(f"records={check.records:,} checksum={check.checksum:x} sorted={check.ok}")
+shutil.rmtree(work)
 assert check.ok and check.records == records
-print(f"output: {work}/out")

@@ -246,7 +246,11 @@ class Dataset:
         return get_runtime().execute(root or self._node, action, final_op)
 
     def to_arrow(self) -> pa.Table:
-        """Run and return the result as one Arrow table (zero-copy views into shared memory)."""
+        """Run and return the result as one Arrow table.
+
+        Its buffers are zero-copy views of the run's shared-memory segments: the segments'
+        names are already released (``riera shm ls`` does not list them), and the memory is
+        freed when the table is."""
         table = self._run("to_arrow").table
         assert table is not None
         return table
@@ -278,7 +282,10 @@ class Dataset:
         return int(sum(out.column("count").to_pylist())) if out.num_rows else 0
 
     def iter_batches(self, batch_size: int | None = None) -> Iterator[pa.RecordBatch]:
-        """Run and yield the result as record batches of at most ``batch_size`` rows."""
+        """Run, then yield the result as record batches of at most ``batch_size`` rows.
+
+        The whole result is computed (and held, zero-copy, in shared memory) before the first
+        batch is yielded."""
         yield from self.to_arrow().to_batches(max_chunksize=batch_size)
 
     def _write(

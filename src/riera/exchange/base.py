@@ -106,7 +106,3 @@ def create(name: str, settings: Settings) -> Exchange:
 def _load_builtins() -> None:
     # Importing a backend module registers it.
     from riera.exchange import shm  # noqa: F401
-
-
-def empty_like(schema: pa.Schema) -> pa.Table:
-    return schema.empty_table()

@@ -167,10 +167,6 @@ class ShmExchange:
             n += _unlink(p)
         return n
 
-    def claim_owner(self) -> None:
-        """Mark this process as a live driver (an flock held until it exits)."""
-        claim_owner(self.directory)
-
 
 def claim_owner(directory: Path) -> None:
     pid = os.getpid()

@@ -373,7 +373,3 @@ def _dumps(stage: Stage) -> bytes:
             f"Functions must be picklable by cloudpickle: avoid capturing open files, locks, "
             f"sockets or database connections; create them inside the function instead."
         ) from err
-
-
-def default_pid() -> int:
-    return os.getpid()

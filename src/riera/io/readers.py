@@ -388,9 +388,7 @@ def _parse_json(data: bytes, path: str, offset: int, schema: pa.Schema | None) -
     try:
         return pajson.read_json(io.BytesIO(data), read_options=ro, parse_options=po)
     except pa.ArrowInvalid as err:
-        line = (
-            _json_error_line(data) if "JSON parse error" in str(err) or "JSON" in str(err) else None
-        )
+        line = _json_error_line(data) if "JSON" in str(err) else None
         where = (
             f"{path}, line {_line_of(path, offset) + line - 1}"
             if line

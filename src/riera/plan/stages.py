@@ -46,12 +46,6 @@ class PhysicalPlan:
     def final(self) -> ph.Stage:
         return self.stages[-1]
 
-    def stage(self, stage_id: str) -> ph.Stage:
-        for s in self.stages:
-            if s.id == stage_id:
-                return s
-        raise KeyError(stage_id)
-
 
 class Planner:
     def __init__(self, settings: Settings, temp_dir: str | None = None) -> None:
@@ -59,9 +53,7 @@ class Planner:
         self.temp_dir = temp_dir
         self.stages: list[ph.Stage] = []
 
-    def build(
-        self, root: n.Node, final: ph.Writer | None = None, final_op: ops.Op | None = None
-    ) -> PhysicalPlan:
+    def build(self, root: n.Node, final_op: ops.Op | None = None) -> PhysicalPlan:
         if isinstance(root, n.Write):
             if self.temp_dir is None:
                 raise PlanError("internal: a write plan needs its temporary directory")
@@ -72,7 +64,7 @@ class Planner:
             op = self._open(root)
             if final_op is not None:
                 op.ops.append(final_op)
-            self._close(op, final or ph.OneWriter())
+            self._close(op, ph.OneWriter())
         return PhysicalPlan(tuple(self.stages), root)
 
     # -- helpers ---------------------------------------------------------------------------------
