@@ -586,7 +586,15 @@ def _column_hash(col: pa.ChunkedArray) -> np.ndarray:
     ):
         from pandas.util import hash_array
 
-        h = hash_array(np.asarray(col.to_numpy(zero_copy_only=False), dtype=object))
+        # Hash each distinct value once (Python objects only for the dictionary), then gather.
+        encoded = pc.dictionary_encode(col).combine_chunks()
+        distinct = encoded.dictionary.to_numpy(zero_copy_only=False)
+        per_value = hash_array(np.asarray(distinct, dtype=object))
+        h = (
+            per_value[pc.fill_null(encoded.indices, 0).to_numpy()]
+            if len(distinct)
+            else np.zeros(len(col), dtype=np.uint64)
+        )
     elif pa.types.is_timestamp(t) or pa.types.is_duration(t) or pa.types.is_time(t):
         unit = (
             pa.timestamp("ns")

@@ -29,6 +29,7 @@ class ProgressHook(Hooks):
         self.console = console or Console(stderr=True)
         self.progress: Progress | None = None
         self.bars: dict[str, Any] = {}
+        self.totals: dict[str, tuple[int, int]] = {}  # stage -> rows, bytes so far
 
     def on_run_start(self, run: RunInfo) -> None:
         self.progress = Progress(
@@ -56,15 +57,14 @@ class ProgressHook(Hooks):
         bar = self.bars.get(task.stage_id)
         if bar is None:
             return
-        t = self.progress.tasks[bar]
-        rows = int(str(t.fields["rows"]).replace(",", "")) + task.rows_out
-        size = float(t.fields.get("raw_bytes", 0)) + task.bytes_out
-        self.progress.update(
-            bar, advance=1, rows=f"{rows:,}", size=human_bytes(size), raw_bytes=size
-        )
+        rows, size = self.totals.get(task.stage_id, (0, 0))
+        rows, size = rows + task.rows_out, size + task.bytes_out
+        self.totals[task.stage_id] = (rows, size)
+        self.progress.update(bar, advance=1, rows=f"{rows:,}", size=human_bytes(size))
 
     def on_run_end(self, run: RunInfo) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
             self.bars.clear()
+            self.totals.clear()

@@ -136,34 +136,19 @@ def parquet_splits(files: tuple[tuple[str, int], ...], target: int) -> list[Spli
     return out
 
 
-def read_line_range(path: str, start: int, end: int) -> tuple[bytes, int]:
-    """Bytes of the whole lines starting in ``[start, end)``, and the offset they start at."""
-    with open(path, "rb") as fh:
-        pos = start
-        if start > 0:
-            fh.seek(start - 1)
-            skipped = fh.readline()
-            pos = start - 1 + len(skipped)
-        if pos >= end:
-            return b"", pos
-        data = fh.read(end - pos)
-        if data and not data.endswith(b"\n"):
-            data += fh.readline()
-    if pos == 0 and data.startswith(BOM):
-        return data[3:], 3
-    return data, pos
+def read_line_range(path: str, start: int, end: int) -> tuple[np.ndarray, int]:
+    """The whole lines starting in ``[start, end)`` and the file offset they start at.
 
-
-def read_line_buffer(path: str, start: int, end: int) -> np.ndarray:
-    """Like :func:`read_line_range`, read straight into a buffer from Arrow's pool (no ``bytes``
-    object, no fresh pages per task); returns a uint8 array, BOM removed."""
+    The bytes are read straight into a buffer from Arrow's pool (no ``bytes`` object, no fresh
+    pages per task) and returned as a uint8 array; a UTF-8 BOM at the start of the file is
+    dropped (the offset then says 3)."""
     with open(path, "rb") as fh:
         pos = start
         if start > 0:
             fh.seek(start - 1)
             pos = start - 1 + len(fh.readline())
         if pos >= end:
-            return np.empty(0, dtype=np.uint8)
+            return np.empty(0, dtype=np.uint8), pos
         slack = 1 << 16
         buf = memory.empty(end - pos + slack, dtype=np.uint8)
         got, want = 0, end - pos
@@ -183,8 +168,8 @@ def read_line_buffer(path: str, start: int, end: int) -> np.ndarray:
             got += len(tail)
     data = buf[:got]
     if pos == 0 and data[:3].tobytes() == BOM:
-        return data[3:]
-    return data
+        return data[3:], 3
+    return data, pos
 
 
 # -- per-format readers ------------------------------------------------------------------------
@@ -226,7 +211,7 @@ def read_text_split(split: Split, whole_files: bool, include_paths: bool) -> pa.
                 raise SourceError(f"{f}: not valid UTF-8 text at byte {err.start}") from err
             paths.append(f)
         return pa.table({"path": paths, "text": pa.array(texts, pa.large_string())})
-    arr = lines_to_array(read_line_buffer(split.path, split.start, split.end), split.path)
+    arr = lines_to_array(read_line_range(split.path, split.start, split.end)[0], split.path)
     if include_paths:
         return pa.table({"path": pa.array([split.path] * len(arr), pa.string()), "text": arr})
     return pa.table({"text": arr})
@@ -300,7 +285,7 @@ def infer_csv_schema(path: str, names: list[str], options: dict[str, Any]) -> pa
 
 
 def _parse_csv(
-    data: bytes,
+    data: bytes | np.ndarray,
     path: str,
     offset: int,
     names: list[str],
@@ -318,11 +303,14 @@ def _parse_csv(
     )
     po = pacsv.ParseOptions(delimiter=options.get("delimiter", ","))
     co = pacsv.ConvertOptions(column_types=schema, strings_can_be_null=False)
-    if not data:
+    if len(data) == 0:
         return (schema or pa.schema([(n, pa.string()) for n in names])).empty_table()
     try:
         return pacsv.read_csv(
-            io.BytesIO(data), read_options=ro, parse_options=po, convert_options=co
+            pa.BufferReader(pa.py_buffer(data)),
+            read_options=ro,
+            parse_options=po,
+            convert_options=co,
         )
     except pa.ArrowInvalid as err:
         msg = str(err)
@@ -349,8 +337,8 @@ def read_csv_split(
             start = 3 if data.startswith(BOM) else 0
             parts.append(_parse_csv(data[start:], f, 0, names, schema, options, first_split=True))
         return pa.concat_tables(parts)
-    data, pos = read_line_range(split.path, split.start, split.end)
-    return _parse_csv(data, split.path, pos, names, schema, options, first_split=pos <= 3)
+    lines, pos = read_line_range(split.path, split.start, split.end)
+    return _parse_csv(lines, split.path, pos, names, schema, options, first_split=pos <= 3)
 
 
 def check_csv_headers(files: tuple[tuple[str, int], ...], options: dict[str, Any]) -> list[str]:
@@ -378,17 +366,21 @@ def infer_json_schema(path: str) -> pa.Schema:
     return _parse_json(data, path, 0, None).schema
 
 
-def _parse_json(data: bytes, path: str, offset: int, schema: pa.Schema | None) -> pa.Table:
-    if not data.strip():
+def _parse_json(
+    data: bytes | np.ndarray, path: str, offset: int, schema: pa.Schema | None
+) -> pa.Table:
+    if not np.any(np.frombuffer(data, dtype=np.uint8) > 32):  # nothing but whitespace
         return schema.empty_table() if schema is not None else pa.table({})
     po = pajson.ParseOptions(
         explicit_schema=schema, unexpected_field_behavior="infer", newlines_in_values=False
     )
     ro = pajson.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 26)))
     try:
-        return pajson.read_json(io.BytesIO(data), read_options=ro, parse_options=po)
+        return pajson.read_json(
+            pa.BufferReader(pa.py_buffer(data)), read_options=ro, parse_options=po
+        )
     except pa.ArrowInvalid as err:
-        line = _json_error_line(data) if "JSON" in str(err) else None
+        line = _json_error_line(bytes(data)) if "JSON" in str(err) else None
         where = (
             f"{path}, line {_line_of(path, offset) + line - 1}"
             if line
