@@ -132,3 +132,14 @@ def test_failed_write_keeps_a_directory_the_user_made(tmp_path: Path) -> None:
     with pytest.raises(riera.TaskError):
         riera.range(4).map(boom).write_csv(out, mode="overwrite")
     assert out.is_dir() and list(out.iterdir()) == []
+
+
+def test_map_batches_batch_size_caps_rows_per_call() -> None:
+    sizes = (
+        riera.range(10, partitions=1)
+        .map_batches(lambda t: {"n": [t.num_rows]}, batch_format="pyarrow", batch_size=4)
+        .collect()
+    )
+    assert [r["n"] for r in sizes] == [4, 4, 2]
+    with pytest.raises(riera.PlanError, match="batch_size"):
+        riera.range(3).map_batches(lambda d: d, batch_size=0)

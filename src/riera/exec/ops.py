@@ -218,10 +218,20 @@ class MapBatchesOp(Op):
     fn: Callable[..., Any]
     batch_format: str
     kwargs: tuple[tuple[str, Any], ...] = ()
+    batch_size: int | None = None
 
     def apply(self, table: pa.Table) -> pa.Table:
         if table.num_columns == 0:
             return table  # an empty partition whose producer emitted no rows: nothing to do
+        if self.batch_size is None or table.num_rows <= self.batch_size:
+            return self._apply_one(table)
+        outs = [
+            self._apply_one(table.slice(i, self.batch_size))
+            for i in range(0, table.num_rows, self.batch_size)
+        ]
+        return concat(outs)
+
+    def _apply_one(self, table: pa.Table) -> pa.Table:
         kw = dict(self.kwargs)
         if self.batch_format == "pandas":
             import pandas as pd

@@ -150,13 +150,14 @@ class MapBatches(Node):
     fn: Callable[..., Any]
     batch_format: Literal["pandas", "pyarrow"]
     fn_kwargs: tuple[tuple[str, Any], ...] = ()
+    batch_size: int | None = None
     kind = "map_batches"
 
     def label(self) -> str:
         return f"map_batches({fn_label(self.fn)})"
 
     def params(self) -> dict[str, Any]:
-        return {"batch_format": self.batch_format}
+        return {"batch_format": self.batch_format, "batch_size": self.batch_size}
 
 
 @dataclass(frozen=True, eq=False)

@@ -144,7 +144,10 @@ class Planner:
 
     def _plan_MapBatches(self, node: n.MapBatches) -> _Open:
         return self._narrow(
-            node, ops.MapBatchesOp(node.name, node.fn, node.batch_format, node.fn_kwargs)
+            node,
+            ops.MapBatchesOp(
+                node.name, node.fn, node.batch_format, node.fn_kwargs, node.batch_size
+            ),
         )
 
     def _plan_Select(self, node: n.Select) -> _Open:
