@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -66,11 +66,41 @@ class Settings(BaseSettings):
         "auto", description="progress bars: auto = only when stderr is a terminal"
     )
     home: Path = Field(Path("~/.riera"), description="Riera's home directory (run records, stores)")
+    spill_dir: Path | None = Field(
+        None, description="where the disk exchange and shm spills write (default: <home>/spill)"
+    )
+    shm_budget: int | None = Field(
+        None,
+        ge=0,
+        description="bytes of /dev/shm a run may use before spilling to disk "
+        "(default: 80% of what is free when the runtime starts)",
+    )
+    confidential: bool = Field(
+        False, description="intermediate data never leaves this machine (remote exchanges refused)"
+    )
+    remote_exchange: Literal["s3", "redis"] | None = Field(
+        None, description="where `auto` sends data that does not fit this machine"
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis exchange server")
+    redis_ttl: int = Field(3600, ge=1, description="seconds before Redis exchange keys expire")
+    s3_endpoint: str | None = Field(None, description="S3-compatible endpoint URL (None: AWS)")
+    s3_bucket: str = Field("riera-exchange", description="bucket of the S3 exchange")
+    s3_region: str = Field("us-east-1", description="S3 region")
+    s3_access_key: SecretStr | None = Field(None, description="S3 access key id")
+    s3_secret_key: SecretStr | None = Field(None, description="S3 secret access key")
+    s3_format: Literal["ipc", "parquet"] = Field(
+        "ipc", description="how the S3 exchange stores tables (Arrow IPC or Parquet+snappy)"
+    )
 
-    @field_validator("home", "shm_dir")
+    @field_validator("home", "shm_dir", "spill_dir")
     @classmethod
-    def _expand(cls, v: Path) -> Path:
-        return Path(os.path.expanduser(str(v)))
+    def _expand(cls, v: Path | None) -> Path | None:
+        return None if v is None else Path(os.path.expanduser(str(v)))
+
+    @property
+    def spill_path(self) -> Path:
+        """The disk exchange's directory."""
+        return self.spill_dir or self.home / "spill"
 
     @classmethod
     def settings_customise_sources(

@@ -110,7 +110,7 @@ class Runtime:
             raise
         finally:
             # Results already read stay valid: the segments are mapped, unlinking frees the names.
-            self.exchange.release_prefix(SegmentKey(owner, run_id, "", 0).run_prefix)
+            self.exchange.release_run(SegmentKey(owner, run_id, "", 0))
             if write is not None and info.status != "ok":
                 sinks.abort(write.path, run_id)
             info.ended = time.time()

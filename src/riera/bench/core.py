@@ -483,7 +483,7 @@ def bench_shm(config: CoreConfig, say: Progress) -> ShmResult:
             )
             del table
     finally:
-        ex.release_prefix(SegmentKey(owner, run_id, "", 0).run_prefix)
+        ex.release_run(SegmentKey(owner, run_id, "", 0))
     return res
 
 

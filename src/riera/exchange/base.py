@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
+import pyarrow.ipc as ipc
 
 from riera.config import Settings
 from riera.errors import ExchangeError
@@ -38,6 +39,19 @@ class SegmentKey:
     @property
     def task_prefix(self) -> str:
         return f"{self.run_prefix}{self.stage}-t{self.task}-a{self.attempt}"
+
+    # The ``<run>/<stage>/<task>/<partition>`` layout of object stores and key-value stores; the
+    # owner (driver pid) rides with the run id so concurrent drivers never share a name.
+    @property
+    def run_path(self) -> str:
+        return f"{self.run}.{self.owner}/"
+
+    @property
+    def task_path(self) -> str:
+        return f"{self.run_path}{self.stage}/t{self.task}/a{self.attempt}/"
+
+    def object_path(self, partition: int) -> str:
+        return f"{self.task_path}p{partition}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +87,37 @@ class Exchange(Protocol):
         """Free the storage behind ``refs``. Idempotent; tables already read stay valid."""
         ...
 
-    def release_prefix(self, prefix: str) -> int:
-        """Free everything whose name starts with ``prefix`` (a run or a task attempt); returns count."""
+    def release_task(self, key: SegmentKey) -> int:
+        """Free everything one task attempt stored (its retry starts clean); returns a count."""
         ...
+
+    def release_run(self, key: SegmentKey) -> int:
+        """Free everything stored under ``key``'s run (owner and run id); returns a count."""
+        ...
+
+
+def to_ipc(table: pa.Table) -> pa.Buffer:
+    """``table`` as Arrow IPC stream bytes (one copy), dictionaries unified across batches."""
+    sink = pa.BufferOutputStream()
+    options = ipc.IpcWriteOptions(unify_dictionaries=True)
+    with ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def from_ipc(data: pa.Buffer | bytes | memoryview) -> pa.Table:
+    """The table in Arrow IPC stream bytes; its buffers point into ``data`` (no copy)."""
+    return ipc.open_stream(pa.BufferReader(data)).read_all()
+
+
+class PerPartitionObjects:
+    """``put_partitioned`` for stores that keep one object per partition (S3, Redis, disk…)."""
+
+    def put_partitioned(self, tables: Sequence[pa.Table], key: SegmentKey) -> list[Ref]:
+        return [self.put_partition(t, key, i) for i, t in enumerate(tables)]  # type: ignore[attr-defined]
+
+    def put(self, table: pa.Table, key: SegmentKey) -> Ref:
+        return self.put_partition(table, key, 0)  # type: ignore[attr-defined]
 
 
 _REGISTRY: dict[str, Callable[[Settings], Exchange]] = {}

@@ -161,7 +161,13 @@ class ShmExchange:
         for loc in {r.location for r in refs}:
             _unlink(Path(loc))
 
-    def release_prefix(self, prefix: str) -> int:
+    def release_task(self, key: SegmentKey) -> int:
+        return self._release_prefix(key.task_prefix)
+
+    def release_run(self, key: SegmentKey) -> int:
+        return self._release_prefix(key.run_prefix)
+
+    def _release_prefix(self, prefix: str) -> int:
         n = 0
         for p in self.directory.glob(f"{prefix}*{SUFFIX}"):
             n += _unlink(p)

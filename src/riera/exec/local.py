@@ -81,11 +81,11 @@ def _main_hidden() -> Iterator[None]:
 
 
 class _Worker:
-    def __init__(self, ctx: Any, settings_json: str, wid: int) -> None:
+    def __init__(self, ctx: Any, settings: dict[str, Any], wid: int) -> None:
         parent, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(
             target=worker_mod.main,
-            args=(child, settings_json, os.getpid()),
+            args=(child, settings, os.getpid()),
             name=f"riera-worker-{wid}",
             daemon=True,
         )
@@ -142,13 +142,14 @@ class WorkerPool:
             # Imported once in the forkserver and shared by every forked worker. pandas is in
             # the list because pyarrow imports it on first use; the driver never needs it.
             self._ctx.set_forkserver_preload(["riera.exec.worker", "pandas"])
-        self._settings_json = settings.model_dump_json()
+        # Pickled, not JSON: JSON would mask the secret settings (credentials) the workers need.
+        self._settings = settings.model_dump()
         self._next_id = 0
         self.workers: list[_Worker] = []
 
     def _spawn(self) -> _Worker:
         self._next_id += 1
-        return _Worker(self._ctx, self._settings_json, self._next_id)
+        return _Worker(self._ctx, self._settings, self._next_id)
 
     def start(self) -> None:
         missing = self.size - len(self.workers)
@@ -256,7 +257,7 @@ class WorkerPool:
                     else:  # the worker died
                         del running[id(w)]
                         code = w.process.exitcode
-                        exchange.release_prefix(make_key(task.index, task.attempt).task_prefix)
+                        exchange.release_task(make_key(task.index, task.attempt))
                         task.status, task.ended = "lost", time.time()
                         task.error = f"worker pid {w.pid} died ({_exit_reason(code)})"
                         hooks.on_task_end(task)

@@ -90,7 +90,7 @@ def run_task(
             phases,
         )
     except BaseException as exc:  # even sys.exit() in user code: report it, keep the worker
-        exchange.release_prefix(key.task_prefix)
+        exchange.release_task(key)
         try:
             payload: bytes | None = cloudpickle.dumps(exc)
             pickle.loads(payload)  # type: ignore[arg-type]
@@ -132,11 +132,11 @@ def _watch_driver(driver_pid: int) -> None:
     threading.Thread(target=wait_and_exit, name="riera-driver-watch", daemon=True).start()
 
 
-def main(conn: Connection, settings_json: str, driver_pid: int) -> None:
+def main(conn: Connection, settings_fields: dict[str, Any], driver_pid: int) -> None:
     """Entry point of a worker process."""
     _watch_driver(driver_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    settings = Settings.model_validate_json(settings_json)
+    settings = Settings.model_validate(settings_fields)
     try:
         exchange = create(settings.exchange, settings)
     except RieraError as err:
