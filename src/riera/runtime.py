@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -53,11 +54,12 @@ class Runtime:
     def __init__(self, settings: Settings, hooks: list[Hooks] | None = None) -> None:
         self.settings = settings
         self.exchange: Exchange = create_exchange(settings.exchange, settings)
-        if settings.exchange == "shm":
-            from riera.exchange import shm
+        self._owned_dirs = _local_dirs(settings)
+        from riera.exchange import shm
 
-            shm.sweep_dead_owners(settings.shm_dir)
-            shm.claim_owner(settings.shm_dir)
+        for d in self._owned_dirs:  # sweep what dead drivers left, then mark this one alive
+            shm.sweep_dead_owners(d)
+            shm.claim_owner(d)
         self.pool = WorkerPool(settings)
         self.hooks = HookList(hooks or [])
         if _progress_enabled(settings):
@@ -72,10 +74,10 @@ class Runtime:
 
     def shutdown(self) -> None:
         self.pool.shutdown()
-        if self.settings.exchange == "shm":
-            from riera.exchange import shm
+        from riera.exchange import shm
 
-            shm.release_owner(self.settings.shm_dir)
+        for d in self._owned_dirs:
+            shm.release_owner(d)
 
     # -- a run -----------------------------------------------------------------------------------
     def execute(self, root: n.Node, action: str, final_op: ops.Op | None = None) -> RunOutput:
@@ -208,6 +210,15 @@ class Runtime:
         if isinstance(r, ph.UnionReader):
             return [res.refs[0] for up in r.upstreams for res in results[up]], []
         raise TypeError(f"no inputs rule for {type(r).__name__}")
+
+
+def _local_dirs(settings: Settings) -> list[Path]:
+    """The local directories this session's exchange writes segments into (existing ones)."""
+    dirs = [settings.shm_dir]
+    if settings.exchange in ("disk", "auto") or settings.spill_path.is_dir():
+        settings.spill_path.mkdir(parents=True, exist_ok=True)
+        dirs.append(settings.spill_path)
+    return [d for d in dirs if d.is_dir()]
 
 
 def _progress_enabled(settings: Settings) -> bool:

@@ -147,4 +147,4 @@ def create(name: str, settings: Settings) -> Exchange:
 
 def _load_builtins() -> None:
     # Importing a backend module registers it.
-    from riera.exchange import shm  # noqa: F401
+    from riera.exchange import disk, pickle_shm, shm  # noqa: F401

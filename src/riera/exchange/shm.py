@@ -52,6 +52,7 @@ class ShmExchange:
     """Arrow IPC segments in a tmpfs directory; zero-copy reads."""
 
     name = "shm"
+    suffix = SUFFIX
 
     def __init__(self, directory: Path, memcopy_threads: int = 1) -> None:
         self.directory = Path(directory)
@@ -83,7 +84,7 @@ class ShmExchange:
             if t.schema != schema:
                 t = t.cast(schema)
             batch_lists.append(t.to_batches())
-        path = self.directory / f"{key.task_prefix}{SUFFIX}"
+        path = self.directory / f"{key.task_prefix}{self.suffix}"
         size = _ipc_size(schema, batch_lists)
         self._write(path, size, schema, batch_lists)
         refs, start = [], 0
@@ -169,7 +170,7 @@ class ShmExchange:
 
     def _release_prefix(self, prefix: str) -> int:
         n = 0
-        for p in self.directory.glob(f"{prefix}*{SUFFIX}"):
+        for p in self.directory.glob(f"{prefix}*{self.suffix}"):
             n += _unlink(p)
         return n
 
@@ -191,8 +192,12 @@ def release_owner(directory: Path) -> None:
 
 
 def list_segments(directory: Path) -> list[Path]:
-    """Every Riera segment in ``directory``."""
-    return sorted(p for p in Path(directory).glob(f"riera-*{SUFFIX}"))
+    """Every Riera segment in ``directory`` (Arrow IPC, pickle or temporary files)."""
+    return sorted(
+        p
+        for p in Path(directory).glob("riera-*")
+        if _SEGMENT_RE.match(p.name) and not p.name.endswith(".lock")
+    )
 
 
 def sweep_dead_owners(directory: Path) -> int:
