@@ -16,7 +16,7 @@ def test_defaults_are_sane(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
         if k.startswith("RIERA_"):
             monkeypatch.delenv(k)
     s = load_settings()
-    assert s.workers >= 1 and s.exchange == "shm" and s.shm_dir == Path("/dev/shm")
+    assert s.workers >= 1 and s.exchange == "auto" and s.shm_dir == Path("/dev/shm")
     assert all(v == "default" for v in setting_sources(s).values())
 
 

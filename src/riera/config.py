@@ -46,7 +46,11 @@ class Settings(BaseSettings):
         le=1024,
         description="worker processes in the local pool",
     )
-    exchange: str = Field("shm", description="how stages pass data: a registered exchange name")
+    exchange: str = Field(
+        "auto",
+        description="how stages pass data: auto (shared memory when the run fits, else the "
+        "remote store or disk), shm, shm-pickle, disk, s3, redis",
+    )
     shm_dir: Path = Field(
         Path("/dev/shm"), description="tmpfs directory holding shared-memory segments"
     )
@@ -74,6 +78,10 @@ class Settings(BaseSettings):
         ge=0,
         description="bytes of /dev/shm a run may use before spilling to disk "
         "(default: 80% of what is free when the runtime starts)",
+    )
+    spill: bool = Field(
+        True, description="when shared memory is over budget or full, write to disk instead of "
+        "failing with ShmFullError"
     )
     confidential: bool = Field(
         False, description="intermediate data never leaves this machine (remote exchanges refused)"

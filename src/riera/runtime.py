@@ -26,9 +26,10 @@ import pyarrow as pa
 
 from riera import __version__
 from riera.config import Settings, load_settings
-from riera.errors import RieraError, RunCancelled
-from riera.exchange import create as create_exchange
-from riera.exchange.base import Exchange, Ref, SegmentKey
+from riera.errors import ExchangeError, RieraError, RunCancelled
+from riera.exchange import available as available_exchanges
+from riera.exchange import policy
+from riera.exchange.base import Ref, SegmentKey
 from riera.exec import ops
 from riera.exec import physical as ph
 from riera.exec.hooks import HookList, Hooks, RunInfo, StageInfo
@@ -52,8 +53,18 @@ class Runtime:
     """One per session: settings, exchange, worker pool and hooks."""
 
     def __init__(self, settings: Settings, hooks: list[Hooks] | None = None) -> None:
+        if settings.exchange != "auto" and settings.exchange not in available_exchanges():
+            raise ExchangeError(
+                f"unknown exchange {settings.exchange!r}; available: auto, "
+                f"{', '.join(available_exchanges())}"
+            )
+        # One budget for the whole session, fixed now so that every worker applies the same.
+        self.shm_budget = policy.default_shm_budget(settings)
+        settings = settings.replace(shm_budget=self.shm_budget)
         self.settings = settings
-        self.exchange: Exchange = create_exchange(settings.exchange, settings)
+        self.exchanges = policy.Exchanges(settings)
+        # The current run's exchange (writes to its chosen backend, reads any ref).
+        self.exchange = self.exchanges.writer(policy.choose(settings, 0, self.shm_budget))
         self._owned_dirs = _local_dirs(settings)
         from riera.exchange import shm
 
@@ -87,12 +98,16 @@ class Runtime:
     def _execute(self, root: n.Node, action: str, final_op: ops.Op | None) -> RunOutput:
         run_id = time.strftime("%Y%m%dT%H%M%S") + secrets.token_hex(2)
         owner = os.getpid()
-        info = RunInfo(run_id, action, self.settings.workers, self.settings.exchange, time.time())
+        chosen = policy.choose(self.settings, policy.estimate_bytes(root), self.shm_budget)
+        self.exchange = self.exchanges.writer(chosen)
+        info = RunInfo(run_id, action, self.settings.workers, chosen, time.time())
         write = root if isinstance(root, n.Write) else None
         temp = str(sinks.prepare(write.path, write.mode, run_id)) if write else None
         out = RunOutput(info)
         try:
-            plan = planner.build(root, self.settings, temp_dir=temp, final_op=final_op)
+            plan = planner.build(
+                root, self.settings, temp_dir=temp, final_op=final_op, exchange=chosen
+            )
             info.plan = planner.plan_json(root)
             self.hooks.on_run_start(info)
             results = self._run_stages(plan, run_id, owner, info)
@@ -103,6 +118,15 @@ class Runtime:
             else:
                 out.table = self._gather(final, root)
             info.status = "ok"
+            if info.spilled_bytes:
+                log.warning(
+                    "run %s: %.1f MiB did not fit the shared-memory budget (%.1f MiB) and went "
+                    "to disk in %s",
+                    run_id,
+                    info.spilled_bytes / 2**20,
+                    self.shm_budget / 2**20,
+                    self.settings.spill_path,
+                )
             return out
         except KeyboardInterrupt:
             info.status, info.error = "cancelled", "KeyboardInterrupt"
@@ -148,6 +172,13 @@ class Runtime:
                     stage, stage_key, inputs, make_key, sinfo, run_id, self.hooks, self.exchange
                 )
                 sinfo.status = "ok"
+                sinfo.spilled_bytes = sum(
+                    ref.nbytes
+                    for r in results[stage.id]
+                    for ref in r.refs
+                    if ref.backend != self.exchange.name
+                )
+                info.spilled_bytes += sinfo.spilled_bytes
             except BaseException:
                 sinfo.status = "failed"
                 raise

@@ -534,7 +534,8 @@ def describe(err):
 
 if __name__ == "__main__":
     shm_dir = sys.argv[1]
-    riera.init(workers=2, shm_dir=shm_dir)
+    riera.init(workers=2, exchange="shm", shm_dir=shm_dir, spill=False,
+               spill_dir=shm_dir + "-spill")
     out = {"pid": os.getpid()}
     # Shuffle: each map task writes ~15 MiB of partial aggregates into an 8 MiB tmpfs.
     try:
@@ -550,6 +551,12 @@ if __name__ == "__main__":
     # The session still works afterwards with data that fits.
     out["small"] = riera.range(1000, partitions=2).group_by("id").count().count()
     out["left"] = own_segments(shm_dir)
+    # With spilling on (the default), the same shuffle completes: what does not fit goes to disk.
+    rt = riera.init(workers=2, exchange="shm", shm_dir=shm_dir, spill_dir=shm_dir + "-spill")
+    out["spilled_count"] = riera.range(2_000_000, partitions=2).group_by("id").count().count()
+    out["spilled_bytes"] = rt.last_run.spilled_bytes
+    out["spill_left"] = sorted(p.name for p in Path(shm_dir + "-spill").glob("*.arrow"))
+    out["left_after_spill"] = own_segments(shm_dir)
     emit(**out)
 """
 
@@ -598,6 +605,13 @@ def test_shm_full_is_reported_without_sigbus_and_leaves_nothing(
     assert res["small"] == 1000, "the session is unusable after ShmFullError"
     assert res["left"] == []
     assert shm_full_run["remaining"] == [], "files left in the small tmpfs"
+
+
+def test_shm_over_budget_spills_to_disk_and_completes(shm_full_run: dict[str, Any]) -> None:
+    res = _result(shm_full_run["proc"], rc=0)
+    assert res["spilled_count"] == 2_000_000
+    assert res["spilled_bytes"] > 8 * 2**20, "the run info does not report the spill"
+    assert res["spill_left"] == [] and res["left_after_spill"] == []
 
 
 def test_shm_full_in_a_worker_raises_shm_full_error(shm_full_run: dict[str, Any]) -> None:

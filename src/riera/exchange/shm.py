@@ -24,13 +24,14 @@ belongs to a dead driver (``kill -9``), and its segments are removed (:func:`swe
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
 import mmap
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -38,11 +39,12 @@ import pyarrow.ipc as ipc
 
 from riera.config import Settings
 from riera.errors import ExchangeError, ShmFullError
-from riera.exchange.base import Ref, SegmentKey, register
+from riera.exchange.base import Exchange, Ref, SegmentKey, register
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".arrow"
+_RESERVE = 64 * 2**20  # spill rather than leave /dev/shm with less than this free
 _SEGMENT_RE = re.compile(r"^riera-(\d+)-")
 _LOCK_RE = re.compile(r"^riera-(\d+)\.lock$")
 _owner_locks: dict[tuple[str, int], int] = {}
@@ -54,9 +56,18 @@ class ShmExchange:
     name = "shm"
     suffix = SUFFIX
 
-    def __init__(self, directory: Path, memcopy_threads: int = 1) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        memcopy_threads: int = 1,
+        budget: int | None = None,
+        spill: Callable[[], Exchange] | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.memcopy_threads = memcopy_threads
+        self.budget = budget  # bytes one driver's segments may hold; None: no limit
+        self._spill_factory = spill
+        self._spill: Exchange | None = None
         if not self.directory.is_dir():
             raise ExchangeError(
                 f"shared-memory directory {self.directory} does not exist; set RIERA_SHM_DIR to a "
@@ -86,7 +97,15 @@ class ShmExchange:
             batch_lists.append(t.to_batches())
         path = self.directory / f"{key.task_prefix}{self.suffix}"
         size = _ipc_size(schema, batch_lists)
-        self._write(path, size, schema, batch_lists)
+        if self._spill_factory is not None and self._over_budget(size, key.owner):
+            return self._spilled().put_partitioned(tables, key)
+        try:
+            self._write(path, size, schema, batch_lists)
+        except ShmFullError:
+            if self._spill_factory is None:
+                raise
+            log.warning("shared memory full writing %s; spilling it to disk", path.name)
+            return self._spilled().put_partitioned(tables, key)
         refs, start = [], 0
         for t, batches in zip(tables, batch_lists, strict=True):
             refs.append(
@@ -138,8 +157,32 @@ class ShmExchange:
             except BufferError:  # a view still exists; the GC unmaps it
                 pass
 
+    # -- spilling ------------------------------------------------------------------------------
+    def _over_budget(self, size: int, owner: int) -> bool:
+        """Whether ``size`` more bytes would pass the budget or crowd the free space."""
+        st = os.statvfs(self.directory)
+        if size + _RESERVE > st.f_bavail * st.f_frsize:
+            return True
+        if self.budget is None:
+            return False
+        used = 0
+        with os.scandir(self.directory) as it:
+            for entry in it:
+                if entry.name.startswith(f"riera-{owner}-"):
+                    with contextlib.suppress(FileNotFoundError):
+                        used += entry.stat().st_blocks * 512
+        return used + size > self.budget
+
+    def _spilled(self) -> Exchange:
+        if self._spill is None:
+            assert self._spill_factory is not None
+            self._spill = self._spill_factory()
+        return self._spill
+
     # -- reading -------------------------------------------------------------------------------
     def get(self, ref: Ref) -> pa.Table:
+        if ref.backend != self.name:
+            return self._spilled().get(ref)
         try:
             source = pa.memory_map(ref.location, "r")
         except FileNotFoundError as err:
@@ -159,14 +202,19 @@ class ShmExchange:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def release(self, refs: Sequence[Ref]) -> None:
-        for loc in {r.location for r in refs}:
+        mine = [r for r in refs if r.backend == self.name]
+        for loc in {r.location for r in mine}:
             _unlink(Path(loc))
+        if len(mine) < len(refs):
+            self._spilled().release([r for r in refs if r.backend != self.name])
 
     def release_task(self, key: SegmentKey) -> int:
-        return self._release_prefix(key.task_prefix)
+        spilled = self._spill.release_task(key) if self._spill is not None else 0
+        return self._release_prefix(key.task_prefix) + spilled
 
     def release_run(self, key: SegmentKey) -> int:
-        return self._release_prefix(key.run_prefix)
+        spilled = self._spill.release_run(key) if self._spill is not None else 0
+        return self._release_prefix(key.run_prefix) + spilled
 
     def _release_prefix(self, prefix: str) -> int:
         n = 0
@@ -275,7 +323,15 @@ def _unlink(path: Path) -> int:
 
 
 def _factory(settings: Settings) -> ShmExchange:
-    return ShmExchange(settings.shm_dir, settings.memcopy_threads)
+    def spill() -> Exchange:
+        from riera.exchange.disk import DiskExchange
+
+        return DiskExchange(settings.spill_path)
+
+    return ShmExchange(
+        settings.shm_dir, settings.memcopy_threads, settings.shm_budget,
+        spill if settings.spill else None,
+    )
 
 
 register("shm", _factory)

@@ -50,6 +50,7 @@ class StageInfo:
     bytes_out: int = 0
     retries: int = 0
     status: str = "running"
+    spilled_bytes: int = 0  # written to the spill backend instead of the run's exchange
 
 
 @dataclass
@@ -64,6 +65,7 @@ class RunInfo:
     error: str | None = None
     stages: list[StageInfo] = field(default_factory=list)
     plan: dict[str, Any] = field(default_factory=dict)
+    spilled_bytes: int = 0  # data that did not fit shared memory and went to disk
 
     @property
     def seconds(self) -> float:

@@ -303,6 +303,7 @@ class Stage:
     num_tasks: int
     upstream: tuple[str, ...]
     nodes: tuple[str, ...]
+    exchange: str = "shm"  # the backend this run writes to (reads follow each ref's backend)
 
     @property
     def label(self) -> str:

@@ -24,8 +24,8 @@ import cloudpickle
 
 from riera.config import Settings
 from riera.errors import RieraError
-from riera.exchange import create
 from riera.exchange.base import Exchange, Ref, SegmentKey
+from riera.exchange.policy import Exchanges
 from riera.exec.physical import Stage
 
 
@@ -137,11 +137,7 @@ def main(conn: Connection, settings_fields: dict[str, Any], driver_pid: int) -> 
     _watch_driver(driver_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = Settings.model_validate(settings_fields)
-    try:
-        exchange = create(settings.exchange, settings)
-    except RieraError as err:
-        conn.send(("fatal", str(err)))
-        return
+    exchanges = Exchanges(settings)
     stages: dict[str, Stage] = {}
     conn.send(("ready", os.getpid()))
     while True:
@@ -168,7 +164,15 @@ def main(conn: Connection, settings_fields: dict[str, Any], driver_pid: int) -> 
                     None,
                 )
             else:
-                result = run_task(stages[stage_key], index, attempt, task_input, key, exchange)
+                stage = stages[stage_key]
+                try:
+                    exchange = exchanges.writer(stage.exchange)
+                except RieraError as exc:
+                    result = TaskFailure(
+                        index, attempt, stage_key, type(exc).__qualname__, str(exc), "", None
+                    )
+                else:
+                    result = run_task(stage, index, attempt, task_input, key, exchange)
             try:
                 conn.send(("result", result))
             except (BrokenPipeError, OSError):

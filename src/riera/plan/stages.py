@@ -48,9 +48,12 @@ class PhysicalPlan:
 
 
 class Planner:
-    def __init__(self, settings: Settings, temp_dir: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, temp_dir: str | None = None, exchange: str = "shm"
+    ) -> None:
         self.settings = settings
         self.temp_dir = temp_dir
+        self.exchange = exchange
         self.stages: list[ph.Stage] = []
 
     def build(self, root: n.Node, final_op: ops.Op | None = None) -> PhysicalPlan:
@@ -72,7 +75,14 @@ class Planner:
         sid = f"stage-{len(self.stages) + 1}"
         self.stages.append(
             ph.Stage(
-                sid, op.reader, tuple(op.ops), writer, op.num_tasks, op.upstream, tuple(op.nodes)
+                sid,
+                op.reader,
+                tuple(op.ops),
+                writer,
+                op.num_tasks,
+                op.upstream,
+                tuple(op.nodes),
+                self.exchange,
             )
         )
         return sid
@@ -250,10 +260,15 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def build(
-    root: n.Node, settings: Settings, *, temp_dir: str | None = None, final_op: ops.Op | None = None
+    root: n.Node,
+    settings: Settings,
+    *,
+    temp_dir: str | None = None,
+    final_op: ops.Op | None = None,
+    exchange: str = "shm",
 ) -> PhysicalPlan:
     """Stages for ``root`` in execution order (every stage after the stages it reads)."""
-    return Planner(settings, temp_dir).build(root, final_op=final_op)
+    return Planner(settings, temp_dir, exchange).build(root, final_op=final_op)
 
 
 def explain(root: n.Node, settings: Settings) -> str:
