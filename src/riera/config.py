@@ -80,8 +80,9 @@ class Settings(BaseSettings):
         "(default: 80% of what is free when the runtime starts)",
     )
     spill: bool = Field(
-        True, description="when shared memory is over budget or full, write to disk instead of "
-        "failing with ShmFullError"
+        True,
+        description="when shared memory is over budget or full, write to disk instead of "
+        "failing with ShmFullError",
     )
     confidential: bool = Field(
         False, description="intermediate data never leaves this machine (remote exchanges refused)"

@@ -93,6 +93,10 @@ class TaskError(RieraError):
         )
 
 
+class MissingExtraError(ExchangeError, ImportError):
+    """An exchange backend's optional dependency is not installed; the message names the extra."""
+
+
 class WorkerLostError(RieraError):
     """A worker process died (killed, out of memory, segfault) more times than the retry limit allows."""
 

@@ -35,6 +35,8 @@ def test_confidential_refuses_remote_backends_by_name() -> None:
     assert policy.is_local_url("redis://127.0.0.1:6379/0")
     assert policy.is_local_url("unix:///run/redis.sock")
     assert not policy.is_local_url("https://s3.amazonaws.com")
+    assert not policy.is_local_url("http://127.example.com:9000")  # a name, not an address
+    assert policy.is_local_url("http://[::1]:9000")
 
 
 def test_estimate_counts_every_source(tmp_path: Path) -> None:

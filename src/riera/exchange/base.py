@@ -146,5 +146,20 @@ def create(name: str, settings: Settings) -> Exchange:
 
 
 def _load_builtins() -> None:
+    import importlib
+
     # Importing a backend module registers it.
     from riera.exchange import disk, pickle_shm, shm  # noqa: F401
+
+    # Remote backends import their client library (redis, boto3) only when constructed, so a
+    # missing extra surfaces as an ImportError naming it when that backend is chosen. Should the
+    # module itself fail to import, ``import riera`` still works and the name raises on use.
+    for name, module in (("redis", "redis_store"), ("s3", "s3")):
+        try:
+            importlib.import_module(f"riera.exchange.{module}")
+        except ImportError as err:
+
+            def unavailable(settings: Settings, _err: ImportError = err) -> Exchange:
+                raise _err
+
+            register(name, unavailable)

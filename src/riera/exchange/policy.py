@@ -18,10 +18,11 @@ backend, so spilled partitions and different runs mix freely.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
-import urllib.parse
 from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 
@@ -60,15 +61,43 @@ def estimate_bytes(root: n.Node) -> int:
     return total
 
 
+def is_loopback_host(host: str | None) -> bool:
+    """Whether ``host`` (from a URL) certainly designates this machine; names are not resolved."""
+    if host is None:
+        return False
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) masked, fit for error messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
 def is_local_url(url: str | None) -> bool:
-    """Whether ``url`` points at this machine (loopback host or a unix socket)."""
+    """Whether ``url`` points at this machine (a loopback address or a unix socket)."""
     if url is None:
         return False
-    parsed = urllib.parse.urlparse(url)
+    parsed = urlsplit(url)
     if parsed.scheme in ("unix", "redis+unix"):
         return True
-    host = (parsed.hostname or "").lower()
-    return host in ("localhost", "::1") or host.startswith("127.")
+    return is_loopback_host(parsed.hostname)
 
 
 def check_confidential(name: str, settings: Settings) -> None:

@@ -329,7 +329,9 @@ def _factory(settings: Settings) -> ShmExchange:
         return DiskExchange(settings.spill_path)
 
     return ShmExchange(
-        settings.shm_dir, settings.memcopy_threads, settings.shm_budget,
+        settings.shm_dir,
+        settings.memcopy_threads,
+        settings.shm_budget,
         spill if settings.spill else None,
     )
 
