@@ -136,8 +136,14 @@ def demo(
         ("workers", f"{rt.settings.workers} processes ({rt.settings.start_method}), kept warm"),
         (
             "exchange",
-            f"{rt.settings.exchange}: Arrow IPC segments in {shm}"
-            + (f" ({human_bytes(usage.free)} free)" if usage else ""),
+            f"{rt.settings.exchange} → runs used "
+            f"{', '.join(sorted({r.exchange for r in runs.runs}))}; shared memory is {shm}"
+            + (f" ({human_bytes(usage.free)} free)" if usage else "")
+            + (
+                f"; {human_bytes(sum(r.spilled_bytes for r in runs.runs))} spilled to disk"
+                if any(r.spilled_bytes for r in runs.runs)
+                else ""
+            ),
         ),
         ("segments left", f"{len(leftover)}"),
         ("TeraSort check", f"{check.records:,} records in order, checksum {check.checksum:x}"),
