@@ -1,4 +1,4 @@
-"""Document 002's figures as data: what ``riera bench exchange`` puts beside its own.
+"""Document 002's figures as data, and the cells ``riera bench exchange`` shows for them.
 
 Source: ``/work/shared/seeds/002_faas_shared_memory_ca.txt`` (Hostau Guimerà, URV 2023, in
 Catalan), section 4.2. Units are the document's: sizes in bytes (tables 3–8), memory in MiB as
@@ -33,6 +33,7 @@ BRAIN_SIZES_MB = (32, 63, 95, 127, 150)  # the 150 MB file is 157,551,403 bytes 
 TERASORT_ROWS_500MB = 4_562_296  # derived from table 3 (see the module docstring)
 BRAIN_ROWS_150MB = 4_728_496  # derived from table 4
 SIZE_MB = {"terasort": 500, "brain": 150}  # the file every table 3–24 measured
+ROWS = {"terasort": f"≈{TERASORT_ROWS_500MB:,}", "brain": f"{BRAIN_ROWS_150MB:,}"}  # as shown
 
 # Study variant -> the document's column header.
 VARIANT_LABELS = {
@@ -58,23 +59,33 @@ class Sizes:
 # Terasort 500 MB; 4, 6 and 8 for Brain 150 MB. Table 7/8's S3 sizes are round in the original.
 SIZES: dict[tuple[str, str], Sizes] = {
     ("terasort", "string"): Sizes(
-        500_000_000, 1_010_869_371, 527_265_867,
+        500_000_000,
+        1_010_869_371,
+        527_265_867,
         {"shm": (3, 527_266_864), "shm-pickle": (5, 518_346_242), "s3": (7, 197_500_000)},
     ),
     ("terasort", "object"): Sizes(
-        500_000_000, 1_010_869_371, 527_265_867,
+        500_000_000,
+        1_010_869_371,
+        527_265_867,
         {"shm": (3, 527_266_864), "shm-pickle": (5, 518_345_996), "s3": (7, 197_500_000)},
     ),
     ("terasort", "arrow"): Sizes(
-        500_000_000, 527_265_995, 527_265_867,
+        500_000_000,
+        527_265_995,
+        527_265_867,
         {"shm": (3, 527_266_864), "shm-pickle": (5, 527_270_396), "s3": (7, 197_500_000)},
     ),
     ("brain", "numpy"): Sizes(
-        157_551_403, 94_570_048, 94_569_920,
+        157_551_403,
+        94_570_048,
+        94_569_920,
         {"shm": (4, 94_571_080), "shm-pickle": (6, 94_570_701), "s3": (8, 36_500_000)},
     ),
     ("brain", "arrow"): Sizes(
-        157_551_403, 94_570_048, 94_569_920,
+        157_551_403,
+        94_570_048,
+        94_569_920,
         {"shm": (4, 94_571_104), "shm-pickle": (6, 94_575_068), "s3": (8, 36_500_000)},
     ),
 }
@@ -85,7 +96,7 @@ class Line:
     """One profiled line: the study step it corresponds to, Mem Usage and Increment (MiB)."""
 
     code: str
-    step: str | None  # serialize, write, free, open, decode; None: no counterpart
+    step: str | None  # serialize, write, free, open, decode; None: not shown
     usage: float
     increment: float
 
@@ -154,68 +165,177 @@ MEMORY: dict[tuple[str, str, str, str], MemTable] = {
     ),
 }
 
-_S3FS_PUT = "pq.write_table(Table.from_pandas(df), f) (serialise + upload in one line)"
-for _v, _u, _i in (("string", 1226.5, 15.8), ("object", 1226.5, 15.8), ("arrow", 1163.4, 1.2)):
-    MEMORY[("terasort", "write", "s3fs", _v)] = MemTable(13, "s3fs", _lines((_S3FS_PUT, "write", _u, _i)))
-for _v, _u, _i in (("numpy", 1453.1, -33.4), ("arrow", 534.7, 2.9)):
-    MEMORY[("brain", "write", "s3fs", _v)] = MemTable(15, "s3fs", _lines((_S3FS_PUT, "write", _u, _i)))
-for _ds, _t, _rows in (
-    ("terasort", 14, (("string", 1813.7, 604.1, 1411.4, -402.4),
-                      ("object", 1813.2, 601.8, 1413.2, -400.0),
-                      ("arrow", 872.3, 204.2, 868.5, -3.9))),
-    ("brain", 16, (("numpy", 276.1, 66.7, 264.4, -11.7), ("arrow", 278.6, 58.1, 262.1, -16.5))),
-):
-    for _v, _u1, _i1, _u2, _i2 in _rows:
-        MEMORY[(_ds, "write", "boto3", _v)] = MemTable(_t, "boto3", _lines(
-            ("df.to_parquet(BytesIO)", "serialize", _u1, _i1),
-            ("s3_client.put_object", "write", _u2, _i2),
-        ))
+_S3FS_PUT = "pq.write_table(Table.from_pandas(df), f)"  # serialise + upload in one line
+_BOTO3_PUT = ("df.to_parquet(BytesIO)", "s3_client.put_object")
+_S3FS_GET = ("pq.read_table(f)", "table.to_pandas(...)")
+_BOTO3_GET = ("BytesIO(get_object().read())", "pq.read_table(buffer)", "table.to_pandas(...)")
 
-# Tables 17/19: PyArrow read from shared memory (the open lines showed no increment).
-for _ds, _t, _rows in (
-    ("terasort", 17, (("string", 2692.1, 1333.3), ("object", 4336.5, 2032.4),
-                      ("arrow", 1193.6, 0.0))),
-    ("brain", 19, (("numpy", 363.6, 180.7), ("arrow", 278.8, 0.0))),
-):
-    for _v, _u, _i in _rows:
-        MEMORY[(_ds, "read", "shm", _v)] = MemTable(_t, "pyarrow", _lines(
-            ("record_batch.to_pandas(...)", "decode", _u, _i)
-        ))
-# Tables 18/20: pickle read from shared memory (copy out + unpickle in one line).
-for _ds, _t, _rows in (
-    ("terasort", 18, (("string", 2672.5, 1479.1), ("object", 2961.9, 1479.7),
-                      ("arrow", 2370.8, 1346.0))),
-    ("brain", 20, (("numpy", 358.9, 162.6), ("arrow", 480.8, 169.9))),
-):
-    for _v, _u, _i in _rows:
-        MEMORY[(_ds, "read", "shm-pickle", _v)] = MemTable(_t, "pickle", _lines(
-            ("pickle.loads(sm.buf)", "open", _u, _i)
-        ))
-# Tables 21/23: s3fs read (Parquet → Arrow table, then to_pandas).
-for _ds, _t, _rows in (
-    ("terasort", 21, (("string", 1847.9, 621.4, 2754.5, 906.6),
-                      ("object", 1847.9, 621.4, 2754.5, 906.6),
-                      ("arrow", 1712.8, 549.4, 1712.8, 0.0))),
-    ("brain", 23, (("numpy", 1582.3, 129.2, 1672.6, 90.3), ("arrow", 701.5, 166.8, 701.5, 0.0))),
-):
-    for _v, _u1, _i1, _u2, _i2 in _rows:
-        MEMORY[(_ds, "read", "s3fs", _v)] = MemTable(_t, "s3fs", _lines(
-            ("pq.read_table(f)", "open", _u1, _i1), ("table.to_pandas(...)", "decode", _u2, _i2)
-        ))
-# Tables 22/24: boto3 read (download into BytesIO, Parquet → Arrow, to_pandas).
-for _ds, _t, _rows in (
-    ("terasort", 22, (("string", 1412.6, 197.5, 2061.6, 649.0, 2912.4, 976.6),
-                      ("object", 1414.3, 197.5, 2152.3, 738.0, 4260.5, 2108.2),
-                      ("arrow", 869.3, 197.5, 1393.8, 524.5, 1380.7, 0.0))),
-    ("brain", 24, (("numpy", 265.5, 36.4, 400.4, 134.9, 493.0, 92.6),
-                   ("arrow", 262.8, 36.4, 388.2, 125.5, 388.2, 0.0))),
-):
-    for _v, _u1, _i1, _u2, _i2, _u3, _i3 in _rows:
-        MEMORY[(_ds, "read", "boto3", _v)] = MemTable(_t, "boto3", _lines(
-            ("BytesIO(get_object().read())", "open", _u1, _i1),
-            ("pq.read_table(buffer)", "open", _u2, _i2),
-            ("table.to_pandas(...)", "decode", _u3, _i3),
-        ))
+
+def _mem(table: int, library: str, *rows: tuple[str, str, float, float]) -> MemTable:
+    return MemTable(table, library, _lines(*rows))
+
+
+MEMORY.update(
+    {
+        # Table 13: Terasort 500 MB, s3fs write. Table 15: Brain 150 MB, s3fs write.
+        ("terasort", "write", "s3fs", "string"): _mem(
+            13, "s3fs", (_S3FS_PUT, "write", 1226.5, 15.8)
+        ),
+        ("terasort", "write", "s3fs", "object"): _mem(
+            13, "s3fs", (_S3FS_PUT, "write", 1226.5, 15.8)
+        ),
+        ("terasort", "write", "s3fs", "arrow"): _mem(13, "s3fs", (_S3FS_PUT, "write", 1163.4, 1.2)),
+        ("brain", "write", "s3fs", "numpy"): _mem(15, "s3fs", (_S3FS_PUT, "write", 1453.1, -33.4)),
+        ("brain", "write", "s3fs", "arrow"): _mem(15, "s3fs", (_S3FS_PUT, "write", 534.7, 2.9)),
+        # Table 14: Terasort, boto3 write. Table 16: Brain, boto3 write.
+        ("terasort", "write", "boto3", "string"): _mem(
+            14,
+            "boto3",
+            (_BOTO3_PUT[0], "serialize", 1813.7, 604.1),
+            (_BOTO3_PUT[1], "write", 1411.4, -402.4),
+        ),
+        ("terasort", "write", "boto3", "object"): _mem(
+            14,
+            "boto3",
+            (_BOTO3_PUT[0], "serialize", 1813.2, 601.8),
+            (_BOTO3_PUT[1], "write", 1413.2, -400.0),
+        ),
+        ("terasort", "write", "boto3", "arrow"): _mem(
+            14,
+            "boto3",
+            (_BOTO3_PUT[0], "serialize", 872.3, 204.2),
+            (_BOTO3_PUT[1], "write", 868.5, -3.9),
+        ),
+        ("brain", "write", "boto3", "numpy"): _mem(
+            16,
+            "boto3",
+            (_BOTO3_PUT[0], "serialize", 276.1, 66.7),
+            (_BOTO3_PUT[1], "write", 264.4, -11.7),
+        ),
+        ("brain", "write", "boto3", "arrow"): _mem(
+            16,
+            "boto3",
+            (_BOTO3_PUT[0], "serialize", 278.6, 58.1),
+            (_BOTO3_PUT[1], "write", 262.1, -16.5),
+        ),
+        # Tables 17/19: PyArrow read from shared memory (the lines opening the stream and reading
+        # the batch showed no increment and are not listed).
+        ("terasort", "read", "shm", "string"): _mem(
+            17, "pyarrow", ("record_batch.to_pandas()", "decode", 2692.1, 1333.3)
+        ),
+        ("terasort", "read", "shm", "object"): _mem(
+            17, "pyarrow", ("record_batch.to_pandas()", "decode", 4336.5, 2032.4)
+        ),
+        ("terasort", "read", "shm", "arrow"): _mem(
+            17, "pyarrow", ("to_pandas(types_mapper=pd.ArrowDtype)", "decode", 1193.6, 0.0)
+        ),
+        ("brain", "read", "shm", "numpy"): _mem(
+            19, "pyarrow", ("record_batch.to_pandas()", "decode", 363.6, 180.7)
+        ),
+        ("brain", "read", "shm", "arrow"): _mem(
+            19, "pyarrow", ("to_pandas(types_mapper=pd.ArrowDtype)", "decode", 278.8, 0.0)
+        ),
+        # Tables 18/20: pickle read from shared memory (copy out and unpickle in one line).
+        ("terasort", "read", "shm-pickle", "string"): _mem(
+            18, "pickle", ("pickle.loads(sm.buf)", "open", 2672.5, 1479.1)
+        ),
+        ("terasort", "read", "shm-pickle", "object"): _mem(
+            18, "pickle", ("pickle.loads(sm.buf)", "open", 2961.9, 1479.7)
+        ),
+        ("terasort", "read", "shm-pickle", "arrow"): _mem(
+            18, "pickle", ("pickle.loads(sm.buf)", "open", 2370.8, 1346.0)
+        ),
+        ("brain", "read", "shm-pickle", "numpy"): _mem(
+            20, "pickle", ("pickle.loads(sm.buf)", "open", 358.9, 162.6)
+        ),
+        ("brain", "read", "shm-pickle", "arrow"): _mem(
+            20, "pickle", ("pickle.loads(sm.buf)", "open", 480.8, 169.9)
+        ),
+        # Tables 21/23: s3fs read (Parquet -> Arrow table, then to_pandas). The document's code
+        # listing swaps the two to_pandas branches; its figures (0 MiB for PyArrow String) show
+        # ArrowDtype was used for the PyArrow variant.
+        ("terasort", "read", "s3fs", "string"): _mem(
+            21,
+            "s3fs",
+            (_S3FS_GET[0], "open", 1847.9, 621.4),
+            (_S3FS_GET[1], "decode", 2754.5, 906.6),
+        ),
+        ("terasort", "read", "s3fs", "object"): _mem(
+            21,
+            "s3fs",
+            (_S3FS_GET[0], "open", 1847.9, 621.4),
+            (_S3FS_GET[1], "decode", 2754.5, 906.6),
+        ),
+        ("terasort", "read", "s3fs", "arrow"): _mem(
+            21, "s3fs", (_S3FS_GET[0], "open", 1712.8, 549.4), (_S3FS_GET[1], "decode", 1712.8, 0.0)
+        ),
+        ("brain", "read", "s3fs", "numpy"): _mem(
+            23,
+            "s3fs",
+            (_S3FS_GET[0], "open", 1582.3, 129.2),
+            (_S3FS_GET[1], "decode", 1672.6, 90.3),
+        ),
+        ("brain", "read", "s3fs", "arrow"): _mem(
+            23, "s3fs", (_S3FS_GET[0], "open", 701.5, 166.8), (_S3FS_GET[1], "decode", 701.5, 0.0)
+        ),
+        # Tables 22/24: boto3 read (download into BytesIO, Parquet -> Arrow table, to_pandas).
+        ("terasort", "read", "boto3", "string"): _mem(
+            22,
+            "boto3",
+            (_BOTO3_GET[0], "open", 1412.6, 197.5),
+            (_BOTO3_GET[1], "open", 2061.6, 649.0),
+            (_BOTO3_GET[2], "decode", 2912.4, 976.6),
+        ),
+        ("terasort", "read", "boto3", "object"): _mem(
+            22,
+            "boto3",
+            (_BOTO3_GET[0], "open", 1414.3, 197.5),
+            (_BOTO3_GET[1], "open", 2152.3, 738.0),
+            (_BOTO3_GET[2], "decode", 4260.5, 2108.2),
+        ),
+        ("terasort", "read", "boto3", "arrow"): _mem(
+            22,
+            "boto3",
+            (_BOTO3_GET[0], "open", 869.3, 197.5),
+            (_BOTO3_GET[1], "open", 1393.8, 524.5),
+            (_BOTO3_GET[2], "decode", 1380.7, 0.0),
+        ),
+        ("brain", "read", "boto3", "numpy"): _mem(
+            24,
+            "boto3",
+            (_BOTO3_GET[0], "open", 265.5, 36.4),
+            (_BOTO3_GET[1], "open", 400.4, 134.9),
+            (_BOTO3_GET[2], "decode", 493.0, 92.6),
+        ),
+        ("brain", "read", "boto3", "arrow"): _mem(
+            24,
+            "boto3",
+            (_BOTO3_GET[0], "open", 262.8, 36.4),
+            (_BOTO3_GET[1], "open", 388.2, 125.5),
+            (_BOTO3_GET[2], "decode", 388.2, 0.0),
+        ),
+    }
+)
+
+
+def size_rows(dataset: str, variants: list[str], backends: list[str]) -> list[list[str]]:
+    """Rows of the study's sizes table for tables 3–8 (S3 under ``s3-parquet``, else ``s3``)."""
+    doc_s3 = "s3-parquet" if "s3-parquet" in backends else "s3"
+    rows = []
+    for variant in variants:
+        doc = SIZES.get((dataset, variant))
+        if doc is None:
+            continue
+        stored = []
+        for b in backends:
+            entry = doc.stored.get("s3" if b == doc_s3 else "" if b == "s3" else b)
+            stored.append("–" if entry is None else f"{entry[1]:,} (T{entry[0]})")
+        tables = "/".join(f"T{t}" for t, _ in doc.stored.values())
+        rows.append([str(SIZE_MB[dataset]), variant, f"**doc 002** {tables}", f"{doc.csv:,}",
+                     ROWS[dataset], f"{doc.dataframe:,}", f"{doc.record_batch:,}",
+                     f"{doc.dataframe / doc.csv:.3f}", *stored])  # fmt: skip
+    return rows
+
 
 # Which document measurements stand beside a study backend.
 DOC_BACKENDS = {
@@ -227,8 +347,12 @@ DOC_BACKENDS = {
 
 
 def memory_lines(dataset: str, direction: str, backend: str, variant: str, step: str) -> str:
-    """The document's increments for ``step`` (e.g. ``T9 write_batch +451.8``), or ``–``."""
+    """The document's increments for ``step`` (``T9 `write_batch` +451.8 (0.90)``), or ``–``.
+
+    In parentheses: the increment in copies of the document's record batch.
+    """
     cells = []
+    sizes = SIZES.get((dataset, variant))
     for doc_backend in DOC_BACKENDS.get(backend, ()):
         table = MEMORY.get((dataset, direction, doc_backend, variant))
         if table is None:
@@ -236,7 +360,8 @@ def memory_lines(dataset: str, direction: str, backend: str, variant: str, step:
         for line in table.lines:
             if line.step == step:
                 who = f"{table.library} " if backend.startswith("s3") else ""
-                cells.append(f"T{table.table} {who}`{line.code}` {line.increment:+.1f}")
+                copies = f" ({line.increment * 2**20 / sizes.record_batch:.2f})" if sizes else ""
+                cells.append(f"T{table.table} {who}`{line.code}` {line.increment:+.1f}{copies}")
     return "; ".join(cells) or "–"
 
 

@@ -1,9 +1,10 @@
-"""``riera bench core``: the core benchmark; the markdown report on stdout, progress on stderr."""
+"""``riera bench …``: benchmarks of Riera itself; markdown reports on stdout, progress on stderr."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,6 +30,34 @@ def _int_list(value: str, option: str) -> tuple[int, ...]:
             f"got {value!r}"
         )
     return items
+
+
+def _progress(message: str) -> None:
+    err.print(f"[dim]bench:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def _run_and_report(
+    run: Callable[[], Any],
+    render: Callable[[Any], str],
+    aborted: type[Exception] | None,
+    out: Path | None,
+) -> Any:
+    """Run a study; print its markdown report (and write it to ``out``); errors end the CLI."""
+    try:
+        report = run()
+    except RieraError as e:
+        fail(f"benchmark aborted by an engine error: {e}")
+    except Exception as e:
+        if aborted is None or not isinstance(e, aborted):
+            raise
+        fail(f"benchmark aborted: {e}")
+    text = render(report)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        err.print(f"[dim]report written to {out}[/]")
+    typer.echo(text, nl=False)
+    return report
 
 
 @app.command()
@@ -109,20 +138,207 @@ def core(
         sections=sections,
     )
 
-    def progress(message: str) -> None:
-        err.print(f"[dim]bench:[/] {message}", highlight=False, soft_wrap=True)
+    _run_and_report(
+        lambda: bench_core.run(config, _progress), bench_core.render, bench_core.BenchmarkError, out
+    )
 
-    try:
-        report = bench_core.run(config, progress)
-    except bench_core.BenchmarkError as e:
-        fail(f"benchmark aborted: {e}")
-        return
-    except RieraError as e:
-        fail(f"benchmark aborted by an engine error: {e}")
-        return
-    text = bench_core.render(report)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
-        err.print(f"[dim]report written to {out}[/]")
-    typer.echo(text, nl=False)
+
+def _str_list(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return tuple(s.strip() for s in value.split(",") if s.strip())
+
+
+@app.command()
+def exchange(
+    sizes: Annotated[
+        str | None,
+        typer.Option("--sizes", help="Terasort CSV sizes in MB (default 100,200,300,400,500)"),
+    ] = None,
+    brain_sizes: Annotated[
+        str | None,
+        typer.Option("--brain-sizes", help="Brain CSV sizes in MB (default 32,63,95,127,150)"),
+    ] = None,
+    datasets: Annotated[
+        str | None, typer.Option("--datasets", help="terasort,brain (default: both)")
+    ] = None,
+    variants: Annotated[
+        str | None,
+        typer.Option(
+            "--variants",
+            help="dtype variants: object,string,str,arrow (Terasort), numpy,arrow (Brain); "
+            "default: all",
+        ),
+    ] = None,
+    backends: Annotated[
+        str | None,
+        typer.Option(
+            "--backends",
+            help="exchanges to measure (default shm,shm-pickle,disk; also redis, s3, s3-parquet)",
+        ),
+    ] = None,
+    repeats: Annotated[
+        int | None, typer.Option("--repeats", min=1, help="runs of each measurement (default 3)")
+    ] = None,
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="parent of the temporary CSV directory (default: system temp dir)",
+            file_okay=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="also write the markdown report to this file", dir_okay=False),
+    ] = None,
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            "--plots",
+            help="write PNG plots into this directory (needs matplotlib)",
+            file_okay=False,
+        ),
+    ] = None,
+    s3_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--s3-endpoint",
+            help="S3-compatible endpoint for s3/s3-parquet (default: start moto on 127.0.0.1)",
+        ),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="tiny sizes for a smoke run (5 and 10 MB, 1 repeat)"),
+    ] = False,
+) -> None:
+    """Document 002's exchange study: sizes, memory per step and times, per backend and dtype.
+
+    Terasort (two string columns) and Brain (int32, float64, float64) CSVs are loaded into pandas with each dtype variant and exchanged through each backend, every writer and reader in a fresh process.
+
+    The markdown report, with the document's tables 3–24 beside ours, goes to stdout; progress to stderr.
+
+    Every read is compared with what was written: a difference stops the study with exit code 1.
+    """
+    from riera.bench import exchange_study as study
+
+    config = study.ExchangeConfig.quick_defaults() if quick else study.ExchangeConfig()
+    config = config.with_options(
+        terasort_sizes_mb=_int_list(sizes, "--sizes") if sizes is not None else None,
+        brain_sizes_mb=_int_list(brain_sizes, "--brain-sizes") if brain_sizes is not None else None,
+        datasets=_str_list(datasets),
+        variants=_str_list(variants),
+        backends=_str_list(backends),
+        repeats=repeats,
+        base_dir=directory,
+        plots_dir=plots,
+        s3_endpoint=s3_endpoint,
+    )
+
+    report = _run_and_report(
+        lambda: study.run(config, _progress), study.render, study.BenchmarkError, out
+    )
+    for path in report.plots:
+        err.print(f"[dim]plot written to {path}[/]")
+
+
+@app.command()
+def mapreduce(
+    sizes: Annotated[
+        str | None,
+        typer.Option("--sizes", help="input sizes in GB, comma-separated (default 1,3,5)"),
+    ] = None,
+    mb: Annotated[
+        str | None,
+        typer.Option("--mb", help="input sizes in MB (10**6 bytes) instead, e.g. 50 or 50,200"),
+    ] = None,
+    procs: Annotated[
+        str | None, typer.Option("--procs", help="process counts P (default 1,2,4)")
+    ] = None,
+    backends: Annotated[
+        str | None,
+        typer.Option(
+            "--backends", help="Riera exchanges (default shm,disk,shm-pickle,redis,s3; '' for none)"
+        ),
+    ] = None,
+    peers: Annotated[
+        str | None,
+        typer.Option(
+            "--peers", help="peer engines (default lithops,dask,ray,spark,polars; '' for none)"
+        ),
+    ] = None,
+    repeats: Annotated[
+        int | None, typer.Option("--repeats", min=1, help="timed runs of each job (default 3)")
+    ] = None,
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="parent of the temporary data directory (default: system temp dir)",
+            file_okay=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="also write the markdown report to this file", dir_okay=False),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", min=1, help="seconds allowed per peer and P (default 3600)"),
+    ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option("--redis-url", help="Redis server of the redis exchange (default 127.0.0.1)"),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="a smoke run: 4 MB, P = 1,2, 1 repeat")
+    ] = False,
+) -> None:
+    """Document 002's Terasort-style MapReduce on Riera (every exchange) and on its peers.
+
+    Lithops (localhost), Dask, Ray Data, PySpark local[P] and Polars run the same job on the
+    same CSV files; peers come from the `bench` extra and missing ones are reported.
+    Every output is verified before its time counts. The markdown report goes to stdout,
+    progress to stderr; exit code 1 if a Riera job produced a wrong result.
+    """
+    from riera.bench import mapreduce as study
+    from riera.bench.measure import GB, MB
+
+    def names(value: str | None, option: str, known: tuple[str, ...]) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        items = tuple(s.strip() for s in value.split(",") if s.strip())
+        unknown = [s for s in items if s not in known]
+        if unknown:
+            fail(f"{option}: unknown {unknown}; choose from {','.join(known)}")
+        return items
+
+    def amounts(value: str, option: str, unit: int) -> tuple[int, ...]:
+        try:
+            items = tuple(int(float(x) * unit) for x in value.split(",") if x.strip())
+        except ValueError:
+            items = ()
+        if not items or any(i < 1000 for i in items):
+            fail(
+                f"{option}: expected positive sizes separated by commas, e.g. 1,3,5; got {value!r}"
+            )
+        return items
+
+    config = study.MapReduceConfig.quick_defaults() if quick else study.MapReduceConfig()
+    chosen = (amounts(sizes, "--sizes", GB) if sizes is not None else ()) + (
+        amounts(mb, "--mb", MB) if mb is not None else ()
+    )
+    config = config.with_options(
+        sizes=tuple(sorted(set(chosen))) or None,
+        procs=_int_list(procs, "--procs") if procs is not None else None,
+        backends=names(backends, "--backends", study.BACKENDS),
+        peers=names(peers, "--peers", study.PEERS),
+        repeats=repeats,
+        base_dir=directory,
+        timeout=timeout,
+        redis_url=redis_url,
+    )
+
+    report = _run_and_report(lambda: study.run(config, _progress), study.render, None, out)
+    if report.riera_wrong:
+        fail(f"{len(report.riera_wrong)} Riera configuration(s) produced a wrong result")
