@@ -143,3 +143,15 @@ def test_map_batches_batch_size_caps_rows_per_call() -> None:
     assert [r["n"] for r in sizes] == [4, 4, 2]
     with pytest.raises(riera.PlanError, match="batch_size"):
         riera.range(3).map_batches(lambda d: d, batch_size=0)
+
+
+def test_string_sort_keys_match_python_order() -> None:
+    import random
+    import string
+
+    rng = random.Random(7)
+    alpha = string.ascii_letters + "éü€\x00 "
+    vals = ["".join(rng.choice(alpha) for _ in range(rng.randint(0, 14))) for _ in range(3000)]
+    vals += ["same-prefix" + s[:2] for s in vals[:40]]  # runs of equal 8-byte prefixes
+    got = riera.from_items([{"k": v} for v in vals], partitions=3).sort("k", partitions=2)
+    assert [r["k"] for r in got.collect()] == sorted(vals)

@@ -472,11 +472,20 @@ def sort_indices(table: pa.Table, keys: Sequence[str], descending: Sequence[bool
                 return np.argsort(arr.to_numpy())
             if pa.types.is_fixed_size_binary(t) and t.byte_width <= 16:
                 return _argsort_fixed_binary(arr)
-    order = [
+            if (
+                pa.types.is_string(t)
+                or pa.types.is_large_string(t)
+                or pa.types.is_binary(t)
+                or pa.types.is_large_binary(t)
+            ):
+                by_prefix = _argsort_by_prefix(arr)
+                if by_prefix is not None:
+                    return by_prefix
+    sort_keys = [
         (k, "descending" if d else "ascending", "at_end")
         for k, d in zip(keys, descending, strict=True)
     ]
-    return pc.sort_indices(table, sort_keys=order).to_numpy()
+    return pc.sort_indices(table, sort_keys=sort_keys).to_numpy()
 
 
 def _be_u64(data: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -485,6 +494,40 @@ def _be_u64(data: np.ndarray, lo: int, hi: int) -> np.ndarray:
     buf = memory.zeros((n, 8), dtype=np.uint8)
     buf[:, :width] = data[:, lo:hi]
     return buf.view(">u8").ravel().astype(np.uint64)
+
+
+def _argsort_by_prefix(arr: pa.Array) -> np.ndarray | None:
+    """Sort variable-length strings by their first 8 bytes with numpy's SIMD sort, then order
+    the (rare) runs of equal prefixes by the whole value; ``None`` when ties are common."""
+    n = len(arr)
+    off_type = np.int64 if arr.type in (pa.large_string(), pa.large_binary()) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], dtype=off_type)[arr.offset : arr.offset + n + 1]
+    data_buf = arr.buffers()[2]
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(1, np.uint8)
+    )
+    starts = offsets[:-1].astype(np.int64)
+    lengths = offsets[1:].astype(np.int64) - starts
+    prefix = np.zeros(n, dtype=np.uint64)
+    for j in range(8):  # byte j of every value (0 past its end), most significant first
+        present = lengths > j
+        byte = np.zeros(n, dtype=np.uint64)
+        byte[present] = data[starts[present] + j]
+        prefix |= byte << np.uint64(8 * (7 - j))
+    order = np.argsort(prefix)
+    sorted_prefix = prefix[order]
+    tie = sorted_prefix[1:] == sorted_prefix[:-1]
+    n_ties = int(tie.sum())
+    if n_ties == 0:
+        return order
+    if n_ties > n // 100:
+        return None  # many equal prefixes: Arrow's comparison sort does better
+    values = arr.to_pylist() if n_ties else []
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], tie.view(np.int8), [0]])))
+    for a, b in zip(edges[::2], edges[1::2], strict=True):  # runs [a, b] of equal prefixes
+        group = order[a : b + 1]
+        order[a : b + 1] = sorted(group.tolist(), key=values.__getitem__)
+    return order
 
 
 def _argsort_fixed_binary(arr: pa.Array) -> np.ndarray:
