@@ -9,52 +9,19 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from markdown_report import RANGE, run_cli, table
+from markdown_report import sections as split_sections
 from riera.bench import doc002, exchange_study
 from riera.bench.core import BenchmarkError
 
-CLI = [sys.executable, "-c", "from riera.cli import main; main()"]
 NUMBER = re.compile(r"^[+-]?[\d,]*\.?\d+×?$")
-RANGE = re.compile(r"^\d+\.\d+–\d+\.\d+$")
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 BACKENDS = ["shm", "shm-pickle", "disk"]
-
-
-def run_cli(*args: str, cwd: Path, timeout: float = 240) -> tuple[int, str, str, int]:
-    proc = subprocess.Popen(
-        [*CLI, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"riera {' '.join(args)} timed out; stderr:\n{err}")
-    return proc.returncode, out, err, proc.pid
-
-
-def split(text: str, level: str) -> dict[str, str]:
-    """``## Title`` (or ``###``) → the text up to the next heading of that level."""
-    parts = re.split(rf"^{level} (.+)$", text, flags=re.M)
-    return {parts[i].strip(): parts[i + 1] for i in range(1, len(parts) - 1, 2)}
-
-
-def table(text: str) -> list[dict[str, str]]:
-    """The first markdown table in ``text``, one dict per row."""
-    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
-    assert len(lines) >= 3, f"no table in:\n{text}"
-
-    def cells(line: str) -> list[str]:
-        return [c.strip() for c in line.strip().strip("|").split("|")]
-
-    headers = cells(lines[0])
-    return [dict(zip(headers, cells(ln), strict=True)) for ln in lines[2:]]
 
 
 def number(cell: str) -> float:
@@ -84,12 +51,12 @@ def test_quick_report_sections_and_numbers(quick: dict[str, Any]) -> None:
     assert "bench:" in quick["stderr"] and "bench:" not in report  # progress on stderr only
     assert report.startswith("# Riera exchange study (document 002)\n")
     assert "quick (smoke-test sizes" in report
-    secs = split(report, "##")
+    secs = split_sections(report, "##")
     expected = ["Sizes", "Memory while writing", "Memory while reading", "Times", "Ratios"]
     assert list(secs) == expected + (["Plots"] if HAS_MATPLOTLIB else [])
 
     variants = {"terasort": {"object", "string", "str", "arrow"}, "brain": {"numpy", "arrow"}}
-    sizes = split(secs["Sizes"], "###")
+    sizes = split_sections(secs["Sizes"], "###")
     assert list(sizes) == ["terasort", "brain"]
     for dataset, text in sizes.items():
         rows = table(text)
@@ -110,7 +77,7 @@ def test_quick_report_sections_and_numbers(quick: dict[str, Any]) -> None:
 
     for title, steps in (("Memory while writing", {"serialize", "write"}),
                          ("Memory while reading", {"open", "scan", "decode"})):  # fmt: skip
-        parts = split(secs[title], "###")
+        parts = split_sections(secs[title], "###")
         assert [t.split(",")[0] for t in parts] == ["terasort", "brain"]
         for text in parts.values():
             rows = table(text)
@@ -122,7 +89,7 @@ def test_quick_report_sections_and_numbers(quick: dict[str, Any]) -> None:
     assert "T9 `write_batch (into shm)` +502.7" in secs["Memory while writing"]
     assert "T17 `to_pandas(types_mapper=pd.ArrowDtype)` +0.0" in secs["Memory while reading"]
 
-    times = split(secs["Times"], "###")
+    times = split_sections(secs["Times"], "###")
     assert list(times) == ["terasort", "brain"]
     for text in times.values():
         rows = table(text)
@@ -231,7 +198,7 @@ def test_document_figures_are_consistent() -> None:
             assert sizes.dataframe - sizes.record_batch == 128
         assert sizes.stored["shm"][1] - sizes.record_batch < 2_000  # IPC framing only
     assert doc002.SIZES[("brain", "numpy")].record_batch == 20 * doc002.BRAIN_ROWS_150MB
-    for table in doc002.MEMORY.values():
-        assert 9 <= table.table <= 24
+    for mem in doc002.MEMORY.values():
+        assert 9 <= mem.table <= 24
     assert sorted({t.table for t in doc002.MEMORY.values()}) == list(range(9, 25))
     assert list(doc002.READ_SHM_ARROW_S) == list(doc002.TERASORT_SIZES_MB)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,33 +18,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from markdown_report import CLI, RANGE, sections, tables
 from riera.bench import mapreduce, peers
 
-CLI = [sys.executable, "-c", "from riera.cli import main; main()"]
 NUMBER = re.compile(r"^-?[\d,]*\.?\d+$")
-RANGE = re.compile(r"^\d+\.\d+–\d+\.\d+$")
 HAS_POLARS = importlib.util.find_spec("polars") is not None
-
-
-def sections(report: str) -> dict[str, str]:
-    parts = re.split(r"^## (.+)$", report, flags=re.M)
-    return {parts[i].strip(): parts[i + 1] for i in range(1, len(parts) - 1, 2)}
-
-
-def tables(text: str) -> list[list[dict[str, str]]]:
-    """Every markdown table in ``text``, each as one dict per row."""
-    found: list[list[dict[str, str]]] = []
-    block: list[str] = []
-    for line in [*text.splitlines(), ""]:
-        if line.startswith("|"):
-            block.append(line)
-            continue
-        if block:
-            cells = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in block]
-            assert set(block[1].replace("|", "").replace(":", "").replace("-", "")) <= {""}
-            found.append([dict(zip(cells[0], row, strict=True)) for row in cells[2:]])
-            block = []
-    return found
 
 
 @pytest.mark.slow

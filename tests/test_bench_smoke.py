@@ -8,55 +8,18 @@ from __future__ import annotations
 
 import collections
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from markdown_report import RANGE, run_cli, sections, table
 from riera.apps.wordcount import corpus
 from riera.bench import core, measure
 
 SHM_DIR = Path("/dev/shm")
-CLI = [sys.executable, "-c", "from riera.cli import main; main()"]
 NUMBER = re.compile(r"^-?[\d,]*\.?\d+$")
 SIZE = re.compile(r"^\d+(\.\d+)? (B|KiB|MiB|GiB|TiB)$")
-RANGE = re.compile(r"^\d+\.\d+–\d+\.\d+$")
-
-
-def run_cli(*args: str, cwd: Path, timeout: float = 180) -> tuple[int, str, str, int]:
-    proc = subprocess.Popen(
-        [*CLI, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"riera {' '.join(args)} timed out; stderr:\n{err}")
-    return proc.returncode, out, err, proc.pid
-
-
-def sections(report: str) -> dict[str, str]:
-    """``## Title`` → the text up to the next ``##``."""
-    parts = re.split(r"^## (.+)$", report, flags=re.M)
-    return {parts[i].strip(): parts[i + 1] for i in range(1, len(parts) - 1, 2)}
-
-
-def table(text: str) -> list[dict[str, str]]:
-    """The first markdown table in ``text``, as one dict per row."""
-    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
-    assert len(lines) >= 3, f"no table in:\n{text}"
-
-    def cells(line: str) -> list[str]:
-        return [c.strip() for c in line.strip().strip("|").split("|")]
-
-    headers = cells(lines[0])
-    assert set(lines[1].replace("|", "").replace(":", "").replace("-", "")) <= {""}
-    rows = [dict(zip(headers, cells(ln), strict=True)) for ln in lines[2:]]
-    assert rows
-    return rows
 
 
 def number(cell: str) -> float:

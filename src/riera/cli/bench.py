@@ -32,6 +32,20 @@ def _int_list(value: str, option: str) -> tuple[int, ...]:
     return items
 
 
+OutOption = Annotated[
+    Path | None,
+    typer.Option("--out", help="also write the markdown report to this file", dir_okay=False),
+]
+DirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--dir",
+        help="parent of the temporary data directory, removed at the end (default: system temp)",
+        file_okay=False,
+    ),
+]
+
+
 def _progress(message: str) -> None:
     err.print(f"[dim]bench:[/] {message}", highlight=False, soft_wrap=True)
 
@@ -82,18 +96,8 @@ def core(
         str | None,
         typer.Option("--workers", help="worker counts to measure, comma-separated (default 1,2)"),
     ] = None,
-    directory: Annotated[
-        Path | None,
-        typer.Option(
-            "--dir",
-            help="parent of the temporary data directory (default: the system temp dir)",
-            file_okay=False,
-        ),
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", help="also write the markdown report to this file", dir_okay=False),
-    ] = None,
+    directory: DirOption = None,
+    out: OutOption = None,
     quick: Annotated[
         bool,
         typer.Option(
@@ -180,18 +184,8 @@ def exchange(
     repeats: Annotated[
         int | None, typer.Option("--repeats", min=1, help="runs of each measurement (default 3)")
     ] = None,
-    directory: Annotated[
-        Path | None,
-        typer.Option(
-            "--dir",
-            help="parent of the temporary CSV directory (default: system temp dir)",
-            file_okay=False,
-        ),
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", help="also write the markdown report to this file", dir_okay=False),
-    ] = None,
+    directory: DirOption = None,
+    out: OutOption = None,
     plots: Annotated[
         Path | None,
         typer.Option(
@@ -270,18 +264,8 @@ def mapreduce(
     repeats: Annotated[
         int | None, typer.Option("--repeats", min=1, help="timed runs of each job (default 3)")
     ] = None,
-    directory: Annotated[
-        Path | None,
-        typer.Option(
-            "--dir",
-            help="parent of the temporary data directory (default: system temp dir)",
-            file_okay=False,
-        ),
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", help="also write the markdown report to this file", dir_okay=False),
-    ] = None,
+    directory: DirOption = None,
+    out: OutOption = None,
     timeout: Annotated[
         float | None,
         typer.Option("--timeout", min=1, help="seconds allowed per peer and P (default 3600)"),
