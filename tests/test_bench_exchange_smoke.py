@@ -123,6 +123,25 @@ def test_quick_plots(quick: dict[str, Any]) -> None:
         assert f"`{path}`" in quick["stdout"]
 
 
+@pytest.mark.slow
+def test_quick_s3_clients_through_a_local_server(tmp_path: Path) -> None:
+    """Both S3 clients in the study, against the moto server the study starts and stops."""
+    labels = ["s3-parquet", "s3fs-parquet"]
+    code, stdout, stderr, _ = run_cli(
+        "bench", "exchange", "--quick", "--datasets", "brain", "--variants", "arrow",
+        "--backends", ",".join(["shm", *labels]), "--dir", str(tmp_path), cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert re.search(r"S3 endpoint http://127\.0\.0\.1:\d+", stdout)
+    sizes = table(split_sections(split_sections(stdout, "##")["Sizes"], "###")["brain"])
+    ours = [row for row in sizes if "doc 002" not in row["source"]]
+    assert ours
+    for row in ours:  # Parquet+snappy objects, the same bytes whichever client wrote them
+        assert number(row["stored: s3-parquet (B)"]) == number(row["stored: s3fs-parquet (B)"])
+        assert number(row["stored: s3fs-parquet (B)"]) > 0
+    assert list(tmp_path.iterdir()) == []  # the study's data directory is gone
+
+
 def test_unknown_backend_is_refused(tmp_path: Path) -> None:
     code, stdout, stderr, _ = run_cli(
         "bench", "exchange", "--quick", "--backends", "shm,tape", cwd=tmp_path, timeout=60

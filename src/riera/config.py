@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     s3_format: Literal["ipc", "parquet"] = Field(
         "ipc", description="how the S3 exchange stores tables (Arrow IPC or Parquet+snappy)"
     )
+    s3_client: Literal["boto3", "s3fs"] = Field(
+        "boto3", description="client library of the S3 exchange (s3fs: pip install 'riera[s3fs]')"
+    )
 
     @field_validator("home", "shm_dir", "spill_dir")
     @classmethod

@@ -35,7 +35,7 @@ from riera.config import load_settings
 from riera.exchange import create
 from riera.exchange.base import Exchange
 
-REMOTE_BACKENDS = ["redis", "s3-ipc", "s3-parquet"]
+REMOTE_BACKENDS = ["redis", "s3-ipc", "s3-parquet", "s3fs-ipc", "s3fs-parquet"]
 REDIS_DB = 15
 S3_BUCKET = "riera-test-exchange"
 S3_CREDENTIALS = {"s3_access_key": "testing", "s3_secret_key": "testing"}
@@ -169,7 +169,8 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def remote_backends() -> list[str]:
-    """Names ``exchange_factory`` accepts: ``redis``, ``s3-ipc``, ``s3-parquet``."""
+    """Names ``exchange_factory`` accepts: ``redis``, ``s3-ipc``, ``s3-parquet`` (boto3) and
+    ``s3fs-ipc``, ``s3fs-parquet``."""
     return list(REMOTE_BACKENDS)
 
 
@@ -180,12 +181,14 @@ def remote_settings(request: pytest.FixtureRequest) -> Callable[[str], dict[str,
     def overrides(name: str) -> dict[str, Any]:
         if name == "redis":
             return {"exchange": "redis", "redis_url": request.getfixturevalue("redis_url")}
-        if name in ("s3-ipc", "s3-parquet"):
+        if name in REMOTE_BACKENDS:  # s3-<format> (boto3) or s3fs-<format>
+            client, fmt = name.split("-")
             return {
                 "exchange": "s3",
                 "s3_endpoint": request.getfixturevalue("s3_server"),
                 "s3_bucket": S3_BUCKET,
-                "s3_format": name.removeprefix("s3-"),
+                "s3_format": fmt,
+                "s3_client": "boto3" if client == "s3" else "s3fs",
                 **S3_CREDENTIALS,
             }
         raise ValueError(f"unknown remote backend {name!r}; expected one of {REMOTE_BACKENDS}")
@@ -197,7 +200,7 @@ def remote_settings(request: pytest.FixtureRequest) -> Callable[[str], dict[str,
 def exchange_factory(
     remote_settings: Callable[[str], dict[str, Any]],
 ) -> Callable[[str], Exchange]:
-    """``name -> Exchange`` for ``redis``, ``s3-ipc`` and ``s3-parquet``, built via the registry."""
+    """``name -> Exchange`` for the :data:`REMOTE_BACKENDS`, built via the registry."""
 
     def make(name: str) -> Exchange:
         settings = load_settings(**remote_settings(name))

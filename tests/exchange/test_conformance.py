@@ -26,7 +26,7 @@ from riera.exchange import create
 from riera.exchange.base import Exchange, SegmentKey
 
 LOCAL = ["shm", "disk", "shm-pickle"]
-REMOTE = ["redis", "s3-ipc", "s3-parquet"]
+REMOTE = ["redis", "s3-ipc", "s3-parquet", "s3fs-ipc", "s3fs-parquet"]
 
 
 @pytest.fixture(params=LOCAL + REMOTE)

@@ -22,7 +22,7 @@ import pytest
 
 import riera
 from riera.config import load_settings
-from riera.errors import ExchangeError
+from riera.errors import ConfigError, ExchangeError
 from riera.exchange import create
 from riera.exchange import s3 as s3_module
 from riera.exchange.base import SegmentKey
@@ -230,19 +230,30 @@ def objects(client: Any, bucket: str, prefix: str = "") -> set[str]:
     return {o["Key"] for page in pages for o in page.get("Contents", ())}
 
 
-def s3(endpoint: str, bucket: str, **kwargs: Any) -> S3Exchange:
+@pytest.fixture(params=["boto3", "s3fs"])
+def client(request: pytest.FixtureRequest) -> str:
+    """The S3 exchange's client library: every S3 test runs with each."""
+    return str(request.param)
+
+
+def s3(endpoint: str, bucket: str, client: str, **kwargs: Any) -> S3Exchange:
     return S3Exchange(
-        bucket, endpoint=endpoint, access_key="testing", secret_key="testing", **kwargs
+        bucket,
+        endpoint=endpoint,
+        access_key="testing",
+        secret_key="testing",
+        client=client,  # type: ignore[arg-type]
+        **kwargs,
     )
 
 
 def test_s3_creates_the_bucket_and_uses_the_documented_layout(
-    s3_server: str, s3client: Any
+    client: str, s3_server: str, s3client: Any
 ) -> None:
     bucket = f"layout-{secrets.token_hex(4)}"
-    ex = s3(s3_server, bucket)
+    ex = s3(s3_server, bucket, client)
     assert bucket in {b["Name"] for b in s3client.list_buckets()["Buckets"]}
-    s3(s3_server, bucket)  # the bucket exists now: constructing again is fine
+    s3(s3_server, bucket, client)  # the bucket exists now: constructing again is fine
 
     key = SegmentKey(os.getpid(), "20260101T000000ab12", "s3", task=2, attempt=1)
     parts = [sample_table(10), sample_table(0), sample_table(5)]
@@ -260,10 +271,10 @@ def test_s3_creates_the_bucket_and_uses_the_documented_layout(
     assert objects(s3client, bucket) == set()
 
 
-def test_s3_parquet_objects_are_snappy_parquet(s3_server: str, s3client: Any) -> None:
+def test_s3_parquet_objects_are_snappy_parquet(client: str, s3_server: str, s3client: Any) -> None:
     bucket = f"parquet-{secrets.token_hex(4)}"
     table = sample_table(20_000)
-    ipc_ex, pq_ex = s3(s3_server, bucket), s3(s3_server, bucket, fmt="parquet")
+    ipc_ex, pq_ex = s3(s3_server, bucket, client), s3(s3_server, bucket, client, fmt="parquet")
     key = run_key()
     ipc_ref = ipc_ex.put(table, key)
     pq_ref = pq_ex.put(table, SegmentKey(key.owner, key.run, "pq", 0))
@@ -282,8 +293,8 @@ def test_s3_parquet_objects_are_snappy_parquet(s3_server: str, s3client: Any) ->
     pq_ex.release_run(key)
 
 
-def test_s3_parquet_restores_what_parquet_loses(s3_server: str) -> None:
-    ex = s3(s3_server, f"types-{secrets.token_hex(4)}", fmt="parquet")
+def test_s3_parquet_restores_what_parquet_loses(client: str, s3_server: str) -> None:
+    ex = s3(s3_server, f"types-{secrets.token_hex(4)}", client, fmt="parquet")
     table = pa.table(
         {
             "dict_int": pa.array([1, 2, 1, None]).dictionary_encode(),
@@ -305,8 +316,8 @@ def test_s3_parquet_restores_what_parquet_loses(s3_server: str) -> None:
     ex.release_run(key)
 
 
-def test_s3_parquet_refuses_types_parquet_cannot_store(s3_server: str) -> None:
-    ex = s3(s3_server, f"union-{secrets.token_hex(4)}", fmt="parquet")
+def test_s3_parquet_refuses_types_parquet_cannot_store(client: str, s3_server: str) -> None:
+    ex = s3(s3_server, f"union-{secrets.token_hex(4)}", client, fmt="parquet")
     union = pa.UnionArray.from_sparse(
         pa.array([0, 1], pa.int8()), [pa.array([1, 2]), pa.array(["a", "b"])]
     )
@@ -314,8 +325,8 @@ def test_s3_parquet_refuses_types_parquet_cannot_store(s3_server: str) -> None:
         ex.put(pa.table({"u": union}), run_key())
 
 
-def test_s3_large_objects_go_up_in_a_multipart_upload(s3_server: str) -> None:
-    ex = s3(s3_server, f"multi-{secrets.token_hex(4)}", multipart_threshold=6 * 2**20)
+def test_s3_large_objects_go_up_in_a_multipart_upload(client: str, s3_server: str) -> None:
+    ex = s3(s3_server, f"multi-{secrets.token_hex(4)}", client, multipart_threshold=6 * 2**20)
     table = pa.table({"x": pa.array(np.random.default_rng(1).random(1_000_000))})  # 8 MB
     key = run_key()
     ref = ex.put(table, key)
@@ -323,9 +334,11 @@ def test_s3_large_objects_go_up_in_a_multipart_upload(s3_server: str) -> None:
     assert ex.release_task(key) == 1
 
 
-def test_s3_release_run_deletes_exactly_that_run(s3_server: str, s3client: Any) -> None:
+def test_s3_release_run_deletes_exactly_that_run(
+    client: str, s3_server: str, s3client: Any
+) -> None:
     bucket = f"release-{secrets.token_hex(4)}"
-    ex = s3(s3_server, bucket)
+    ex = s3(s3_server, bucket, client)
     t = sample_table(3)
     a = run_key()
     a_other_task = SegmentKey(a.owner, a.run, a.stage, 10)
@@ -347,11 +360,11 @@ def test_s3_release_run_deletes_exactly_that_run(s3_server: str, s3client: Any) 
 
 
 def test_s3_release_deletes_in_batches(
-    s3_server: str, s3client: Any, monkeypatch: pytest.MonkeyPatch
+    client: str, s3_server: str, s3client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(s3_module, "_DELETE_BATCH", 7)  # 1000 in production: DeleteObjects' cap
     bucket = f"many-{secrets.token_hex(4)}"
-    ex = s3(s3_server, bucket)
+    ex = s3(s3_server, bucket, client)
     key = run_key()
     refs = ex.put_partitioned([pa.table({"x": [i]}) for i in range(30)], key)
     ex.release(refs[:10])
@@ -360,17 +373,35 @@ def test_s3_release_deletes_in_batches(
     assert objects(s3client, bucket) == set()
 
 
-def test_s3_confidential_refuses_a_remote_endpoint(s3_server: str) -> None:
+def test_s3_confidential_refuses_a_remote_endpoint(client: str, s3_server: str) -> None:
     for endpoint in ("http://10.255.255.1:9000", "https://s3.eu-west-1.amazonaws.com", None):
         settings = load_settings(s3_endpoint=endpoint, confidential=True)
         with pytest.raises(ExchangeError, match="`confidential`"):
             create("s3", settings)
-    s3(s3_server, "confidential-ok", confidential=True)  # 127.0.0.1 is this machine
+    s3(s3_server, "confidential-ok", client, confidential=True)  # 127.0.0.1 is this machine
 
 
-def test_s3_unreachable_endpoint_names_it() -> None:
+def test_s3_unreachable_endpoint_names_it(client: str) -> None:
     with pytest.raises(ExchangeError, match=r"http://127\.0\.0\.1:1\b.*RIERA_S3_ENDPOINT"):
-        s3("http://127.0.0.1:1", "nowhere")
+        s3("http://127.0.0.1:1", "nowhere", client)
+
+
+def test_s3_clients_read_each_others_objects(s3_server: str) -> None:
+    bucket = f"clients-{secrets.token_hex(4)}"
+    boto, fs = s3(s3_server, bucket, "boto3"), s3(s3_server, bucket, "s3fs", fmt="parquet")
+    table, key = sample_table(1_000), run_key()
+    from_boto = boto.put(table, key)
+    from_fs = fs.put(table, SegmentKey(key.owner, key.run, key.stage, 1))
+    assert fs.get(from_boto).equals(table) and boto.get(from_fs).equals(table)
+    assert boto.stored_bytes(from_fs) == fs.stored_bytes(from_fs) < fs.stored_bytes(from_boto)
+    assert fs.release_run(key) == 2
+    with pytest.raises(ExchangeError, match="gone"):
+        boto.get(from_fs)
+
+
+def test_s3_client_setting_is_validated() -> None:
+    with pytest.raises(ConfigError, match="s3_client"):
+        load_settings(s3_client="minio")
 
 
 # -- end to end ----------------------------------------------------------------------------------
@@ -413,7 +444,7 @@ def shm_result() -> pa.Table:
     return pipeline()
 
 
-@pytest.mark.parametrize("backend", ["redis", "s3-ipc", "s3-parquet"])
+@pytest.mark.parametrize("backend", ["redis", "s3-ipc", "s3-parquet", "s3fs-parquet"])
 def test_end_to_end_matches_shared_memory(
     backend: str,
     shm_result: pa.Table,

@@ -319,8 +319,9 @@ MEMORY.update(
 
 
 def size_rows(dataset: str, variants: list[str], backends: list[str]) -> list[list[str]]:
-    """Rows of the study's sizes table for tables 3–8 (S3 under ``s3-parquet``, else ``s3``)."""
-    doc_s3 = "s3-parquet" if "s3-parquet" in backends else "s3"
+    """Rows of the study's sizes table for tables 3–8; the document's S3 object sizes stand under
+    the variant closest to its method (s3fs writing Parquet)."""
+    doc_s3 = next((b for b in ("s3fs-parquet", "s3-parquet", "s3fs", "s3") if b in backends), "")
     rows = []
     for variant in variants:
         doc = SIZES.get((dataset, variant))
@@ -328,7 +329,7 @@ def size_rows(dataset: str, variants: list[str], backends: list[str]) -> list[li
             continue
         stored = []
         for b in backends:
-            entry = doc.stored.get("s3" if b == doc_s3 else "" if b == "s3" else b)
+            entry = doc.stored.get("s3" if b == doc_s3 else "" if b.startswith("s3") else b)
             stored.append("–" if entry is None else f"{entry[1]:,} (T{entry[0]})")
         tables = "/".join(f"T{t}" for t, _ in doc.stored.values())
         rows.append([str(SIZE_MB[dataset]), variant, f"**doc 002** {tables}", f"{doc.csv:,}",
@@ -343,6 +344,8 @@ DOC_BACKENDS = {
     "shm-pickle": ("shm-pickle",),
     "s3": ("s3fs", "boto3"),
     "s3-parquet": ("s3fs", "boto3"),
+    "s3fs": ("s3fs", "boto3"),
+    "s3fs-parquet": ("s3fs", "boto3"),
 }
 
 

@@ -60,6 +60,8 @@ from riera.bench.peers import (
 )
 
 BACKENDS = ("shm", "disk", "shm-pickle", "redis", "s3")
+# Study labels beyond the exchange names: ``s3fs`` is the s3 exchange through the s3fs client.
+EXTRA_BACKENDS = ("s3fs",)
 REDIS_URL = "redis://127.0.0.1:6379/0"
 S3_BUCKET = "riera-bench-mapreduce"
 FILE_BYTES = 128 * MB  # target size of an input file
@@ -314,11 +316,13 @@ def measure_riera(
     res = EngineResult("riera", backend, procs)
     try:
         t0 = time.perf_counter()
-        rt = riera.init(workers=procs, exchange=backend, progress="off", **settings)
+        rt = riera.init(workers=procs, progress="off", **{"exchange": backend, **settings})
         if riera.range(procs * 4, partitions=procs).count() != procs * 4:
             raise RuntimeError("the warm-up riera.range(...).count() returned a wrong count")
         res.start_seconds = time.perf_counter() - t0
-        res.info = f"riera {riera.__version__}, init(workers=P, exchange={backend!r})"
+        client = f", s3_client={settings['s3_client']!r}" if "s3_client" in settings else ""
+        exchange = settings.get("exchange", backend)
+        res.info = f"riera {riera.__version__}, init(workers=P, exchange={exchange!r}{client})"
         warm = root / f"out-riera-{backend}-p{procs}-warm"
         riera_job(inp.files[:1], warm)
         if not _judge(verify_output(warm).expect(inp.first_rows, inp.first_checksum), res):
@@ -328,14 +332,14 @@ def measure_riera(
         for i in range(config.repeats):
             out = root / f"out-riera-{backend}-p{procs}-{i}"
             _sync()
-            exclude = set() if backend == "s3" else set(_SERVERS)
+            exclude = set() if backend.startswith("s3") else set(_SERVERS)
             with _PeakMemory(exclude, shm_dir=rt.settings.shm_dir) as mem:
                 _, dt = timed(partial(riera_job, inp.files, out))
             if not _judge(verify_output(out).expect(inp.rows, inp.checksum), res):
                 say(f"  riera {backend} P={procs} run {i + 1}: WRONG RESULT: {res.wrong}")
                 return res
             used = rt.last_run.exchange if rt.last_run is not None else backend
-            if used != backend:
+            if used != settings.get("exchange", backend):
                 res.note = f"the run reported exchange {used!r}"
             res.stats.add(dt)
             res.rss = max(res.rss, mem.peak.rss_sum)
@@ -487,6 +491,7 @@ def _backend_settings(
     """Riera's settings per usable backend; the others go to ``report.unavailable``."""
     common = {"spill_dir": root / "spill", "spill": False}
     out: dict[str, dict[str, Any]] = {}
+    endpoint: str | None = None  # one moto server for s3 and s3fs
     for b in config.backends:
         if b == "redis":
             why = redis_problem(config.redis_url)
@@ -495,20 +500,24 @@ def _backend_settings(
                 say(f"redis: {why}")
                 continue
             out[b] = {**common, "redis_url": config.redis_url}
-        elif b == "s3":
-            if not all(importlib.util.find_spec(m) for m in ("boto3", "moto")):
-                report.unavailable["Riera s3"] = INSTALL_HINT
-                say(f"s3: {INSTALL_HINT}")
+        elif b in ("s3", "s3fs"):
+            needs = ("boto3", "moto") if b == "s3" else ("s3fs", "moto")
+            if not all(importlib.util.find_spec(m) for m in needs):
+                report.unavailable[f"Riera {b}"] = INSTALL_HINT
+                say(f"{b}: {INSTALL_HINT}")
                 continue
-            try:
-                endpoint = stack.enter_context(moto_server(root / "moto.log"))
-            except RuntimeError as e:
-                report.unavailable["Riera s3"] = str(e)
-                say(f"s3: {e}")
-                continue
-            say(f"s3: moto server at {endpoint}")
+            if endpoint is None:
+                try:
+                    endpoint = stack.enter_context(moto_server(root / "moto.log"))
+                except RuntimeError as e:
+                    report.unavailable[f"Riera {b}"] = str(e)
+                    say(f"{b}: {e}")
+                    continue
+                say(f"s3: moto server at {endpoint}")
             out[b] = {
                 **common,
+                "exchange": "s3",
+                "s3_client": "boto3" if b == "s3" else "s3fs",
                 "s3_endpoint": endpoint,
                 "s3_bucket": S3_BUCKET,
                 "s3_access_key": "testing",
@@ -778,7 +787,7 @@ def _render_document(report: MapReduceReport) -> list[str]:
         "",
         _table(["processes", "1 GB", "3 GB", "5 GB"], rows, "lrrr"),
     ]
-    others = [b for b in ("disk", "shm-pickle", "redis", "s3") if b in c.backends]
+    others = [b for b in ("disk", "shm-pickle", "redis", "s3", "s3fs") if b in c.backends]
     if "shm" in c.backends and others:
         rows = []
         for size in report.sizes:

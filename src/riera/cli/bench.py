@@ -178,7 +178,8 @@ def exchange(
         str | None,
         typer.Option(
             "--backends",
-            help="exchanges to measure (default shm,shm-pickle,disk; also redis, s3, s3-parquet)",
+            help="exchanges to measure (default shm,shm-pickle,disk; also redis, s3, s3-parquet, "
+            "s3fs, s3fs-parquet)",
         ),
     ] = None,
     repeats: Annotated[
@@ -252,7 +253,9 @@ def mapreduce(
     backends: Annotated[
         str | None,
         typer.Option(
-            "--backends", help="Riera exchanges (default shm,disk,shm-pickle,redis,s3; '' for none)"
+            "--backends",
+            help="Riera exchanges (default shm,disk,shm-pickle,redis,s3; also s3fs, the s3 "
+            "exchange through s3fs; '' for none)",
         ),
     ] = None,
     peers: Annotated[
@@ -315,7 +318,7 @@ def mapreduce(
     config = config.with_options(
         sizes=tuple(sorted(set(chosen))) or None,
         procs=_int_list(procs, "--procs") if procs is not None else None,
-        backends=names(backends, "--backends", study.BACKENDS),
+        backends=names(backends, "--backends", study.BACKENDS + study.EXTRA_BACKENDS),
         peers=names(peers, "--peers", study.PEERS),
         repeats=repeats,
         base_dir=directory,
