@@ -7,11 +7,15 @@
   the worker count changes (or someone else replaced the runtime), since starting workers costs time.
   The parameter lives on a module-scoped fixture so pytest groups a module's tests by worker count.
 - ``out_dir``: a fresh directory under ``tmp_path`` for tests that write files.
+
+The session sets ``RIERA_HOME`` to a temporary directory of its own (removed at the end).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +26,17 @@ from riera import runtime as _rt
 
 SHM_DIR = Path("/dev/shm")
 WORKER_COUNTS = (1, 2)
+_TEST_HOME = tempfile.mkdtemp(prefix="riera-test-home-")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A Riera home of the session's own (provenance store, spill directory): tests never write
+    into the user's ``~/.riera``, and subprocesses they start inherit it."""
+    os.environ["RIERA_HOME"] = _TEST_HOME
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_TEST_HOME, ignore_errors=True)
 
 
 def own_segments() -> list[Path]:

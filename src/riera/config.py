@@ -100,6 +100,15 @@ class Settings(BaseSettings):
     s3_format: Literal["ipc", "parquet"] = Field(
         "ipc", description="how the S3 exchange stores tables (Arrow IPC or Parquet+snappy)"
     )
+    provenance: Literal["off", "tasks", "records"] = Field(
+        "tasks",
+        description="provenance capture: off, tasks (runs, stages, tasks, data elements), or "
+        "records (also record-level lineage of datasets that opt in)",
+    )
+    provenance_dsn: SecretStr | None = Field(
+        None,
+        description="PostgreSQL DSN of the provenance store (default: SQLite <home>/provenance.db)",
+    )
     s3_client: Literal["boto3", "s3fs"] = Field(
         "boto3", description="client library of the S3 exchange (s3fs: pip install 'riera[s3fs]')"
     )
@@ -108,6 +117,13 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
         return None if v is None else Path(os.path.expanduser(str(v)))
+
+    @property
+    def provenance_target(self) -> str:
+        """Where provenance goes: the PostgreSQL DSN, or the SQLite file under ``home``."""
+        if self.provenance_dsn is not None:
+            return self.provenance_dsn.get_secret_value()
+        return str(self.home / "provenance.db")
 
     @property
     def spill_path(self) -> Path:

@@ -111,3 +111,11 @@ class ConfigError(RieraError, ValueError):
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB"
+
+
+class ProvenanceError(RieraError):
+    """The provenance store cannot be opened, written or queried (names the store and the fix)."""
+
+
+class ReadOnlyError(ProvenanceError):
+    """A provenance query tried to change the store; queries are read-only."""

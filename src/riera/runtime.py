@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -38,6 +38,9 @@ from riera.exec.worker import TaskResult
 from riera.io import sinks
 from riera.plan import nodes as n
 from riera.plan import stages as planner
+
+if TYPE_CHECKING:
+    from riera.provenance.capture import Collector
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,9 @@ class Runtime:
             from riera.exec.progress import ProgressHook
 
             self.hooks.hooks.append(ProgressHook())
+        self.provenance: Collector | None = None
+        if settings.provenance != "off":
+            self.provenance = _start_provenance(settings, self.hooks)
         self.last_run: RunInfo | None = None
         self._lock = threading.Lock()
 
@@ -85,6 +91,8 @@ class Runtime:
 
     def shutdown(self) -> None:
         self.pool.shutdown()
+        if self.provenance is not None:
+            self.provenance.close()
         from riera.exchange import shm
 
         for d in self._owned_dirs:
@@ -109,6 +117,8 @@ class Runtime:
                 root, self.settings, temp_dir=temp, final_op=final_op, exchange=chosen
             )
             info.plan = planner.plan_json(root)
+            info.root = root
+            info.stage_ops = {s.id: list(s.nodes) for s in plan.stages}
             self.hooks.on_run_start(info)
             results = self._run_stages(plan, run_id, owner, info)
             final = results[plan.final.id]
@@ -241,6 +251,16 @@ class Runtime:
         if isinstance(r, ph.UnionReader):
             return [res.refs[0] for up in r.upstreams for res in results[up]], []
         raise TypeError(f"no inputs rule for {type(r).__name__}")
+
+
+def _start_provenance(settings: Settings, hooks: HookList) -> Collector:
+    """Open the provenance store (errors name it) and subscribe the capture hook."""
+    from riera.provenance.capture import Collector, ProvenanceHook
+    from riera.provenance.store import open_store
+
+    collector = Collector(lambda: open_store(settings.provenance_target))
+    hooks.hooks.append(ProvenanceHook(settings, collector))
+    return collector
 
 
 def _local_dirs(settings: Settings) -> list[Path]:

@@ -32,6 +32,14 @@ class TaskInfo:
     status: str = "running"  # running | ok | failed | lost
     error: str | None = None
     phases: dict[str, float] = field(default_factory=dict)  # read / ops / write seconds
+    host: str = ""
+    # What the task read and wrote (for provenance): its input as scheduled (a file split, a
+    # range, refs of upstream partitions), its output refs with their content hashes (``None``
+    # where not computed), and the output file it wrote, if any.
+    input: Any = None
+    refs: list[Any] = field(default_factory=list)
+    hashes: list[str | None] = field(default_factory=list)
+    part: dict[str, Any] | None = None
 
     @property
     def seconds(self) -> float:
@@ -66,6 +74,8 @@ class RunInfo:
     stages: list[StageInfo] = field(default_factory=list)
     plan: dict[str, Any] = field(default_factory=dict)
     spilled_bytes: int = 0  # data that did not fit shared memory and went to disk
+    root: Any = None  # the logical plan's root node (prospective provenance reads its operators)
+    stage_ops: dict[str, list[str]] = field(default_factory=dict)  # stage id -> operator names
 
     @property
     def seconds(self) -> float:

@@ -244,6 +244,7 @@ class WorkerPool:
                         del running[id(w)]
                         results[outcome.index] = outcome
                         _fill(task, outcome)
+                        task.input = inputs[outcome.index]
                         info.rows_out += outcome.rows_out
                         info.bytes_out += outcome.bytes_out
                         hooks.on_task_end(task)
@@ -334,6 +335,7 @@ def _fill(task: TaskInfo, r: TaskResult) -> None:
     task.rows_in, task.rows_out = r.rows_in, r.rows_out
     task.bytes_in, task.bytes_out = r.bytes_in, r.bytes_out
     task.phases = r.phases
+    task.refs, task.hashes, task.part = r.refs, r.hashes, r.part
 
 
 def _exit_reason(code: int | None) -> str:

@@ -44,6 +44,7 @@ class TaskResult:
     sample: list[Any] = field(default_factory=list)
     part: dict[str, Any] | None = None
     phases: dict[str, float] = field(default_factory=dict)  # read / ops / write seconds
+    hashes: list[str | None] = field(default_factory=list)  # content hash per ref (provenance)
 
 
 @dataclass
@@ -100,6 +101,16 @@ def run_task(
         return TaskFailure(index, attempt, current, type(exc).__qualname__, str(exc), tb, payload)
 
 
+def _hashes(refs: list[Ref], exchanges: Exchanges) -> list[str | None]:
+    """Content hashes of a task's outputs for provenance; never fails the task."""
+    from riera.provenance.hashing import ref_hashes
+
+    try:
+        return ref_hashes(refs, exchanges)
+    except Exception:  # a hash is a nicety; the result is what matters
+        return [None] * len(refs)
+
+
 def _watch_driver(driver_pid: int) -> None:
     """Exit at once when the driver process exits, whatever this worker is doing.
 
@@ -138,6 +149,7 @@ def main(conn: Connection, settings_fields: dict[str, Any], driver_pid: int) -> 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = Settings.model_validate(settings_fields)
     exchanges = Exchanges(settings)
+    hash_outputs = settings.provenance != "off"
     stages: dict[str, Stage] = {}
     conn.send(("ready", os.getpid()))
     while True:
@@ -173,6 +185,8 @@ def main(conn: Connection, settings_fields: dict[str, Any], driver_pid: int) -> 
                     )
                 else:
                     result = run_task(stage, index, attempt, task_input, key, exchange)
+                    if hash_outputs and isinstance(result, TaskResult):
+                        result.hashes = _hashes(result.refs, exchanges)
             try:
                 conn.send(("result", result))
             except (BrokenPipeError, OSError):

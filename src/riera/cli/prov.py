@@ -1,0 +1,195 @@
+"""``riera prov runs | show | sql``: query the provenance store, during or after a run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from riera.cli import err, fail
+from riera.errors import RieraError
+
+app = typer.Typer(
+    help="Provenance of runs: list, show, query with SQL (read-only).", no_args_is_help=True
+)
+out = Console(soft_wrap=True)
+
+Json = Annotated[bool, typer.Option("--json", help="JSON output")]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes | memoryview):
+        return bytes(value).hex()
+    return value
+
+
+def _dump(data: Any) -> None:
+    typer.echo(json.dumps(data, default=_plain, indent=2))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def _table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | None = None
+) -> None:
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for row in rows:
+        t.add_row(*(_cell(row.get(c)) for c in columns))
+    out.print(t)
+
+
+@app.command("runs")
+def runs_cmd(
+    as_json: Json = False,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="only the newest N")] = None,
+) -> None:
+    """Recorded runs, newest first."""
+    import riera.provenance as prov
+
+    try:
+        rows = prov.runs(limit)
+    except RieraError as e:
+        fail(e)
+    if as_json:
+        _dump(rows)
+        return
+    _table(rows, ["run_id", "status", "action", "started_at", "seconds", "workers", "exchange"])
+
+
+@app.command("show")
+def show_cmd(
+    run: Annotated[str, typer.Argument(help="run id (a unique prefix, or 'last')")],
+    as_json: Json = False,
+) -> None:
+    """One run: settings, operators, stages, tasks and failures."""
+    import riera.provenance as prov
+
+    try:
+        data = prov.show(run)
+    except RieraError as e:
+        fail(e)
+    if as_json:
+        _dump(data)
+        return
+    r = data["run"]
+    out.print(
+        f"[bold]run {r['run_id']}[/] {r['status']} · {r['action']} · "
+        f"{_cell(r.get('seconds'))} s · {r['workers']} worker(s) · exchange {r['exchange']} · "
+        f"{r['user_name']}@{r['host']} pid {r['pid']}"
+    )
+    if r.get("script"):
+        out.print(f"script {r['script']} ({r.get('script_hash')})")
+    if r.get("error"):
+        out.print(f"[red]error:[/] {r['error']}")
+    el = data["elements"]
+    out.print(f"data elements: {el['n']} ({el['rows']:,} rows, {el['bytes']:,} bytes)")
+    _table(data["operators"], ["op_id", "kind", "function", "source_hash"], "operators")
+    _table(
+        data["stages"],
+        ["stage_id", "label", "num_tasks", "status", "seconds", "rows_out", "retries"],
+        "stages",
+    )
+    _table(
+        data["tasks"],
+        ["task_id", "worker_pid", "status", "seconds", "rows_in", "rows_out", "bytes_out"],
+        "tasks",
+    )
+    failed = [t for t in data["tasks"] if t["status"] not in ("ok", "running")]
+    if failed:
+        _table(failed, ["task_id", "status", "error"], "failures")
+
+
+@app.command("sql")
+def sql_cmd(
+    query: Annotated[str, typer.Argument(help="a SELECT statement (the store is read-only)")],
+    as_json: Json = False,
+) -> None:
+    """Run a read-only SQL query on the provenance store."""
+    import riera.provenance as prov
+
+    try:
+        result = prov.sql(query)
+    except RieraError as e:
+        fail(e)
+    rows = result.to_dicts()
+    if as_json:
+        _dump(rows)
+        return
+    _table(rows, result.columns)
+    out.print(f"{len(rows)} row(s)")
+
+
+@app.command("lineage")
+def lineage_cmd(
+    run: Annotated[str, typer.Argument(help="run id (a unique prefix, or 'last')")],
+    element: Annotated[str, typer.Argument(help="element id, or the path of an output file")],
+    up: Annotated[bool, typer.Option("--up", help="what the element came from (default)")] = False,
+    down: Annotated[bool, typer.Option("--down", help="what came from the element")] = False,
+    depth: Annotated[int, typer.Option("--depth", min=0, help="steps to follow")] = 20,
+    as_json: Json = False,
+) -> None:
+    """The data elements an element was derived from (--up) or that derive from it (--down)."""
+    import riera.provenance as prov
+    from riera.provenance.lineage import lineage
+
+    if up and down:
+        fail("choose one of --up and --down")
+    try:
+        store = prov.open_default_store()
+        try:
+            rid = prov.resolve_run(store, run)
+            rows = lineage(store, rid, element, "down" if down else "up", depth)
+        finally:
+            store.close()
+    except RieraError as e:
+        fail(e)
+    if as_json:
+        _dump(rows)
+        return
+    _table(rows, ["depth", "element_id", "via_task", "kind", "rows", "bytes", "content_hash"])
+
+
+@app.command("export")
+def export_cmd(
+    run: Annotated[str, typer.Argument(help="run id (a unique prefix, or 'last')")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="prov-json | prov-n | dot | png")
+    ] = "prov-json",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="file to write (needed for png)")
+    ] = None,
+) -> None:
+    """Export a run as W3C PROV (PROV-JSON, PROV-N), a Graphviz DOT graph or a PNG drawing."""
+    import riera.provenance as prov
+    from riera.provenance.export import export
+
+    try:
+        store = prov.open_default_store()
+        try:
+            text = export(store, prov.resolve_run(store, run), fmt, output)
+        finally:
+            store.close()
+    except RieraError as e:
+        fail(e)
+    if output is None and text is not None:
+        typer.echo(text, nl=False)
+    elif output is not None:
+        err.print(f"wrote {output}")

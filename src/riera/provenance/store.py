@@ -1,0 +1,899 @@
+"""Provenance stores: one interface over SQLite (the default, a file under ``home``) and PostgreSQL.
+
+The collector thread calls :meth:`ProvenanceStore.write` with batches of *events* and the CLI calls
+:meth:`ProvenanceStore.sql`; both work the same on both databases, and one conformance suite
+(``tests/provenance/test_store_conformance.py``) runs every test against each.
+
+Design choices, and why:
+
+- **One transaction per batch.** ``write(events)`` applies a batch in order inside one
+  transaction: a bad event (unknown table or column, a missing key, a value the database refuses)
+  rolls the whole batch back, so a run's provenance is never half of a batch.
+- **Bulk writes bypass SQLAlchemy's per-row work.** Consecutive events with the same verb, table
+  and set of columns form one group. SQLAlchemy Core builds and compiles the group's statement
+  once (``INSERT … ON CONFLICT …`` from the dialect's ``insert`` construct); the rows then go
+  straight to the driver's ``executemany`` as tuples, with SQLAlchemy's bind processors applied
+  only to the columns that have one (timestamps, JSON). Measured on SQLite, 100k ``elements`` rows
+  take ~0.3 s this way against ~0.8 s through ``Connection.execute(stmt, rows)`` (whose
+  per-row parameter processing is the cost). On PostgreSQL, psycopg 3 pipelines ``executemany``;
+  appends to tables without a key (``derivations``, domain tables) use ``COPY … FROM STDIN``,
+  about 15 times faster than ``executemany`` for the same rows.
+- **"put" and "add".** ``put`` inserts a row or, on a primary-key conflict, updates only the
+  columns the event gives (``ON CONFLICT (pk) DO UPDATE SET c = excluded.c``), so a task written
+  as ``running`` and later as ``ok`` keeps the columns only the first event knew. ``add`` is a
+  plain insert; on keyed tables duplicates are ignored (``ON CONFLICT DO NOTHING``).
+- **Queries are read-only, enforced by the database.** SQLite queries run on a second connection
+  opened with ``mode=ro``, ``PRAGMA query_only`` and an authorizer that denies every statement
+  that would change anything (writes, DDL, ``ATTACH`` — hence ``VACUUM INTO`` — and ``PRAGMA``
+  assignments). PostgreSQL queries run in ``BEGIN READ ONLY`` transactions
+  (``default_transaction_read_only`` too) and always through the extended protocol
+  (``prepare=True``), which accepts a single statement, so ``COMMIT; DROP …`` cannot escape the
+  read-only transaction. In front of that, statements whose first keyword is not a query's
+  (``INSERT``, ``DROP``, ``COPY``, ``DO``, ``CALL``, ``BEGIN``, …) are refused before they reach
+  the database: a clearer message, and it stops what a read-only transaction still allows
+  (PostgreSQL's ``COPY … TO`` a server file). Either way :class:`~riera.errors.ReadOnlyError`.
+- **SQLite in WAL mode** (``synchronous=NORMAL``, 5 s busy timeout): readers never block the
+  writer and the writer never blocks readers; write transactions start with ``BEGIN IMMEDIATE`` so
+  concurrent writers queue on the lock instead of failing half way.
+- **Tables are created if missing**, idempotently and safely when several processes open the same
+  store at once (``CREATE … IF NOT EXISTS`` under ``BEGIN IMMEDIATE`` on SQLite, under a
+  transaction-scoped advisory lock on PostgreSQL). ``schema_version`` records the layout.
+
+Query parameters: ``sql(query, params)`` takes named parameters written ``:name`` on both databases
+(SQLAlchemy's ``text()`` rules: write ``\\:`` for a literal colon followed by a word character).
+Without ``params`` the query is sent to the database exactly as written. Timestamps come back as
+aware datetimes from PostgreSQL and as ISO 8601 UTC text from SQLite (which compares and sorts
+correctly, and parses with :meth:`datetime.datetime.fromisoformat`); ``datetime`` parameters are
+converted to that text on SQLite.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import re
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from operator import itemgetter
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from riera.errors import ProvenanceError, ReadOnlyError
+from riera.exchange.policy import redact_url
+from riera.provenance import schema as s
+
+__all__ = ["Event", "ProvenanceStore", "QueryResult", "open_store"]
+
+log = logging.getLogger(__name__)
+
+Event = tuple[str, str, dict[str, Any]]
+"""``(verb, table, row)``: verb ``"put"`` (upsert the given columns) or ``"add"`` (insert)."""
+
+VERBS = ("put", "add")
+BUSY_TIMEOUT_S = 5.0
+PG_CONNECT_TIMEOUT_S = 5
+_DDL_LOCK = 0x52494552  # "RIER": the advisory lock serialising table creation on PostgreSQL
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_MAX_IDENT = 63  # PostgreSQL's identifier limit
+_MAX_DATASET = _MAX_IDENT - len("ix_domain_")  # the domain table's index name must fit too
+_INTERNAL_TABLES = ("schema_version", "domain_datasets")  # written by the store itself
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_PG_FIX = (
+    "set `provenance_dsn` (env RIERA_PROVENANCE_DSN) to a reachable PostgreSQL server, e.g. "
+    "postgresql://user@host:5432/db, or unset it to use the SQLite file under `home`"
+)
+_SQLITE_FIX = (
+    "set `home` (env RIERA_HOME) to a writable directory, or `provenance_dsn` "
+    "(env RIERA_PROVENANCE_DSN) to use a PostgreSQL server"
+)
+# PRAGMAs that take an argument yet only read (table_info(tasks), …); any other PRAGMA with an
+# argument is an assignment and refused on the query connection.
+_READ_PRAGMAS = frozenset(
+    {
+        "table_info",
+        "table_xinfo",
+        "table_list",
+        "index_list",
+        "index_info",
+        "index_xinfo",
+        "foreign_key_list",
+        "foreign_key_check",
+        "integrity_check",
+        "quick_check",
+    }
+)
+# First keywords of statements that are not queries: sql() refuses them up front with a clear
+# message. The database enforces read-only access on its own (see the module docstring); this list
+# also stops what a read-only transaction allows, such as PostgreSQL's COPY … TO a file, DO and
+# CALL, and transaction control.
+# fmt: off
+_NOT_QUERIES = frozenset({
+    "abort", "alter", "analyze", "attach", "begin", "call", "checkpoint", "close", "cluster",
+    "comment", "commit", "copy", "create", "deallocate", "declare", "delete", "detach", "discard",
+    "do", "drop", "end", "execute", "fetch", "grant", "import", "insert", "listen", "load",
+    "lock", "merge", "move", "notify", "prepare", "refresh", "reindex", "release", "replace",
+    "reset", "revoke", "rollback", "savepoint", "security", "set", "start", "truncate",
+    "unlisten", "update", "upsert", "vacuum",
+})
+# fmt: on
+_SQLITE_WRITES = frozenset(
+    getattr(sqlite3, name)
+    for name in dir(sqlite3)
+    if name.startswith(("SQLITE_CREATE_", "SQLITE_DROP_"))
+) | {
+    sqlite3.SQLITE_INSERT,
+    sqlite3.SQLITE_DELETE,
+    sqlite3.SQLITE_ATTACH,
+    sqlite3.SQLITE_DETACH,
+    sqlite3.SQLITE_ALTER_TABLE,
+    sqlite3.SQLITE_REINDEX,
+    sqlite3.SQLITE_ANALYZE,
+}
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """What :meth:`ProvenanceStore.sql` returns: column names and rows (tuples) in query order."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """The rows as ``{column: value}`` dicts.
+
+        >>> QueryResult(["a", "b"], [(1, "x")]).to_dicts()
+        [{'a': 1, 'b': 'x'}]
+        """
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+
+@dataclass(frozen=True)
+class _Insert:
+    """One compiled insert for a (verb, table, columns) group; rows go to the driver as tuples."""
+
+    verb: str
+    table: str
+    sql: str
+    keys: tuple[str, ...]  # column of each positional parameter
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, bind processor)
+    copy: bool  # PostgreSQL COPY FROM STDIN (appends to tables without a key)
+
+    def params(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        """The rows as positional tuples, bind-processed; column-wise so the loops stay in C."""
+        keys = self.keys
+        if not self.processors and len(keys) > 1:
+            return list(map(itemgetter(*keys), rows))
+        processors = dict(self.processors)
+        columns: list[list[Any]] = []
+        for i, key in enumerate(keys):
+            values = map(itemgetter(key), rows)
+            process = processors.get(i)
+            columns.append(list(map(process, values) if process else values))
+        return list(zip(*columns, strict=True))
+
+
+class ProvenanceStore:
+    """A provenance database (SQLite or PostgreSQL) with the tables of :mod:`riera.provenance.schema`.
+
+    Open one with :func:`open_store`. Thread-safe: every call checks a connection out of a pool.
+    ``url`` names the store for display (password redacted); ``dialect`` is ``"sqlite"`` or
+    ``"postgresql"``.
+    """
+
+    url: str
+    dialect: str
+
+    def __init__(self, url: str, engine: Engine, reader: Engine) -> None:
+        self.url = url
+        self.dialect = engine.dialect.name
+        self._engine = engine
+        self._reader = reader
+        dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        self._dbapi_error = dbapi_error
+        self._errors: tuple[type[Exception], ...] = (
+            dbapi_error,
+            sa.exc.SQLAlchemyError,
+            TypeError,
+            ValueError,
+            OverflowError,
+        )
+        self._plans: dict[tuple[str, sa.Table, frozenset[str]], _Insert] = {}
+        self._domain: dict[str, sa.Table] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"ProvenanceStore({self.url!r})"
+
+    def __enter__(self) -> ProvenanceStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def write(self, events: Sequence[Event]) -> None:
+        """Apply ``events`` in order, all in one transaction (all or nothing).
+
+        Each event is ``(verb, table, row)``: ``"put"`` inserts the row or, when its primary key
+        exists, updates only the columns given; ``"add"`` inserts (ignoring duplicates on tables
+        with a key). Consecutive events with the same verb, table and columns go to the database
+        as one bulk statement. Raises :class:`~riera.errors.ProvenanceError` (and writes nothing)
+        for an unknown verb, table or column, a ``put`` without the key columns, or any error
+        from the database.
+
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as d, open_store(pathlib.Path(d) / "p.db") as st:
+        ...     st.write([("put", "runs", {"run_id": "r1", "status": "running", "pid": 7}),
+        ...               ("put", "runs", {"run_id": "r1", "status": "ok"})])
+        ...     st.sql("SELECT status, pid FROM runs").rows
+        [('ok', 7)]
+        """
+        if not events:
+            return
+        self._check_open()
+        try:
+            with self._engine.begin() as conn:
+                groups = self._group(conn, events)
+                cursor = conn.connection.cursor()
+                try:
+                    for plan, rows in groups:
+                        self._execute(cursor, plan, rows, len(events))
+                finally:
+                    cursor.close()
+        except ProvenanceError:
+            raise
+        except self._errors as err:
+            raise ProvenanceError(
+                f"provenance write to {self.url} failed: {_message(err)}; the batch of "
+                f"{len(events)} event(s) was rolled back"
+            ) from err
+
+    def _group(
+        self, conn: Connection, events: Sequence[Event]
+    ) -> list[tuple[_Insert, list[Mapping[str, Any]]]]:
+        """Validate ``events`` and cut them into runs of the same (verb, table, columns)."""
+        groups: list[tuple[_Insert, list[Mapping[str, Any]]]] = []
+        rows: list[Mapping[str, Any]] = []
+        last_verb = last_table = None
+        last_keys: Any = None
+        for i, item in enumerate(events):
+            try:
+                verb, table_name, row = item
+            except (TypeError, ValueError):
+                raise ProvenanceError(
+                    f"event {i} of the batch is {item!r}; expected a (verb, table, row) tuple"
+                ) from None
+            # Fast path: same verb, table and columns as the previous event (dict key views
+            # compare as sets, in C).
+            if (
+                type(row) is dict
+                and row.keys() == last_keys
+                and table_name == last_table
+                and verb == last_verb
+            ):
+                rows.append(row)
+                continue
+            if not isinstance(table_name, str):
+                raise ProvenanceError(
+                    f"event {i}: the table must be a name (str), got {table_name!r}"
+                )
+            if not isinstance(row, Mapping) or not row:
+                raise ProvenanceError(
+                    f"event {i} ({verb} {table_name}): the row must be a non-empty dict of "
+                    f"column -> value, got {row!r}"
+                )
+            if verb not in VERBS:
+                raise ProvenanceError(
+                    f"event {i}: unknown verb {verb!r}; expected one of {', '.join(VERBS)}"
+                )
+            columns = frozenset(row)
+            table = self._table(conn, table_name, columns)
+            rows = [row]
+            groups.append((self._plan(verb, table, columns), rows))
+            last_verb, last_table, last_keys = verb, table_name, dict(row).keys()
+        return groups
+
+    def _table(self, conn: Connection, name: str, columns: frozenset[str]) -> sa.Table:
+        if name in _INTERNAL_TABLES:
+            raise ProvenanceError(
+                f"table {name!r} is written by the store itself, not by events"
+                + (" (use ensure_domain_table)" if name == "domain_datasets" else "")
+            )
+        table = s.metadata.tables.get(name)
+        if table is not None:
+            return table
+        cached = self._domain.get(name)
+        if cached is not None and columns <= set(cached.c.keys()):
+            return cached
+        if name.startswith("domain_"):  # declared by another store, or since gained columns
+            declared = conn.execute(
+                sa.select(s.domain_datasets.c.columns).where(s.domain_datasets.c.table_name == name)
+            ).scalar()
+            if declared is not None:
+                table = s.domain_table(name, json.loads(declared))
+                self._domain[name] = table
+                return table
+        writable = [t for t in s.metadata.tables if t not in _INTERNAL_TABLES]
+        hint = (
+            " (declare a dataset's domain table with ensure_domain_table first)"
+            if name.startswith("domain_")
+            else ""
+        )
+        raise ProvenanceError(
+            f"unknown provenance table {name!r}{hint}; tables: {', '.join(writable)}, domain_*"
+        )
+
+    def _plan(self, verb: str, table: sa.Table, columns: frozenset[str]) -> _Insert:
+        cache_key = (verb, table, columns)
+        cached = self._plans.get(cache_key)
+        if cached is not None:
+            return cached
+        unknown = sorted(columns - set(table.c.keys()))
+        if unknown:
+            raise ProvenanceError(
+                f"table {table.name!r} has no column(s) {', '.join(map(repr, unknown))}; its "
+                f"columns are {', '.join(table.c.keys())}"
+            )
+        ordered = [c.name for c in table.columns if c.name in columns]
+        pk = [c.name for c in table.primary_key.columns]
+        keyed = bool(pk) or any(ix.unique for ix in table.indexes)
+        dialect = self._engine.dialect
+        insert = pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert
+        stmt: Any = insert(table)
+        copy = False
+        if verb == "put":
+            if not pk:
+                raise ProvenanceError(
+                    f"'put' needs a table with a primary key; {table.name!r} has none, use 'add'"
+                )
+            missing = [k for k in pk if k not in columns]
+            if missing:
+                raise ProvenanceError(
+                    f"'put' into {table.name!r} needs its key column(s) {', '.join(pk)}; "
+                    f"missing {', '.join(missing)}"
+                )
+            update = [c for c in ordered if c not in pk]
+            if update:
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=pk, set_={c: stmt.excluded[c] for c in update}
+                )
+            else:
+                stmt = stmt.on_conflict_do_nothing(index_elements=pk)
+        elif keyed:
+            stmt = stmt.on_conflict_do_nothing()
+        elif self.dialect == "postgresql":
+            copy = True
+        if copy:
+            quote = dialect.identifier_preparer.quote
+            table_sql = dialect.identifier_preparer.format_table(table)
+            sql = f"COPY {table_sql} ({', '.join(map(quote, ordered))}) FROM STDIN"
+            keys = tuple(ordered)
+        else:
+            compiled = stmt.compile(dialect=dialect, column_keys=ordered)
+            sql = compiled.string
+            keys = tuple(compiled.positiontup or ())
+        processors = []
+        for i, k in enumerate(keys):
+            process = table.c[k].type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                processors.append((i, process))
+        plan = _Insert(verb, table.name, sql, keys, tuple(processors), copy)
+        self._plans[cache_key] = plan
+        return plan
+
+    def _execute(self, cursor: Any, plan: _Insert, rows: list[Mapping[str, Any]], n: int) -> None:
+        try:
+            params = plan.params(rows)
+            if plan.copy:
+                with cursor.copy(plan.sql) as copy:
+                    for values in params:
+                        copy.write_row(values)
+            else:
+                cursor.executemany(plan.sql, params)
+        except self._errors as err:
+            raise ProvenanceError(
+                f"provenance write to {self.url} failed on {plan.verb!r} of {len(rows)} row(s) "
+                f"into {plan.table!r}: {_message(err)}; the batch of {n} event(s) was rolled back"
+            ) from err
+
+    # -- domain tables ------------------------------------------------------------------------
+
+    def ensure_domain_table(self, dataset: str, columns: Mapping[str, str]) -> str:
+        """Create (if missing) ``domain_<dataset>`` for a dataset's declared attributes; its name.
+
+        ``columns`` maps attribute name -> ``"int"``, ``"float"``, ``"str"``, ``"bool"``,
+        ``"bytes"`` or ``"timestamp"``; the table also has ``run_id``, ``element_id`` and
+        ``row_no``. Names are lowercase identifiers (they work unquoted in SQL on both databases).
+        Declaring new attributes later adds columns; re-declaring one with another type raises
+        :class:`~riera.errors.ProvenanceError`. Rows are written with
+        ``write([("add", "domain_<dataset>", row)])``.
+
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as d, open_store(pathlib.Path(d) / "p.db") as st:
+        ...     st.ensure_domain_table("reads", {"score": "float"})
+        ...     st.write([("add", "domain_reads", {"run_id": "r1", "row_no": 0, "score": 0.9})])
+        ...     st.sql("SELECT row_no FROM domain_reads WHERE score > 0.5").rows
+        'domain_reads'
+        [(0,)]
+        """
+        self._check_open()
+        _check_name(dataset, "dataset name", _MAX_DATASET)
+        if not isinstance(columns, Mapping):
+            raise ProvenanceError(
+                f"domain attributes of dataset {dataset!r} must be a mapping of name -> type, "
+                f"got {type(columns).__name__}"
+            )
+        for name, kind in columns.items():
+            _check_name(name, f"domain attribute of dataset {dataset!r}", _MAX_IDENT)
+            if name in s.DOMAIN_COLUMNS:
+                raise ProvenanceError(
+                    f"domain attribute {name!r} of dataset {dataset!r} clashes with a fixed column "
+                    f"({', '.join(s.DOMAIN_COLUMNS)}); choose another name"
+                )
+            if kind not in s.DOMAIN_TYPES:
+                raise ProvenanceError(
+                    f"domain attribute {name!r} of dataset {dataset!r} has type {kind!r}; "
+                    f"expected one of {', '.join(s.DOMAIN_TYPES)}"
+                )
+        table_name = f"domain_{dataset}"
+        try:
+            with self._engine.begin() as conn:
+                table = self._declare(conn, dataset, table_name, dict(columns))
+        except ProvenanceError:
+            raise
+        except self._errors as err:
+            raise ProvenanceError(
+                f"cannot create the domain table {table_name!r} in {self.url}: {_message(err)}"
+            ) from err
+        self._domain[table_name] = table
+        return table_name
+
+    def _declare(
+        self, conn: Connection, dataset: str, table_name: str, columns: dict[str, str]
+    ) -> sa.Table:
+        self._lock_ddl(conn)
+        dd = s.domain_datasets
+        stored = conn.execute(sa.select(dd.c.columns).where(dd.c.dataset == dataset)).scalar()
+        declared: dict[str, str] = json.loads(stored) if stored is not None else {}
+        for name, kind in columns.items():
+            old = declared.get(name)
+            if old is not None and old != kind:
+                raise ProvenanceError(
+                    f"domain attribute {name!r} of dataset {dataset!r} is declared as {old!r} in "
+                    f"{self.url}; it cannot be re-declared as {kind!r} (use another attribute "
+                    f"name, or another dataset name)"
+                )
+        added = [name for name in columns if name not in declared]
+        merged = {**declared, **{name: columns[name] for name in added}}
+        table = s.domain_table(table_name, merged)
+        if stored is None:
+            _create_table(conn, table)
+            conn.execute(
+                sa.insert(dd).values(dataset=dataset, table_name=table_name, columns=merged)
+            )
+        elif added:
+            preparer = self._engine.dialect.identifier_preparer
+            for name in added:
+                ddl = table.c[name].type.compile(dialect=self._engine.dialect)
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {preparer.format_table(table)} "
+                    f"ADD COLUMN {preparer.quote(name)} {ddl}"
+                )
+            conn.execute(sa.update(dd).where(dd.c.dataset == dataset).values(columns=merged))
+        return table
+
+    # -- querying -----------------------------------------------------------------------------
+
+    def sql(
+        self, query: str, params: Mapping[str, Any] | None = None, *, limit: int | None = None
+    ) -> QueryResult:
+        """Run one read-only SQL statement; at most ``limit`` rows when given.
+
+        Parameters are named, ``:name``. Any statement that would change the store raises
+        :class:`~riera.errors.ReadOnlyError`; other errors raise
+        :class:`~riera.errors.ProvenanceError` with the database's message and the query.
+
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as d, open_store(pathlib.Path(d) / "p.db") as st:
+        ...     st.write([("put", "runs", {"run_id": "r1", "status": "ok"})])
+        ...     st.sql("SELECT run_id, status FROM runs WHERE status = :s", {"s": "ok"}).to_dicts()
+        [{'run_id': 'r1', 'status': 'ok'}]
+        """
+        self._check_open()
+        if limit is not None and limit < 0:
+            raise ProvenanceError(f"limit must be >= 0 or None, got {limit}")
+        statement, args = self._bind(query, params)
+        keyword = _first_keyword(query, nested_comments=self.dialect == "postgresql")
+        if keyword in _NOT_QUERIES:
+            raise ReadOnlyError(
+                f"provenance queries are read-only: {self.url} does not run {keyword.upper()} "
+                f"statements; use SELECT (or WITH … SELECT) queries.\nquery: {query}"
+            )
+        try:
+            raw = self._reader.raw_connection()
+        except self._errors as err:
+            raise ProvenanceError(
+                f"cannot connect to the provenance store {self.url}: {_message(err)}"
+            ) from err
+        try:
+            cursor = raw.cursor()
+            try:
+                if self.dialect == "postgresql":
+                    cursor.execute(statement, args, prepare=True)  # type: ignore[call-arg]
+                else:
+                    cursor.execute(statement, args or ())
+                if cursor.description is None:
+                    return QueryResult([], [])
+                columns = [d[0] for d in cursor.description]
+                if limit is None:
+                    rows = cursor.fetchall()
+                else:
+                    rows = cursor.fetchmany(limit) if limit else []
+            finally:
+                cursor.close()
+        except self._dbapi_error as err:
+            raise self._query_error(err, query) from err
+        finally:
+            raw.close()
+        return QueryResult(columns, [tuple(row) for row in rows])
+
+    def _bind(
+        self, query: str, params: Mapping[str, Any] | None
+    ) -> tuple[str, tuple[Any, ...] | None]:
+        """The statement and positional parameters for the driver (``:name`` -> its style)."""
+        if not isinstance(query, str) or not query.strip():
+            raise ProvenanceError(f"expected a SQL query string, got {query!r}")
+        if not params:
+            return query, None
+        try:
+            compiled = sa.text(query).compile(dialect=self._reader.dialect)
+            values = compiled.construct_params({k: self._adapt_param(v) for k, v in params.items()})
+        except sa.exc.SQLAlchemyError as err:
+            raise ProvenanceError(
+                f"bad parameters for the query on {self.url}: {_message(err)}\nquery: {query}"
+            ) from err
+        return compiled.string, tuple(values[name] for name in compiled.positiontup or ())
+
+    def _adapt_param(self, value: Any) -> Any:
+        if self.dialect == "sqlite":
+            if isinstance(value, datetime):
+                return s.sqlite_timestamp(value)
+            if isinstance(value, date):
+                return value.isoformat()
+        return value
+
+    def _query_error(self, err: Exception, query: str) -> ProvenanceError:
+        message = _message(err)
+        if _is_read_only_violation(err):
+            return ReadOnlyError(
+                f"provenance queries are read-only: {self.url} refused to run a statement that "
+                f"would change the store ({message}). Use SELECT (or WITH … SELECT) queries.\n"
+                f"query: {query}"
+            )
+        return ProvenanceError(
+            f"query on the provenance store {self.url} failed: {message}\nquery: {query}"
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._reader.dispose()
+        self._engine.dispose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ProvenanceError(f"the provenance store {self.url} is closed")
+
+    def _lock_ddl(self, conn: Connection) -> None:
+        """Serialise schema changes across processes (SQLite: ``BEGIN IMMEDIATE`` already does)."""
+        if self.dialect == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_DDL_LOCK})")
+
+    def _installed_version(self) -> int | None:
+        """``schema_version`` of the store, or None if it has no tables yet (takes no lock)."""
+        raw = self._engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                if self.dialect == "postgresql":
+                    cursor.execute("SELECT to_regclass('schema_version') IS NOT NULL")
+                else:
+                    cursor.execute(
+                        "SELECT count(*) FROM sqlite_master "
+                        "WHERE type = 'table' AND name = 'schema_version'"
+                    )
+                exists = cursor.fetchone()
+                if not exists or not exists[0]:
+                    return None
+                cursor.execute("SELECT max(version) FROM schema_version")
+                found = cursor.fetchone()
+                return None if found is None or found[0] is None else int(found[0])
+            finally:
+                cursor.close()
+        finally:
+            raw.close()
+
+    def _create(self, schema: str | None) -> None:
+        """Create missing tables and indexes, and record the schema version (idempotent)."""
+        version = self._installed_version()
+        if version is None or version < s.SCHEMA_VERSION:
+            with self._engine.begin() as conn:
+                self._lock_ddl(conn)
+                if schema is not None:
+                    conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                for table in s.metadata.sorted_tables:
+                    _create_table(conn, table)
+                version = conn.execute(sa.select(sa.func.max(s.schema_version.c.version))).scalar()
+                if version is None:
+                    conn.execute(sa.insert(s.schema_version).values(version=s.SCHEMA_VERSION))
+                    version = s.SCHEMA_VERSION
+        if version > s.SCHEMA_VERSION:
+            raise ProvenanceError(
+                f"the provenance store {self.url} has schema version {version}, newer than this "
+                f"Riera understands ({s.SCHEMA_VERSION}); upgrade Riera or use another store"
+            )
+
+
+def open_store(target: str | Path, *, schema: str | None = None) -> ProvenanceStore:
+    """Open (creating tables if missing) the provenance store at ``target``.
+
+    ``postgresql://…`` or ``postgres://…`` opens a PostgreSQL store (psycopg 3; ``schema`` puts
+    its tables in that schema, created if missing, instead of the server's ``search_path``).
+    Anything else is the path of a SQLite file (``sqlite:///path`` works too), created with its
+    parent directory. Raises :class:`~riera.errors.ProvenanceError` naming the store and the
+    setting to fix when it cannot be opened.
+
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as d, open_store(pathlib.Path(d) / "sub" / "p.db") as st:
+    ...     st.dialect, st.sql("SELECT version FROM schema_version").rows
+    ('sqlite', [(1,)])
+    """
+    text = str(target)
+    match = _URL_SCHEME.match(text)
+    scheme = match.group(1).lower() if match else ""
+    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
+        return _open_postgresql(text, schema)
+    if schema is not None:
+        raise ProvenanceError(
+            f"schema={schema!r} applies to PostgreSQL stores only, not to {redact_url(text)}"
+        )
+    if scheme == "sqlite":
+        text = text[len("sqlite://") :]
+        text = text[1:] if text.startswith("/") else text
+    elif scheme:
+        raise ProvenanceError(
+            f"unsupported provenance store {redact_url(text)!r} ({scheme}://); {_PG_FIX}, or "
+            f"give the path of a SQLite file"
+        )
+    if text in ("", ":memory:"):
+        raise ProvenanceError(
+            "an in-memory SQLite provenance store cannot be shared between the collector and "
+            f"queries; give a file path. To fix, {_SQLITE_FIX}"
+        )
+    return _open_sqlite(Path(text).expanduser())
+
+
+# -- SQLite ------------------------------------------------------------------------------------
+
+
+def _open_sqlite(path: Path) -> ProvenanceStore:
+    path = path.absolute()
+    display = str(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ProvenanceError(
+            f"cannot create the directory of the SQLite provenance store {display}: {err}. "
+            f"To fix, {_SQLITE_FIX}"
+        ) from err
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn
+
+    def connect_read_only() -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            f"{path.as_uri()}?mode=ro",
+            uri=True,
+            timeout=BUSY_TIMEOUT_S,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA query_only = ON")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        conn.set_authorizer(_read_only_authorizer)
+        return conn
+
+    engine = sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.QueuePool)
+    # Write transactions take the write lock up front: concurrent writers wait (busy_timeout)
+    # instead of failing when a deferred transaction tries to upgrade its lock.
+    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    reader = sa.create_engine("sqlite://", creator=connect_read_only, poolclass=sa.pool.QueuePool)
+    store = ProvenanceStore(display, engine, reader)
+    try:
+        store._create(None)
+    except ProvenanceError:
+        store.close()
+        raise
+    except (sqlite3.Error, sa.exc.SQLAlchemyError, OSError) as err:
+        store.close()
+        raise ProvenanceError(
+            f"cannot open the SQLite provenance store {display}: {_message(err)}. "
+            f"To fix, {_SQLITE_FIX}"
+        ) from err
+    log.debug("opened provenance store %s", display)
+    return store
+
+
+def _read_only_authorizer(
+    action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None
+) -> int:
+    """Deny every statement that would change a database on the query connection."""
+    if action in _SQLITE_WRITES:
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_UPDATE and arg1 not in ("sqlite_master", "sqlite_temp_master"):
+        return sqlite3.SQLITE_DENY  # SQLite itself "updates" the schema table when it loads it
+    if action == sqlite3.SQLITE_PRAGMA and arg2 is not None and arg1 not in _READ_PRAGMAS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+def _open_postgresql(target: str, schema: str | None) -> ProvenanceStore:
+    display = redact_url(target)
+    if schema is not None:
+        _check_name(schema, "PostgreSQL schema name", _MAX_IDENT)
+    try:
+        url = sa.make_url(target)
+    except (sa.exc.ArgumentError, ValueError) as err:
+        raise ProvenanceError(
+            f"cannot parse the provenance store URL {display}: {_message(err)}. To fix, {_PG_FIX}"
+        ) from err
+    url = url.set(drivername="postgresql+psycopg")
+    if importlib.util.find_spec("psycopg") is None:
+        raise ProvenanceError(
+            f"the provenance store {display} is PostgreSQL, which needs psycopg (not installed): "
+            f"pip install 'riera[postgres]'"
+        )
+    try:
+        engine = _pg_engine(url, schema, read_only=False)
+        reader = _pg_engine(url, schema, read_only=True)
+    except (sa.exc.SQLAlchemyError, ValueError, ImportError) as err:
+        raise ProvenanceError(
+            f"cannot use the provenance store {display}: {_message(err)}. To fix, {_PG_FIX}"
+        ) from err
+    store = ProvenanceStore(display, engine, reader)
+    try:
+        store._create(schema)
+    except ProvenanceError:
+        store.close()
+        raise
+    except (sa.exc.SQLAlchemyError, engine.dialect.loaded_dbapi.Error) as err:
+        store.close()
+        raise ProvenanceError(
+            f"cannot open the PostgreSQL provenance store {display}: {_message(err)}. "
+            f"To fix, {_PG_FIX}"
+        ) from err
+    log.debug("opened provenance store %s", display)
+    return store
+
+
+def _pg_engine(url: sa.URL, schema: str | None, *, read_only: bool) -> Engine:
+    options = []
+    given = url.query.get("options")
+    if isinstance(given, str):
+        options.append(given)
+    options.append("-c TimeZone=UTC")  # timestamps come back in UTC whatever the server's zone
+    if schema is not None:
+        options.append(f"-c search_path={schema}")
+    if read_only:
+        options.append("-c default_transaction_read_only=on")
+    connect_args: dict[str, Any] = {"options": " ".join(options)}
+    if "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+    engine = sa.create_engine(
+        url, connect_args=connect_args, paramstyle="format", pool_pre_ping=True
+    )
+    if read_only:
+
+        def on_connect(dbapi_connection: Any, record: Any) -> None:
+            dbapi_connection.read_only = True  # every transaction starts BEGIN READ ONLY
+
+        event.listen(engine, "connect", on_connect)
+    return engine
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _create_table(conn: Connection, table: sa.Table) -> None:
+    conn.execute(CreateTable(table, if_not_exists=True))
+    for index in sorted(table.indexes, key=lambda ix: ix.name or ""):
+        conn.execute(CreateIndex(index, if_not_exists=True))
+
+
+def _check_name(name: Any, what: str, max_len: int) -> None:
+    if not isinstance(name, str) or not _NAME.match(name) or len(name) > max_len:
+        raise ProvenanceError(
+            f"{what} {name!r} is not a valid name: use lowercase letters, digits and underscores, "
+            f"starting with a letter or underscore, at most {max_len} characters (so it works "
+            f"unquoted in SQL on SQLite and PostgreSQL)"
+        )
+
+
+def _first_keyword(query: str, *, nested_comments: bool) -> str:
+    """The statement's first keyword, lowercased, past whitespace, comments and parentheses."""
+    i, n = 0, len(query)
+    while i < n:
+        if query[i].isspace() or query[i] == "(":
+            i += 1
+        elif query.startswith("--", i):
+            end = query.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif query.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if nested_comments and query.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif query.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+        else:
+            break
+    match = re.match(r"[A-Za-z_]+", query[i:])
+    return match.group(0).lower() if match else ""
+
+
+def _is_read_only_violation(err: Exception) -> bool:
+    if getattr(err, "sqlstate", None) == "25006":  # PostgreSQL read_only_sql_transaction
+        return True
+    name = getattr(err, "sqlite_errorname", "") or ""
+    return (
+        name == "SQLITE_AUTH" or name.startswith("SQLITE_READONLY") or "not authorized" in str(err)
+    )
+
+
+def _message(err: BaseException) -> str:
+    """The database's own message (without SQLAlchemy's wrapping and background links)."""
+    orig = getattr(err, "orig", None)
+    if isinstance(orig, BaseException):
+        err = orig
+    text = str(err).strip() or type(err).__name__
+    return text.split("\n(Background on this error")[0]
