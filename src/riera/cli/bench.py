@@ -329,3 +329,78 @@ def mapreduce(
     report = _run_and_report(lambda: study.run(config, _progress), study.render, None, out)
     if report.riera_wrong:
         fail(f"{len(report.riera_wrong)} Riera configuration(s) produced a wrong result")
+
+
+@app.command()
+def provenance(
+    records: Annotated[
+        int | None,
+        typer.Option("--records", min=1, help="TeraSort records of 100 bytes (default 10,000,000)"),
+    ] = None,
+    text_mb: Annotated[
+        int | None, typer.Option("--text-mb", min=1, help="MB of text for word count (512)")
+    ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="workers (2)")] = None,
+    repeats: Annotated[
+        int | None, typer.Option("--repeats", min=1, help="interleaved runs per mode (5)")
+    ] = None,
+    modes: Annotated[
+        str | None, typer.Option("--modes", help="capture modes, comma-separated (off,tasks)")
+    ] = None,
+    jobs: Annotated[
+        str | None, typer.Option("--jobs", help="terasort,wordcount (default: both)")
+    ] = None,
+    directory: DirOption = None,
+    out: OutOption = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="a smoke run: 100k records, 5 MB text, 1 repeat")
+    ] = False,
+) -> None:
+    """What provenance capture costs: TeraSort and word count with capture off and on.
+
+    Modes are interleaved within each repeat; every result is verified before its time counts.
+    The markdown report goes to stdout, progress to stderr.
+    """
+    from riera.bench import provenance as study
+
+    config = study.ProvenanceConfig.quick_defaults() if quick else study.ProvenanceConfig()
+    config = config.with_options(
+        records=records,
+        text_mb=text_mb,
+        workers=workers,
+        repeats=repeats,
+        modes=_str_list(modes),
+        jobs=_str_list(jobs),
+        base_dir=directory,
+    )
+    unknown = [j for j in config.jobs if j not in study.JOBS]
+    if unknown:
+        fail(f"--jobs: unknown {unknown}; choose from {','.join(study.JOBS)}")
+    _run_and_report(
+        lambda: study.run(config, _progress), study.render, study.ProvenanceBenchError, out
+    )
+
+
+@app.command()
+def raw(
+    sizes: Annotated[
+        str | None, typer.Option("--sizes", help="CSV sizes in MB (default 10,50,100,200)")
+    ] = None,
+    repeats: Annotated[int | None, typer.Option("--repeats", min=1, help="runs (3)")] = None,
+    directory: DirOption = None,
+    out: OutOption = None,
+    quick: Annotated[bool, typer.Option("--quick", help="a smoke run: 1 and 2 MB")] = False,
+) -> None:
+    """Time to the first answer from raw output files: DuckDB in place vs loading into SQLite.
+
+    Both paths must give the same answers. The markdown report goes to stdout, progress to stderr.
+    """
+    from riera.bench import raw as study
+
+    config = study.RawConfig.quick_defaults() if quick else study.RawConfig()
+    config = config.with_options(
+        sizes_mb=_int_list(sizes, "--sizes") if sizes is not None else None,
+        repeats=repeats,
+        base_dir=directory,
+    )
+    _run_and_report(lambda: study.run(config, _progress), study.render, study.RawBenchError, out)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
+from datetime import time as dtime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,8 +26,10 @@ Json = Annotated[bool, typer.Option("--json", help="JSON output")]
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
+    if isinstance(value, datetime | date | dtime):
         return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
     if isinstance(value, bytes | memoryview):
         return bytes(value).hex()
     return value
@@ -193,3 +197,23 @@ def export_cmd(
         typer.echo(text, nl=False)
     elif output is not None:
         err.print(f"wrote {output}")
+
+
+@app.command("raw")
+def raw_cmd(
+    query: Annotated[str, typer.Argument(help="SELECT … FROM 'path/*.csv' (CSV, Parquet, JSON)")],
+    as_json: Json = False,
+) -> None:
+    """Query the raw files a run produced, in place, with DuckDB (nothing is loaded first)."""
+    from riera.provenance.raw import raw_query
+
+    try:
+        result = raw_query(query)
+    except RieraError as e:
+        fail(e)
+    rows = result.to_dicts()
+    if as_json:
+        _dump(rows)
+        return
+    _table(rows, result.columns)
+    out.print(f"{len(rows)} row(s)")
