@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from riera.bench.measure import (
     GB,
     MB,
     MemoryPeak,
+    Options,
     PeakMemory,
     Stats,
     fmt_bytes,
@@ -60,7 +61,7 @@ class BenchmarkError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class CoreConfig:
+class CoreConfig(Options):
     records: int = 10_000_000
     text_mb: int = 1024
     repeats: int = 3
@@ -86,10 +87,6 @@ class CoreConfig:
             sample_mb=2,
             quick=True,
         )
-
-    def with_options(self, **changes: Any) -> CoreConfig:
-        """A copy with the given (non-None) options applied."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 # -- results -----------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ import pyarrow.csv as pacsv
 
 from riera.bench import doc002
 from riera.bench.core import BenchmarkError, _scan, _table
-from riera.bench.measure import MB, Stats, fmt_bytes, machine_info, timed
+from riera.bench.measure import MB, Options, Stats, fmt_bytes, machine_info, timed
 from riera.exchange.base import Ref, SegmentKey
 
 Progress = Callable[[str], None]
@@ -137,7 +137,7 @@ def backend_spec(label: str) -> BackendSpec:
 
 
 @dataclass(frozen=True)
-class ExchangeConfig:
+class ExchangeConfig(Options):
     terasort_sizes_mb: tuple[int, ...] = doc002.TERASORT_SIZES_MB
     brain_sizes_mb: tuple[int, ...] = doc002.BRAIN_SIZES_MB
     datasets: tuple[str, ...] = DATASETS
@@ -153,9 +153,6 @@ class ExchangeConfig:
     @classmethod
     def quick_defaults(cls) -> ExchangeConfig:
         return cls(terasort_sizes_mb=(5, 10), brain_sizes_mb=(5, 10), repeats=1, quick=True)
-
-    def with_options(self, **changes: Any) -> ExchangeConfig:
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def sizes(self, dataset: str) -> tuple[int, ...]:
         return self.terasort_sizes_mb if dataset == "terasort" else self.brain_sizes_mb

@@ -39,14 +39,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from riera.bench.measure import GB, MB, PeakMemory, Stats, fmt_bytes, machine_info, timed
+from riera.bench.measure import GB, MB, Options, PeakMemory, Stats, fmt_bytes, machine_info, timed
 from riera.bench.peers import (
     INSTALL_HINT,
     PEER_LABELS,
@@ -85,7 +85,7 @@ DOC_SHM_FASTER_5GB = {  # shared memory's time saved against another intermediat
 
 
 @dataclass(frozen=True)
-class MapReduceConfig:
+class MapReduceConfig(Options):
     sizes: tuple[int, ...] = (1 * GB, 3 * GB, 5 * GB)  # bytes of input
     procs: tuple[int, ...] = (1, 2, 4)
     backends: tuple[str, ...] = BACKENDS
@@ -100,10 +100,6 @@ class MapReduceConfig:
     def quick_defaults(cls) -> MapReduceConfig:
         """A few MB, P = 1 and 2, one repeat: a smoke run."""
         return cls(sizes=(4 * MB,), procs=(1, 2), repeats=1, timeout=600.0, quick=True)
-
-    def with_options(self, **changes: Any) -> MapReduceConfig:
-        """A copy with the given (non-None) options applied."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 # -- results -----------------------------------------------------------------------------------------
@@ -431,9 +427,12 @@ def measure_peer(
             res.error, res.wrong = None, res.error
     if timed_out:
         res.error = f"timed out after {config.timeout:.0f} s (--timeout)"
-    elif not data and proc.returncode:
+    elif proc.returncode and not res.error:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
-        res.error = f"the child process exited with code {proc.returncode}: {tail[0][:300]}"
+        res.error = (
+            f"the child process ended with code {proc.returncode} after {res.stats.n} of "
+            f"{config.repeats} run(s)" + (f": {tail[0][:300]}" if tail[0] else "")
+        )
     if res.timed:
         say(
             f"  {name} P={procs}: median {res.stats.median:.3f} s over {res.stats.n} run(s) "

@@ -26,9 +26,9 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import psutil
 
@@ -36,6 +36,14 @@ T = TypeVar("T")
 
 MB = 1_000_000  # benchmark sizes and throughputs use decimal units: 1 MB = 10**6 bytes
 GB = 1_000_000_000
+
+
+class Options:
+    """Base of the frozen study configs: the CLI's options (``None``: not given) applied."""
+
+    def with_options(self, **changes: Any) -> Self:
+        """A copy with the given (non-None) options applied."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[type-var]
 
 
 @dataclass

@@ -17,11 +17,11 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from riera.bench.measure import GB, MB, Stats, machine_info, timed
+from riera.bench.measure import GB, MB, Options, Stats, machine_info, timed
 
 MODES = ("off", "tasks")  # "records" joins once record-level lineage is captured
 JOBS = ("terasort", "wordcount")
@@ -33,7 +33,7 @@ class ProvenanceBenchError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class ProvenanceConfig:
+class ProvenanceConfig(Options):
     records: int = 10_000_000  # TeraSort records of 100 bytes (1 GB)
     text_mb: int = 512
     workers: int = 2
@@ -46,9 +46,6 @@ class ProvenanceConfig:
     @classmethod
     def quick_defaults(cls) -> ProvenanceConfig:
         return cls(records=100_000, text_mb=5, repeats=1, quick=True)
-
-    def with_options(self, **changes: Any) -> ProvenanceConfig:
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 @dataclass

@@ -21,7 +21,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from riera.bench.measure import MB, Stats, machine_info, timed
+from riera.bench.measure import MB, Options, Stats, machine_info, timed
 
 Progress = Callable[[str], None]
 QUERY = "SELECT k, count(*) AS n, round(avg(w), 6) AS w FROM {src} WHERE v % 7 = 3 GROUP BY k ORDER BY k"
@@ -43,7 +43,7 @@ class RawBenchError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class RawConfig:
+class RawConfig(Options):
     sizes_mb: tuple[int, ...] = (10, 50, 100, 200)
     repeats: int = 3
     base_dir: Path | None = None
@@ -52,9 +52,6 @@ class RawConfig:
     @classmethod
     def quick_defaults(cls) -> RawConfig:
         return cls(sizes_mb=(1, 2), repeats=1, quick=True)
-
-    def with_options(self, **changes: Any) -> RawConfig:
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 @dataclass

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from datetime import time as dtime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,6 +16,11 @@ from rich.table import Table
 
 from riera.cli import err, fail
 from riera.errors import RieraError
+
+if TYPE_CHECKING:
+    from riera.provenance.store import QueryResult
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="Provenance of runs: list, show, query with SQL (read-only).", no_args_is_help=True
@@ -60,6 +65,24 @@ def _table(
     out.print(t)
 
 
+def _call(fn: Callable[[], T]) -> T:
+    """``fn()``; a Riera error ends the command with its message and exit code 1."""
+    try:
+        return fn()
+    except RieraError as e:
+        fail(e)
+        raise  # unreachable: fail() exits
+
+
+def _emit(result: QueryResult, as_json: bool) -> None:
+    rows = result.to_dicts()
+    if as_json:
+        _dump(rows)
+        return
+    _table(rows, result.columns)
+    out.print(f"{len(rows)} row(s)")
+
+
 @app.command("runs")
 def runs_cmd(
     as_json: Json = False,
@@ -68,10 +91,7 @@ def runs_cmd(
     """Recorded runs, newest first."""
     import riera.provenance as prov
 
-    try:
-        rows = prov.runs(limit)
-    except RieraError as e:
-        fail(e)
+    rows = _call(lambda: prov.runs(limit))
     if as_json:
         _dump(rows)
         return
@@ -86,10 +106,7 @@ def show_cmd(
     """One run: settings, operators, stages, tasks and failures."""
     import riera.provenance as prov
 
-    try:
-        data = prov.show(run)
-    except RieraError as e:
-        fail(e)
+    data = _call(lambda: prov.show(run))
     if as_json:
         _dump(data)
         return
@@ -129,16 +146,7 @@ def sql_cmd(
     """Run a read-only SQL query on the provenance store."""
     import riera.provenance as prov
 
-    try:
-        result = prov.sql(query)
-    except RieraError as e:
-        fail(e)
-    rows = result.to_dicts()
-    if as_json:
-        _dump(rows)
-        return
-    _table(rows, result.columns)
-    out.print(f"{len(rows)} row(s)")
+    _emit(_call(lambda: prov.sql(query)), as_json)
 
 
 @app.command("lineage")
@@ -156,15 +164,11 @@ def lineage_cmd(
 
     if up and down:
         fail("choose one of --up and --down")
-    try:
-        store = prov.open_default_store()
-        try:
-            rid = prov.resolve_run(store, run)
-            rows = lineage(store, rid, element, "down" if down else "up", depth)
-        finally:
-            store.close()
-    except RieraError as e:
-        fail(e)
+    rows = _call(
+        lambda: prov.on_run(
+            run, lambda s, rid: lineage(s, rid, element, "down" if down else "up", depth)
+        )
+    )
     if as_json:
         _dump(rows)
         return
@@ -185,14 +189,7 @@ def export_cmd(
     import riera.provenance as prov
     from riera.provenance.export import export
 
-    try:
-        store = prov.open_default_store()
-        try:
-            text = export(store, prov.resolve_run(store, run), fmt, output)
-        finally:
-            store.close()
-    except RieraError as e:
-        fail(e)
+    text = _call(lambda: prov.on_run(run, lambda s, rid: export(s, rid, fmt, output)))
     if output is None and text is not None:
         typer.echo(text, nl=False)
     elif output is not None:
@@ -207,13 +204,4 @@ def raw_cmd(
     """Query the raw files a run produced, in place, with DuckDB (nothing is loaded first)."""
     from riera.provenance.raw import raw_query
 
-    try:
-        result = raw_query(query)
-    except RieraError as e:
-        fail(e)
-    rows = result.to_dicts()
-    if as_json:
-        _dump(rows)
-        return
-    _table(rows, result.columns)
-    out.print(f"{len(rows)} row(s)")
+    _emit(_call(lambda: raw_query(query)), as_json)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from riera.config import Settings, load_settings
 from riera.errors import ProvenanceError
@@ -29,7 +29,9 @@ from riera.errors import ProvenanceError
 if TYPE_CHECKING:
     from riera.provenance.store import ProvenanceStore, QueryResult
 
-__all__ = ["open_default_store", "runs", "show", "sql"]
+__all__ = ["on_run", "open_default_store", "resolve_run", "runs", "show", "sql"]
+
+T = TypeVar("T")
 
 
 def open_default_store(settings: Settings | None = None) -> ProvenanceStore:
@@ -40,7 +42,7 @@ def open_default_store(settings: Settings | None = None) -> ProvenanceStore:
     return open_store(settings.provenance_target)
 
 
-def _with_store(settings: Settings | None, fn: Any) -> Any:
+def _with_store(settings: Settings | None, fn: Callable[[ProvenanceStore], T]) -> T:
     store = open_default_store(settings)
     try:
         return fn(store)
@@ -105,6 +107,13 @@ def show(run_id: str, *, settings: Settings | None = None) -> dict[str, Any]:
         }
 
     return _with_store(settings, collect)
+
+
+def on_run(
+    run_id: str, fn: Callable[[ProvenanceStore, str], T], *, settings: Settings | None = None
+) -> T:
+    """``fn(store, full_run_id)`` on the default store, for a run id, prefix or ``last``."""
+    return _with_store(settings, lambda store: fn(store, resolve_run(store, run_id)))
 
 
 def resolve_run(store: ProvenanceStore, run_id: str) -> str:

@@ -16,29 +16,21 @@ if TYPE_CHECKING:
 
 Direction = Literal["up", "down"]
 
-_UP = """
+# One step of the walk: from an element, through the task on one side of it, to the elements on
+# the task's other side. Up: the element's producer (generated) and what it used; down: the tasks
+# that used the element and what they generated.
+_WALK = """
 WITH RECURSIVE walk(element_id, via_task, depth) AS (
     SELECT CAST(:e AS TEXT), CAST(NULL AS TEXT), 0
     UNION
-    SELECT u.element_id, g.task_id, walk.depth + 1
+    SELECT b.element_id, a.task_id, walk.depth + 1
     FROM walk
-    JOIN generated g ON g.run_id = :r AND g.element_id = walk.element_id
-    JOIN used u ON u.run_id = :r AND u.task_id = g.task_id
+    JOIN {near} a ON a.run_id = :r AND a.element_id = walk.element_id
+    JOIN {far} b ON b.run_id = :r AND b.task_id = a.task_id
     WHERE walk.depth < :depth
 )
 """
-
-_DOWN = """
-WITH RECURSIVE walk(element_id, via_task, depth) AS (
-    SELECT CAST(:e AS TEXT), CAST(NULL AS TEXT), 0
-    UNION
-    SELECT g.element_id, u.task_id, walk.depth + 1
-    FROM walk
-    JOIN used u ON u.run_id = :r AND u.element_id = walk.element_id
-    JOIN generated g ON g.run_id = :r AND g.task_id = u.task_id
-    WHERE walk.depth < :depth
-)
-"""
+_SIDES = {"up": ("generated", "used"), "down": ("used", "generated")}
 
 _SELECT = """
 SELECT w.depth, w.element_id, w.via_task, e.kind, e.rows, e.bytes, e.content_hash, e.location
@@ -79,6 +71,7 @@ def lineage(
             f"run {run_id} has no data element {element!r}"
             + (f"; its elements look like: {hint}" if hint else "")
         )
-    head = _UP if direction == "up" else _DOWN
+    near, far = _SIDES[direction]
+    head = _WALK.format(near=near, far=far)
     params = {"r": run_id, "e": str(found[0][0]), "depth": depth}
     return store.sql(head + _SELECT, params).to_dicts()
