@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -240,3 +241,35 @@ def test_a_killed_run_stays_readable_and_is_marked_interrupted(tmp_path: Path) -
     assert run["status"] == "interrupted" and run["ended_at"] is None
     assert 1 <= done_tasks(home) < 8
     assert rows(home, "SELECT count(*) AS n FROM operators")[0]["n"] >= 2
+
+
+@pytest.mark.integration
+def test_a_run_captured_into_postgresql(tmp_path: Path, pg_available: str | None) -> None:
+    """``provenance_dsn`` sends a run's provenance to PostgreSQL (a schema of this test's own)."""
+    if pg_available is not None:
+        pytest.skip(pg_available)
+    import psycopg
+
+    from conftest import PG_DSN  # tests/provenance/conftest.py
+
+    schema = f"prov_capture_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    dsn = f"{PG_DSN}?options=-csearch_path%3D{schema}"
+    try:
+        riera.init(workers=2, progress="off", home=str(tmp_path / "home"), provenance_dsn=dsn)
+        try:
+            pipeline(tmp_path / "out")
+            info = riera.get_runtime().last_run
+        finally:
+            riera.shutdown()
+        assert info is not None
+        pg = load_settings(provenance_dsn=dsn)
+        [run] = prov.runs(settings=pg)
+        assert run["run_id"] == info.run_id and run["status"] == "ok"
+        tasks = prov.sql("SELECT count(*) FROM tasks WHERE status = 'ok'", settings=pg).rows
+        assert tasks == [(info.tasks,)]
+        assert not (tmp_path / "home" / "provenance.db").exists()  # nothing went to SQLite
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from datetime import time as dtime
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from riera.provenance.store import QueryResult
 
 T = TypeVar("T")
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}:\d{2})?$")
 
 app = typer.Typer(
     help="Provenance of runs: list, show, query with SQL (read-only).", no_args_is_help=True
@@ -49,6 +51,8 @@ def _cell(value: Any) -> str:
         return "–"
     if isinstance(value, float):
         return f"{value:.3f}"
+    if isinstance(value, str) and _TIMESTAMP.match(value):  # SQLite keeps timestamps as text
+        value = datetime.fromisoformat(value)
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
     return str(value)
