@@ -27,6 +27,8 @@ import riera.provenance as prov
 from riera.config import load_settings
 from riera.errors import ProvenanceError, ReadOnlyError, TaskError
 
+PG_DSN = os.environ.get("RIERA_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
 
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[Path]:
@@ -249,8 +251,6 @@ def test_a_run_captured_into_postgresql(tmp_path: Path, pg_available: str | None
     if pg_available is not None:
         pytest.skip(pg_available)
     import psycopg
-
-    from conftest import PG_DSN  # tests/provenance/conftest.py
 
     schema = f"prov_capture_{secrets.token_hex(4)}"
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
