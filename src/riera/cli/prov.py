@@ -78,13 +78,18 @@ def _call(fn: Callable[[], T]) -> T:
         raise  # unreachable: fail() exits
 
 
-def _emit(result: QueryResult, as_json: bool) -> None:
-    rows = result.to_dicts()
+def _emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], as_json: bool) -> None:
+    """Rows as JSON, or as a table of ``columns``."""
     if as_json:
         _dump(rows)
         return
-    _table(rows, result.columns)
-    out.print(f"{len(rows)} row(s)")
+    _table(rows, columns)
+
+
+def _emit_result(result: QueryResult, as_json: bool) -> None:
+    _emit(result.to_dicts(), result.columns, as_json)
+    if not as_json:
+        out.print(f"{len(result.rows)} row(s)")
 
 
 @app.command("runs")
@@ -96,10 +101,8 @@ def runs_cmd(
     import riera.provenance as prov
 
     rows = _call(lambda: prov.runs(limit))
-    if as_json:
-        _dump(rows)
-        return
-    _table(rows, ["run_id", "status", "action", "started_at", "seconds", "workers", "exchange"])
+    columns = ["run_id", "status", "action", "started_at", "seconds", "workers", "exchange"]
+    _emit(rows, columns, as_json)
 
 
 @app.command("show")
@@ -150,7 +153,7 @@ def sql_cmd(
     """Run a read-only SQL query on the provenance store."""
     import riera.provenance as prov
 
-    _emit(_call(lambda: prov.sql(query)), as_json)
+    _emit_result(_call(lambda: prov.sql(query)), as_json)
 
 
 @app.command("lineage")
@@ -173,10 +176,8 @@ def lineage_cmd(
             run, lambda s, rid: lineage(s, rid, element, "down" if down else "up", depth)
         )
     )
-    if as_json:
-        _dump(rows)
-        return
-    _table(rows, ["depth", "element_id", "via_task", "kind", "rows", "bytes", "content_hash"])
+    columns = ["depth", "element_id", "via_task", "kind", "rows", "bytes", "content_hash"]
+    _emit(rows, columns, as_json)
 
 
 @app.command("export")
@@ -208,4 +209,4 @@ def raw_cmd(
     """Query the raw files a run produced, in place, with DuckDB (nothing is loaded first)."""
     from riera.provenance.raw import raw_query
 
-    _emit(_call(lambda: raw_query(query)), as_json)
+    _emit_result(_call(lambda: raw_query(query)), as_json)
