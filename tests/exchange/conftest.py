@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from riera.bench.measure import stop_process
 from riera.config import load_settings
 from riera.exchange import create
 from riera.exchange.base import Exchange
@@ -74,15 +75,6 @@ def _wait_until(
     raise RuntimeError(f"{what} did not start within {_START_TIMEOUT:.0f} s:\n{log.read_text()}")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis URL (database 15) on 127.0.0.1: the running server, or one started here."""
@@ -107,7 +99,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         try:
             _wait_until(lambda: _redis_answers(port), proc, "redis-server", log)
         except BaseException:
-            _stop(proc)
+            stop_process(proc)
             raise
     url = f"redis://127.0.0.1:{port}/{REDIS_DB}"
     try:
@@ -116,7 +108,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if proc is None:
             _delete_own_keys(url)
         else:
-            _stop(proc)
+            stop_process(proc)
 
 
 def _delete_own_keys(url: str) -> None:
@@ -164,7 +156,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
             yield endpoint
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,17 @@ from typing import Any
 
 import psutil
 
-from riera.bench.measure import GB, MB, Options, PeakMemory, Stats, fmt_bytes, machine_info, timed
+from riera.bench.measure import (
+    GB,
+    MB,
+    Options,
+    PeakMemory,
+    Stats,
+    fmt_bytes,
+    machine_info,
+    stop_process,
+    timed,
+)
 from riera.bench.peers import (
     INSTALL_HINT,
     PEER_LABELS,
@@ -197,15 +207,6 @@ def _free_port() -> int:
         return port
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 class _PeakMemory(PeakMemory):
     """:class:`PeakMemory` leaving out some child processes (the moto server: it holds the s3
     exchange's objects only while the s3 backend runs, and is no part of the other runs)."""
@@ -246,7 +247,7 @@ def moto_server(log: Path, timeout: float = 15.0) -> Iterator[str]:
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port}"
     finally:
-        _stop(proc)
+        stop_process(proc)
         _SERVERS.discard(proc.pid)
 
 

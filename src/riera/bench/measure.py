@@ -23,6 +23,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -273,3 +274,13 @@ def machine_info(shm_dir: str | os.PathLike[str] = "/dev/shm") -> dict[str, Any]
         "platform": platform.platform(terse=True),
         "date": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
     }
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a server process started for a study or a test; kill it after 5 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
