@@ -102,8 +102,9 @@ class Settings(BaseSettings):
     )
     provenance: Literal["off", "tasks", "records"] = Field(
         "tasks",
-        description="provenance capture: off, tasks (runs, stages, tasks, data elements), or "
-        "records (also record-level lineage of datasets that opt in)",
+        description="provenance capture: off, tasks (runs, stages, tasks, data elements; "
+        "record-level lineage only for datasets that opt in with .provenance(records=True)), "
+        "or records (record-level lineage everywhere)",
     )
     provenance_dsn: SecretStr | None = Field(
         None,
@@ -112,8 +113,21 @@ class Settings(BaseSettings):
     s3_client: Literal["boto3", "s3fs"] = Field(
         "boto3", description="client library of the S3 exchange (s3fs: pip install 'riera[s3fs]')"
     )
+    versioning: bool = Field(
+        True,
+        description="commit the file groups of read_file_groups and run_program to Git (one "
+        "branch per run) when provenance is on",
+    )
+    versions_dir: Path | None = Field(
+        None, description="the bare Git repository of file versions (default: <home>/versions.git)"
+    )
+    staging_dir: Path | None = Field(
+        None,
+        description="where run_program stages file groups (default: /dev/shm, memory, when "
+        "writable; else the system temp directory)",
+    )
 
-    @field_validator("home", "shm_dir", "spill_dir")
+    @field_validator("home", "shm_dir", "spill_dir", "versions_dir", "staging_dir")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
         return None if v is None else Path(os.path.expanduser(str(v)))
@@ -124,6 +138,13 @@ class Settings(BaseSettings):
         if self.provenance_dsn is not None:
             return self.provenance_dsn.get_secret_value()
         return str(self.home / "provenance.db")
+
+    @property
+    def versions_repo(self) -> Path | None:
+        """The Git repository of file versions, or None when versioning is off."""
+        if not self.versioning:
+            return None
+        return self.versions_dir or self.home / "versions.git"
 
     @property
     def spill_path(self) -> Path:

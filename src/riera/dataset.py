@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import re
+import string
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
@@ -51,6 +53,27 @@ def _names(op: str, value: str | Sequence[str], what: str = "column") -> tuple[s
     if isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise PlanError(f"{op}: expected a {what} name or a non-empty list of names; got {value!r}")
+
+
+def _check_template(op: str, template: str, *, whole_list_ok: bool) -> None:
+    """Placeholders of an argv template: balanced braces, plain names, ``{inputs}`` alone."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:
+        raise PlanError(
+            f"{op}: bad placeholder in {template!r}: {err}; write a literal brace as {{{{ or }}}}"
+        ) from err
+    for f in fields:
+        if not f.isidentifier():
+            raise PlanError(
+                f"{op}: placeholder {{{f}}} in {template!r} must be a plain name such as "
+                f"{{input}}, {{inputs}}, {{group}}, {{workdir}} or a column"
+            )
+        if f == "inputs" and not whole_list_ok:
+            raise PlanError(
+                f"{op}: {{inputs}} expands to one argument per file, so it must be an argv "
+                f"element of its own, not part of {template!r}"
+            )
 
 
 def _positive(op: str, name: str, value: Any, allow_none: bool = True) -> None:
@@ -149,6 +172,167 @@ class Dataset:
         cols = _names("select", list(columns))
         self._require_columns("select", cols)
         return Dataset(n.Select((self._node,), cols))
+
+    # -- black-box programs and provenance -----------------------------------------------------
+    def run_program(
+        self,
+        argv: Sequence[str] | str | Callable[[dict[str, Any]], Sequence[str]],
+        *,
+        outputs: str | Sequence[str] = "*",
+        timeout: float | None = None,
+        shell: bool = False,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        keep_inputs: bool = False,
+        stdout: str | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """Run an external program once per file group (a row with a ``files`` column).
+
+        Each group's files are staged in a fresh working directory in memory; ``argv`` is the
+        command as a list, with placeholders ``{input}`` (the one staged file), ``{inputs}`` (all
+        of them, as separate arguments), ``{group}``, ``{workdir}`` or any metadata column —
+        never run through a shell unless ``shell=True`` (then ``argv`` is one string and every
+        value is quoted). ``argv`` may also be a function of those fields returning the list.
+
+        The files the program creates or changes that match ``outputs`` (glob patterns relative
+        to the working directory) become the new group's ``files``; ``stdout="name"`` sends its
+        standard output to such a file. The new rows keep the metadata and add ``exit_code``,
+        ``seconds``, ``stdout`` and ``stderr``. A non-zero exit fails the task with the command
+        and the tail of stderr (``check=False`` keeps the row instead); ``timeout`` (seconds)
+        kills the program's process group. ``name`` is the step name files are versioned under
+        (default: the program's name). See ``docs/provenance.md``.
+
+        >>> import riera, tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "a.txt").write_text("b\na\n")
+        >>> out = riera.read_file_groups(str(d / "*.txt")).run_program(
+        ...     ["sort", "{input}"], stdout="sorted.txt")
+        >>> [(r["group"], r["files"][0]["data"]) for r in out.collect()]
+        [('a.txt', b'a\nb\n')]
+        """
+        from riera.exec.programs import RESERVED, ProgramSpec
+
+        op = "run_program"
+        spec_argv: Any
+        if callable(argv) and not isinstance(argv, str):
+            if shell:
+                raise PlanError(f"{op}: shell=True needs argv as one command string")
+            spec_argv = argv
+            default_name = n.fn_label(argv)
+        elif isinstance(argv, str):
+            if not shell:
+                raise PlanError(
+                    f"{op}: argv is a string ({argv!r}); give a list such as ['sort', '{{input}}'] "
+                    f"to run the program directly, or pass shell=True to run the string with "
+                    f"/bin/sh (every substituted value is quoted)"
+                )
+            _check_template(op, argv, whole_list_ok=True)
+            spec_argv = argv
+            default_name = "sh"
+        elif isinstance(argv, Sequence) and argv and all(isinstance(a, str) for a in argv):
+            if shell:
+                raise PlanError(f"{op}: shell=True needs argv as one string, not a list")
+            for token in argv:
+                _check_template(op, token, whole_list_ok=token == "{inputs}")
+            spec_argv = tuple(argv)
+            default_name = os.path.basename(argv[0])
+        else:
+            raise PlanError(
+                f"{op}: argv must be a non-empty list of strings (e.g. ['sort', '{{input}}']), a "
+                f"command string with shell=True, or a function; got {argv!r}"
+            )
+        pats = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+        if not pats or not all(isinstance(p, str) and p for p in pats):
+            raise PlanError(f"{op}: outputs must be a glob or a list of globs; got {outputs!r}")
+        if timeout is not None and (
+            not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
+        ):
+            raise PlanError(f"{op}: timeout must be a positive number of seconds; got {timeout!r}")
+        env_items: tuple[tuple[str, str], ...] = ()
+        if env is not None:
+            if not isinstance(env, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+            ):
+                raise PlanError(f"{op}: env must be a dict of str -> str; got {env!r}")
+            env_items = tuple(sorted(env.items()))
+        if stdout is not None:
+            if not isinstance(stdout, str) or not stdout:
+                raise PlanError(f"{op}: stdout must be a file name; got {stdout!r}")
+            _check_template(op, stdout, whole_list_ok=False)
+        step = name if name is not None else re.sub(r"[^A-Za-z0-9._-]+", "_", default_name)
+        if not isinstance(step, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", step):
+            raise PlanError(
+                f"{op}: name must be letters, digits, '.', '_' or '-' (it names a directory of "
+                f"versioned files); got {name!r}"
+            )
+        known = self.columns()
+        if known is not None:
+            if "files" not in known:
+                raise PlanError(
+                    f"{op}: the dataset has no 'files' column (it has {list(known)}); start from "
+                    f"riera.read_file_groups(...) or a previous run_program"
+                )
+            clash = [c for c in known if c in RESERVED]
+            if clash:
+                raise PlanError(f"{op}: column(s) {clash} shadow placeholders; rename them")
+        spec = ProgramSpec(spec_argv, pats, timeout, shell, env_items, check, keep_inputs,
+                           stdout, step)  # fmt: skip
+        return Dataset(n.RunProgram((self._node,), spec))
+
+    def domain(
+        self,
+        dataset: str,
+        attributes: Mapping[str, str],
+        extract: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> Dataset:
+        """Declare domain attributes of this dataset, stored while the run goes on.
+
+        ``attributes`` maps names to ``"int"``, ``"float"``, ``"str"``, ``"bool"``, ``"bytes"`` or
+        ``"timestamp"``; they land in the SQL table ``domain_<dataset>`` (with ``run_id``,
+        ``element_id``, ``row_no``). ``extract(row)`` returns a dict of attributes, a list of them
+        or None; without it the attributes are the columns of the same names. The rows pass
+        through unchanged.
+
+        >>> import riera
+        >>> ds = riera.from_items([{"k": "a", "v": 0.5}]).domain("scores", {"v": "float"})
+        >>> ds.count()
+        1
+        """
+        from riera.provenance.domain import check_declaration
+
+        columns = check_declaration(dataset, attributes)
+        if extract is None:
+            self._require_columns(f"domain({dataset!r})", [c for c, _ in columns])
+        else:
+            n.require_callable("domain", extract, "pass a function of a row returning a dict")
+        return Dataset(n.Domain((self._node,), dataset, columns, extract))
+
+    def provenance(
+        self, enabled: bool = True, *, records: bool = False, sample: float | None = None
+    ) -> Dataset:
+        """What provenance keeps for the operators computing this dataset (its stage).
+
+        ``provenance(False)``: no data elements, hashes, file versions or domain rows for them
+        (runs, stages and tasks are still recorded). ``provenance(records=True)``: also record-level
+        lineage — which input rows each output row came from — for a ``sample`` fraction of the
+        rows (default all). The ``provenance`` setting ``off`` overrides both.
+        """
+        if not isinstance(enabled, bool) or not isinstance(records, bool):
+            raise PlanError("provenance: enabled and records must be True or False")
+        if records and not enabled:
+            raise PlanError("provenance: records=True needs enabled=True")
+        if sample is not None:
+            if not records:
+                raise PlanError("provenance: sample applies to records=True")
+            if (
+                not isinstance(sample, int | float)
+                or isinstance(sample, bool)
+                or not 0 < sample <= 1
+            ):
+                raise PlanError(f"provenance: sample must be in (0, 1]; got {sample!r}")
+        capture = "off" if not enabled else ("records" if records else "tasks")
+        return Dataset(n.ProvenanceMark((self._node,), capture, sample))  # type: ignore[arg-type]
 
     # -- all-to-all operators -----------------------------------------------------------------
     def group_by(self, keys: str | Sequence[str]) -> GroupedDataset:
@@ -450,7 +634,17 @@ def _known_columns(node: n.Node) -> tuple[str, ...] | None:
         return (*node.keys, *(a.out for a in node.aggs))
     if isinstance(node, n.ReduceByKey):
         return (node.key, node.column)
-    if isinstance(node, n.FilterRows | n.Sort | n.Repartition | n.Distinct | n.Limit):
+    if isinstance(node, n.FileGroupSource):
+        meta = dict.fromkeys(k for g in node.groups for k, _ in g.meta)
+        return ("group", "files", *meta)
+    if isinstance(node, n.RunProgram):
+        before = _known_columns(node.inputs[0])
+        if before is None:
+            return None
+        added = ("files", "exit_code", "seconds", "stdout", "stderr")
+        return (*(c for c in before if c not in added), *added)
+    passthrough = (n.FilterRows, n.Sort, n.Repartition, n.Distinct, n.Limit, n.Domain)
+    if isinstance(node, (*passthrough, n.ProvenanceMark)):
         return _known_columns(node.inputs[0])
     return None
 
@@ -590,6 +784,41 @@ def read_parquet(
         schema = pa.schema([schema.field(c) for c in cols])
     opts = (("columns", tuple(columns) if columns is not None else None),)
     return Dataset(n.FileSource((), "parquet", files, schema, opts, partition_bytes))
+
+
+def read_file_groups(
+    paths: Paths,
+    *,
+    by: str | re.Pattern[str] | Callable[[str], str] | None = None,
+    names: Literal["basename", "relative"] = "basename",
+    metadata: Callable[[str, list[str]], Mapping[str, Any]] | None = None,
+    partition_bytes: int | None = None,
+) -> Dataset:
+    """File groups for :meth:`Dataset.run_program`: one row per group, ``group`` (its key),
+    ``files`` (a list of ``{name, data}``) and metadata columns.
+
+    ``by`` chooses the groups: ``None`` (one per file), ``"dir"`` (one per directory),
+    ``"stem"`` (files sharing the name up to the first dot: ``s1.R1.fq`` and ``s1.R2.fq``), a
+    compiled regular expression over the file name (its ``group`` or first group), or a function
+    of the path. File names inside a group are base names (``names="relative"``: paths relative to
+    the group's directory). ``metadata(key, paths)`` returns extra columns per group. Whole groups
+    go to tasks, at least one task per worker when there are enough groups.
+
+    >>> import riera, tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> for f in ("s1.R1.fq", "s1.R2.fq", "s2.R1.fq"): _ = (d / f).write_text(f)
+    >>> ds = riera.read_file_groups(str(d / "*.fq"), by="stem")
+    >>> [(r["group"], [f["name"] for f in r["files"]]) for r in ds.collect()]
+    [('s1', ['s1.R1.fq', 's1.R2.fq']), ('s2', ['s2.R1.fq'])]
+    """
+    from riera.io import filegroups
+
+    files = readers.expand_paths(paths, "read_file_groups")
+    _positive("read_file_groups", "partition_bytes", partition_bytes)
+    if metadata is not None:
+        n.require_callable("read_file_groups", metadata, "pass a function (key, paths) -> dict")
+    groups = filegroups.make_groups(files, by, names, metadata)
+    return Dataset(n.FileGroupSource((), groups, partition_bytes))
 
 
 def read_files(paths: Paths, *, partition_bytes: int | None = None) -> Dataset:

@@ -119,3 +119,13 @@ class ProvenanceError(RieraError):
 
 class ReadOnlyError(ProvenanceError):
     """A provenance query tried to change the store; queries are read-only."""
+
+
+class ProgramError(RieraError):
+    """A black-box program of ``run_program`` could not run, failed, timed out, or its files were
+    unsafe (names the operator, the file group, the command line and the tail of its stderr)."""
+
+
+class DomainError(RieraError):
+    """A domain extractor returned attributes that do not fit the declared schema (names the
+    dataset, the attribute and the row)."""

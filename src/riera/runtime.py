@@ -119,7 +119,13 @@ class Runtime:
             info.plan = planner.plan_json(root)
             info.root = root
             info.stage_ops = {s.id: list(s.nodes) for s in plan.stages}
+            info.stage_capture = {s.id: s.capture for s in plan.stages}
             self.hooks.on_run_start(info)
+            if self.provenance is not None:  # a declaration conflict fails before any task runs
+                from riera.provenance.capture import domain_declarations
+
+                for dataset, columns in domain_declarations(root):
+                    self.provenance.declare(dataset, columns)
             results = self._run_stages(plan, run_id, owner, info)
             final = results[plan.final.id]
             if write is not None:
@@ -217,6 +223,8 @@ class Runtime:
             return list(r.splits), []
         if isinstance(r, ph.RangeReader):
             return list(r.ranges), []
+        if isinstance(r, ph.FileGroupReader):
+            return list(r.tasks), []
         if isinstance(r, ph.TableReader):
             node = next(x for x in n.walk(plan.root) if x.name == r.node_name)
             assert isinstance(node, n.TableSource)

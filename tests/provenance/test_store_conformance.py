@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from riera.errors import ProvenanceError, ReadOnlyError
+from riera.provenance.schema import SCHEMA_VERSION
 from riera.provenance.store import Event, ProvenanceStore, QueryResult, open_store
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def test_open_is_idempotent(store: ProvenanceStore, open_target: Callable[[], Pr
     again = open_target()
     assert again.dialect == store.dialect
     assert again.sql("SELECT run_id, status FROM runs").rows == [("r1", "ok")]
-    assert again.sql("SELECT version FROM schema_version").rows == [(1,)]
+    assert again.sql("SELECT version FROM schema_version").rows == [(SCHEMA_VERSION,)]
     tables = {
         "runs",
         "operators",

@@ -143,6 +143,14 @@ def show_cmd(
     failed = [t for t in data["tasks"] if t["status"] not in ("ok", "running")]
     if failed:
         _table(failed, ["task_id", "status", "error"], "failures")
+    if data["programs"]:
+        _table(
+            data["programs"],
+            ["task_id", "step", "group_key", "command", "exit_code", "seconds"],
+            "programs",
+        )
+    if data["files"]:
+        _table(data["files"], ["stage_id", "step", "files", "bytes", "commit_sha"], "file versions")
 
 
 @app.command("sql")
@@ -199,6 +207,21 @@ def export_cmd(
         typer.echo(text, nl=False)
     elif output is not None:
         err.print(f"wrote {output}")
+
+
+@app.command("checkout")
+def checkout_cmd(
+    run: Annotated[str, typer.Argument(help="run id (a unique prefix, or 'last')")],
+    stage: Annotated[str, typer.Argument(help="stage id (stage-2 or 2) or a step name")],
+    directory: Annotated[
+        Path, typer.Argument(help="where to restore (must not exist or be empty)")
+    ],
+) -> None:
+    """Restore from Git the file groups a run's stage (or one of its steps) produced."""
+    import riera.provenance as prov
+
+    paths = _call(lambda: prov.checkout(run, stage, directory))
+    err.print(f"restored {len(paths)} file(s) into {directory}")
 
 
 @app.command("raw")

@@ -56,6 +56,8 @@ def estimate_bytes(root: n.Node) -> int:
             total += sum(size for _, size in node.files)
         elif isinstance(node, n.TableSource):
             total += node.table.nbytes
+        elif isinstance(node, n.FileGroupSource):
+            total += sum(g.size for g in node.groups)
         elif isinstance(node, n.RangeSource):
             total += 8 * max(0, (node.stop - node.start) // node.step)
     return total

@@ -40,6 +40,8 @@ class TaskInfo:
     refs: list[Any] = field(default_factory=list)
     hashes: list[str | None] = field(default_factory=list)
     part: dict[str, Any] | None = None
+    # What operators told provenance inside the task (programs, file versions, domain rows).
+    records: list[Any] = field(default_factory=list)
 
     @property
     def seconds(self) -> float:
@@ -76,6 +78,7 @@ class RunInfo:
     spilled_bytes: int = 0  # data that did not fit shared memory and went to disk
     root: Any = None  # the logical plan's root node (prospective provenance reads its operators)
     stage_ops: dict[str, list[str]] = field(default_factory=dict)  # stage id -> operator names
+    stage_capture: dict[str, str] = field(default_factory=dict)  # stage id -> off|tasks|records
 
     @property
     def seconds(self) -> float:

@@ -253,6 +253,7 @@ class WorkerPool:
                         del running[id(w)]
                         task.status, task.ended = "failed", time.time()
                         task.error = f"{outcome.error_type}: {outcome.message}"
+                        task.records = outcome.records
                         hooks.on_task_end(task)
                         raise _to_exception(outcome, stage)
                     else:  # the worker died
@@ -336,6 +337,7 @@ def _fill(task: TaskInfo, r: TaskResult) -> None:
     task.bytes_in, task.bytes_out = r.bytes_in, r.bytes_out
     task.phases = r.phases
     task.refs, task.hashes, task.part = r.refs, r.hashes, r.part
+    task.records = r.records
 
 
 def _exit_reason(code: int | None) -> str:

@@ -70,6 +70,21 @@ class FileReader(Reader):
 
 
 @dataclass(frozen=True)
+class FileGroupReader(Reader):
+    """Whole file groups per task (``riera.read_file_groups``)."""
+
+    tasks: tuple[tuple[Any, ...], ...]  # GroupSpecs per task
+
+    def describe(self) -> str:
+        return f"read file groups ({sum(len(t) for t in self.tasks)} groups)"
+
+    def read(self, task_input: tuple[Any, ...], exchange: Exchange) -> pa.Table:
+        from riera.io.filegroups import read_groups
+
+        return read_groups(task_input)
+
+
+@dataclass(frozen=True)
 class RangeReader(Reader):
     ranges: tuple[tuple[int, int], ...]
     step: int
@@ -304,6 +319,8 @@ class Stage:
     upstream: tuple[str, ...]
     nodes: tuple[str, ...]
     exchange: str = "shm"  # the backend this run writes to (reads follow each ref's backend)
+    capture: str = "tasks"  # provenance of this stage: off | tasks | records
+    sample: float | None = None  # records: the fraction of rows whose lineage is kept
 
     @property
     def label(self) -> str:

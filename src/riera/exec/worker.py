@@ -27,6 +27,7 @@ from riera.errors import RieraError
 from riera.exchange.base import Exchange, Ref, SegmentKey
 from riera.exchange.policy import Exchanges
 from riera.exec.physical import Stage
+from riera.provenance import taskctx
 
 
 @dataclass
@@ -45,6 +46,7 @@ class TaskResult:
     part: dict[str, Any] | None = None
     phases: dict[str, float] = field(default_factory=dict)  # read / ops / write seconds
     hashes: list[str | None] = field(default_factory=list)  # content hash per ref (provenance)
+    records: list[Any] = field(default_factory=list)  # operators' provenance records (taskctx)
 
 
 @dataclass
@@ -56,6 +58,7 @@ class TaskFailure:
     message: str
     traceback: str
     exception: bytes | None  # pickled original exception, when picklable
+    records: list[Any] = field(default_factory=list)  # provenance records made before the failure
 
 
 def run_task(
@@ -63,6 +66,7 @@ def run_task(
 ) -> TaskResult | TaskFailure:
     started = time.time()
     current = stage.nodes[0] if stage.nodes else stage.id
+    taskctx.begin(stage.id, index, stage.capture)
     try:
         table = stage.reader.read(task_input, exchange)
         t_read = time.time()
@@ -89,6 +93,7 @@ def run_task(
             out.sample,
             out.part,
             phases,
+            records=taskctx.end(),
         )
     except BaseException as exc:  # even sys.exit() in user code: report it, keep the worker
         exchange.release_task(key)
@@ -98,7 +103,9 @@ def run_task(
         except Exception:
             payload = None
         tb = "".join(traceback.format_exception(exc))
-        return TaskFailure(index, attempt, current, type(exc).__qualname__, str(exc), tb, payload)
+        return TaskFailure(
+            index, attempt, current, type(exc).__qualname__, str(exc), tb, payload, taskctx.end()
+        )
 
 
 def _hashes(refs: list[Ref], exchanges: Exchanges) -> list[str | None]:
@@ -149,7 +156,7 @@ def main(conn: Connection, settings_fields: dict[str, Any], driver_pid: int) -> 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = Settings.model_validate(settings_fields)
     exchanges = Exchanges(settings)
-    hash_outputs = settings.provenance != "off"
+    taskctx.configure(settings.versions_repo if settings.provenance != "off" else None)
     stages: dict[str, Stage] = {}
     conn.send(("ready", os.getpid()))
     while True:
@@ -185,7 +192,7 @@ def main(conn: Connection, settings_fields: dict[str, Any], driver_pid: int) -> 
                     )
                 else:
                     result = run_task(stage, index, attempt, task_input, key, exchange)
-                    if hash_outputs and isinstance(result, TaskResult):
+                    if stage.capture != "off" and isinstance(result, TaskResult):
                         result.hashes = _hashes(result.refs, exchanges)
             try:
                 conn.send(("result", result))

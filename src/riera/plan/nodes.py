@@ -115,6 +115,27 @@ class FileSource(Node):
         return {"files": len(self.files), "bytes": total, **dict(self.options)}
 
 
+@dataclass(frozen=True, eq=False)
+class FileGroupSource(Node):
+    """File groups (``riera.read_file_groups``): ``groups`` are grouped and named by the driver."""
+
+    groups: tuple[Any, ...]  # riera.io.filegroups.GroupSpec
+    partition_bytes: int | None = None
+
+    kind = "read"
+
+    def label(self) -> str:
+        return "read_file_groups"
+
+    def params(self) -> dict[str, Any]:
+        files = sum(len(g.files) for g in self.groups)
+        return {
+            "groups": len(self.groups),
+            "files": files,
+            "bytes": sum(g.size for g in self.groups),
+        }
+
+
 # -- narrow operators ---------------------------------------------------------------------------
 
 
@@ -167,6 +188,66 @@ class Select(Node):
 
     def params(self) -> dict[str, Any]:
         return {"columns": list(self.columns)}
+
+
+@dataclass(frozen=True, eq=False)
+class RunProgram(Node):
+    """A black-box program run once per file group (``Dataset.run_program``)."""
+
+    spec: Any  # riera.exec.programs.ProgramSpec
+    kind = "program"
+
+    def label(self) -> str:
+        return f"program({self.spec.step})"
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "command": self.spec.display(),
+            "outputs": list(self.spec.outputs),
+            "timeout": self.spec.timeout,
+            "shell": self.spec.shell,
+            "check": self.spec.check,
+            "stdout": self.spec.stdout,
+        }
+
+    @property
+    def fn(self) -> Any:  # prospective provenance hashes an argv function's source
+        return self.spec.argv if callable(self.spec.argv) else None
+
+
+@dataclass(frozen=True, eq=False)
+class Domain(Node):
+    """Domain attributes of a dataset (``Dataset.domain``): typed rows in ``domain_<dataset>``."""
+
+    dataset: str
+    columns: tuple[tuple[str, str], ...]  # attribute -> declared type
+    fn: Callable[[dict[str, Any]], Any] | None = None
+    kind = "domain"
+
+    def label(self) -> str:
+        return f"domain({self.dataset})"
+
+    def params(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "attributes": dict(self.columns)}
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset
+
+
+@dataclass(frozen=True, eq=False)
+class ProvenanceMark(Node):
+    """``Dataset.provenance(...)``: what is captured for the stage computing this dataset."""
+
+    capture: Literal["off", "tasks", "records"]
+    sample: float | None = None
+    kind = "provenance"
+
+    def label(self) -> str:
+        return f"provenance({self.capture})"
+
+    def params(self) -> dict[str, Any]:
+        return {"capture": self.capture, "sample": self.sample}
 
 
 # -- all-to-all operators -------------------------------------------------------------------------
@@ -304,8 +385,8 @@ class Write(Node):
         return {"path": self.path, "mode": self.mode, **dict(self.options)}
 
 
-NARROW = (MapRows, FlatMapRows, FilterRows, MapBatches, Select)
-SOURCES = (TableSource, RangeSource, FileSource)
+NARROW = (MapRows, FlatMapRows, FilterRows, MapBatches, Select, RunProgram, Domain, ProvenanceMark)
+SOURCES = (TableSource, RangeSource, FileSource, FileGroupSource)
 
 
 def walk(node: Node) -> list[Node]:

@@ -35,6 +35,8 @@ class _Open:
     upstream: tuple[str, ...]
     ops: list[ops.Op] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)
+    capture: str | None = None  # set by Dataset.provenance(...) on a node of this stage
+    sample: float | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Planner:
         self.temp_dir = temp_dir
         self.exchange = exchange
         self.stages: list[ph.Stage] = []
+        self._steps: dict[str, int] = {}  # program step names, made unique within the plan
 
     def build(self, root: n.Node, final_op: ops.Op | None = None) -> PhysicalPlan:
         if isinstance(root, n.Write):
@@ -73,6 +76,8 @@ class Planner:
     # -- helpers ---------------------------------------------------------------------------------
     def _close(self, op: _Open, writer: ph.Writer) -> str:
         sid = f"stage-{len(self.stages) + 1}"
+        default = self.settings.provenance
+        capture = "off" if default == "off" else (op.capture or default)
         self.stages.append(
             ph.Stage(
                 sid,
@@ -83,6 +88,8 @@ class Planner:
                 op.upstream,
                 tuple(op.nodes),
                 self.exchange,
+                capture,
+                op.sample,
             )
         )
         return sid
@@ -142,7 +149,40 @@ class Planner:
             nodes=[node.name],
         )
 
+    def _plan_FileGroupSource(self, node: n.FileGroupSource) -> _Open:
+        from riera.io import filegroups
+
+        total = sum(g.size for g in node.groups)
+        target = node.partition_bytes or max(
+            2**20, min(self.settings.partition_bytes, _ceil_div(total, self.settings.workers))
+        )
+        tasks = filegroups.split_groups(node.groups, target, self.settings.workers)
+        return _Open(ph.FileGroupReader(tuple(tasks)), len(tasks), (), nodes=[node.name])
+
     # narrow
+    def _plan_RunProgram(self, node: n.RunProgram) -> _Open:
+        import dataclasses
+
+        from riera.exec.programs import RunProgramOp, default_staging_dir
+
+        step = node.spec.step
+        seen = self._steps.get(step, 0)
+        self._steps[step] = seen + 1
+        spec = dataclasses.replace(node.spec, step=f"{step}-{seen + 1}" if seen else step)
+        staging = str(self.settings.staging_dir or default_staging_dir())
+        return self._narrow(node, RunProgramOp(node.name, spec, staging))
+
+    def _plan_Domain(self, node: n.Domain) -> _Open:
+        from riera.provenance.domain import DomainOp
+
+        return self._narrow(node, DomainOp(node.name, node.dataset, node.columns, node.fn))
+
+    def _plan_ProvenanceMark(self, node: n.ProvenanceMark) -> _Open:
+        o = self._open(node.inputs[0])
+        o.capture, o.sample = node.capture, node.sample
+        o.nodes.append(node.name)
+        return o
+
     def _plan_MapRows(self, node: n.MapRows) -> _Open:
         return self._narrow(node, ops.MapOp(node.name, node.fn))
 

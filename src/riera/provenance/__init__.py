@@ -29,7 +29,7 @@ from riera.errors import ProvenanceError
 if TYPE_CHECKING:
     from riera.provenance.store import ProvenanceStore, QueryResult
 
-__all__ = ["on_run", "open_default_store", "resolve_run", "runs", "show", "sql"]
+__all__ = ["checkout", "on_run", "open_default_store", "resolve_run", "runs", "show", "sql"]
 
 T = TypeVar("T")
 
@@ -99,6 +99,17 @@ def show(run_id: str, *, settings: Settings | None = None) -> dict[str, Any]:
                 "ORDER BY started_at, task_id",
                 p,
             ).to_dicts(),
+            "programs": store.sql(
+                "SELECT task_id, program_no, step, group_key, command, exit_code, seconds, "
+                "stderr_tail FROM programs WHERE run_id = :r ORDER BY started_at, task_id",
+                p,
+            ).to_dicts(),
+            "files": store.sql(
+                "SELECT stage_id, step, count(*) AS files, sum(bytes) AS bytes, "
+                "max(commit_sha) AS commit_sha, max(branch) AS branch FROM file_versions "
+                "WHERE run_id = :r GROUP BY stage_id, step ORDER BY stage_id, step",
+                p,
+            ).to_dicts(),
             "elements": store.sql(
                 "SELECT count(*) AS n, coalesce(sum(rows), 0) AS rows, "
                 "coalesce(sum(bytes), 0) AS bytes FROM elements WHERE run_id = :r",
@@ -107,6 +118,23 @@ def show(run_id: str, *, settings: Settings | None = None) -> dict[str, Any]:
         }
 
     return _with_store(settings, collect)
+
+
+def checkout(
+    run_id: str, stage: str, directory: str | os.PathLike[str], *, settings: Settings | None = None
+) -> list[str]:
+    """Restore from Git the files ``run_id`` versioned for ``stage`` into ``directory``.
+
+    ``stage``: a stage id (``stage-2`` or ``2``; files land as ``<step>/<group>/<file>``) or a
+    step name (``input``, or a ``run_program`` name; files land as ``<group>/<file>``). Returns
+    the restored paths, relative to ``directory`` (which must not exist or be empty)."""
+    from riera.provenance.versioning import restore
+
+    settings = settings or load_settings()
+    repo = settings.versions_dir or settings.home / "versions.git"
+    return on_run(
+        run_id, lambda store, rid: restore(store, rid, stage, directory, repo), settings=settings
+    )
 
 
 def on_run(

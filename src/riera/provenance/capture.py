@@ -74,6 +74,7 @@ class Collector:
 
     def __init__(self, open_store: Callable[[], Any]) -> None:
         self.store = open_store()
+        self._lock = threading.Lock()  # the store's writing connection: this thread or declare()
         self._queue: queue.SimpleQueue[Event | threading.Event | None] = queue.SimpleQueue()
         self._failed: list[Event] = []
         self.last_error: str | None = None
@@ -91,6 +92,11 @@ class Collector:
         done = threading.Event()
         self._queue.put(done)
         return done.wait(timeout) and not self._failed
+
+    def declare(self, dataset: str, columns: dict[str, str]) -> None:
+        """Create the domain table of ``dataset`` now (a conflict fails the run before it starts)."""
+        with self._lock:
+            self.store.ensure_domain_table(dataset, columns)
 
     def close(self) -> None:
         if self._thread.is_alive():
@@ -129,7 +135,8 @@ class Collector:
         if not events:
             return
         try:
-            self.store.write(events)
+            with self._lock:
+                self.store.write(events)
         except Exception as err:  # keep them; the next flush tries again
             if self.last_error is None:
                 log.warning("provenance: cannot write to %s (%s); retrying", self.store.url, err)
@@ -154,6 +161,8 @@ class ProvenanceHook(Hooks):
         self._element_no = 0
         self._run_id = ""
         self._output_dir = ""  # where the run's output files are committed, if it writes files
+        self._capture: dict[str, str] = {}  # stage id -> off | tasks | records
+        self._versions: Versions | None = None
 
     # run ------------------------------------------------------------------------------------
     def on_run_start(self, run: RunInfo) -> None:
@@ -163,6 +172,8 @@ class ProvenanceHook(Hooks):
         self._output_dir = (
             str(getattr(run.root, "path", "")) if run.action.startswith("write") else ""
         )
+        self._capture = dict(run.stage_capture)
+        self._versions = Versions.start(self.settings, run)
         script, script_hash = _script()
         events: list[Event] = [
             (
@@ -194,6 +205,11 @@ class ProvenanceHook(Hooks):
         self.collector.emit(events)
 
     def on_run_end(self, run: RunInfo) -> None:
+        if self._versions is not None:
+            for stage_id in list(self._versions.pending):
+                self.collector.emit(self._versions.commit(stage_id))
+            self._versions.close()
+            self._versions = None
         self.collector.emit(
             [
                 (
@@ -223,7 +239,10 @@ class ProvenanceHook(Hooks):
         self.collector.emit([("put", "stages", self._stage_row(stage))])
 
     def on_stage_end(self, stage: StageInfo) -> None:
-        self.collector.emit([("put", "stages", self._stage_row(stage))])
+        events: list[Event] = [("put", "stages", self._stage_row(stage))]
+        if self._versions is not None:
+            events += self._versions.commit(stage.stage_id)
+        self.collector.emit(events)
 
     def _stage_row(self, stage: StageInfo) -> dict[str, Any]:
         return {
@@ -247,7 +266,7 @@ class ProvenanceHook(Hooks):
 
     def on_task_end(self, task: TaskInfo) -> None:
         events: list[Event] = [("put", "tasks", self._task_row(task))]
-        if task.status == "ok":
+        if task.status == "ok" and self._capture.get(task.stage_id) != "off":
             tid = task_id(task)
             for element in self._inputs(task.input):
                 events += element.events(self)
@@ -280,7 +299,63 @@ class ProvenanceHook(Hooks):
                 events.append(("put", "generated", {
                     "run_id": task.run_id, "element_id": eid, "task_id": tid,
                 }))  # fmt: skip
+        if task.records:  # after the elements they may update
+            events += self._records(task)
         self.collector.emit(events)
+
+    def _records(self, task: TaskInfo) -> list[Event]:
+        """Store events for what the task's operators recorded (see :mod:`.taskctx`)."""
+        tid = task_id(task)
+        out_element = self._single_output(task)
+        events: list[Event] = []
+        for kind, rec in task.records:
+            if kind == "program":
+                row = dict(rec)
+                row.update(run_id=task.run_id, task_id=tid, started_at=utc(rec["started_at"]))
+                events.append(("put", "programs", row))
+            elif kind == "file":
+                events += self._file(task, tid, rec)
+            elif kind == "domain":
+                row = {k: v for k, v in rec.items() if k != "dataset"}
+                row.update(run_id=task.run_id, element_id=out_element)
+                events.append(("add", f"domain_{rec['dataset']}", row))
+        return events
+
+    def _file(self, task: TaskInfo, tid: str, rec: dict[str, Any]) -> list[Event]:
+        path = f"{rec['step']}/{rec['group']}/{rec['name']}"
+        branch = self._versions.branch if self._versions is not None else None
+        if rec.get("source"):  # a file read from disk: the element the task used
+            eid = f"file:{rec['source']}"
+            events: list[Event] = []
+            if rec.get("blob"):
+                events.append(("put", "elements", {"run_id": task.run_id, "element_id": eid,
+                                                   "content_hash": f"git:{rec['blob']}"}))  # fmt: skip
+        else:  # a program's output: a new element the task generated
+            eid = f"file:{task.stage_id}/{path}"
+            events = [
+                ("put", "elements", self._element_row(
+                    task.run_id, eid, "file", task.stage_id, task.index, None, None,
+                    rec["bytes"], f"git:{rec['blob']}", f"{branch}:{task.stage_id}/{path}", "git",
+                )),
+                ("put", "generated", {"run_id": task.run_id, "element_id": eid, "task_id": tid}),
+            ]  # fmt: skip
+        if self._versions is not None and rec.get("blob"):
+            self._versions.add(task.stage_id, {
+                "run_id": task.run_id, "stage_id": task.stage_id, "path": path,
+                "element_id": eid, "blob": rec["blob"], "bytes": rec["bytes"],
+                "op_id": rec["op_id"], "step": rec["step"], "group_key": rec["group"],
+                "name": rec["name"], "branch": branch,
+            })  # fmt: skip
+        return events
+
+    @staticmethod
+    def _single_output(task: TaskInfo) -> str | None:
+        """The element a task wrote, when it wrote exactly one (domain rows point at it)."""
+        if task.part:
+            return f"output/{task.part.get('file', task.index)}"
+        if len(task.refs) == 1:
+            return f"{task.stage_id}/t{task.index}/p0"
+        return None
 
     def _task_row(self, task: TaskInfo) -> dict[str, Any]:
         return {
@@ -338,6 +413,7 @@ class ProvenanceHook(Hooks):
     def _inputs(self, task_input: Any) -> Iterator[_Input]:
         """The data elements a task's scheduled input names (walks tuples and lists)."""
         from riera.exchange.base import Ref
+        from riera.io.filegroups import GroupSpec
         from riera.io.readers import Split
 
         if isinstance(task_input, Ref):
@@ -352,6 +428,9 @@ class ProvenanceHook(Hooks):
                 self._elements[key] = eid
                 yield _Input(eid, ("source", task_input.rows, task_input.nbytes,
                                    task_input.location, task_input.backend))  # fmt: skip
+        elif isinstance(task_input, GroupSpec):
+            for _, path, file_size in task_input.files:
+                yield _Input(f"file:{path}", ("file", None, file_size, path, "file"))
         elif isinstance(task_input, Split):
             eid = f"split:{task_input.describe()}"
             size = task_input.end - task_input.start if task_input.end >= 0 else None
@@ -382,6 +461,86 @@ class _Input:
         )
         self.new = None
         return [("add", "elements", row)]
+
+
+class Versions:
+    """The Git side of one run: file versions pending per stage, committed when the stage ends."""
+
+    def __init__(self, repo: Any, run_id: str) -> None:
+        import tempfile
+
+        from riera.provenance.versioning import branch_of
+
+        self.repo = repo
+        self.run_id = run_id
+        self.branch = branch_of(run_id)
+        self.pending: dict[str, list[dict[str, Any]]] = {}
+        fd, self.index = tempfile.mkstemp(prefix=f"riera-index-{run_id}-")
+        os.close(fd)
+        os.unlink(self.index)  # git creates it; an empty file is not a valid index
+
+    @classmethod
+    def start(cls, settings: Settings, run: RunInfo) -> Versions | None:
+        """Versions for ``run`` when it has file groups and versioning is on (else None)."""
+        from riera.plan import nodes as n
+        from riera.provenance.versioning import GitRepo, git_available
+
+        repo_path = settings.versions_repo
+        if repo_path is None or run.root is None:
+            return None
+        if not any(isinstance(x, n.FileGroupSource | n.RunProgram) for x in n.walk(run.root)):
+            return None
+        if not git_available():
+            log.warning("provenance: git is not on PATH, so file groups are not versioned")
+            return None
+        return cls(GitRepo(repo_path).ensure(), run.run_id)
+
+    def add(self, stage_id: str, row: dict[str, Any]) -> None:
+        self.pending.setdefault(stage_id, []).append(row)
+
+    def commit(self, stage_id: str) -> list[Event]:
+        """Commit a stage's files; the file_versions rows and element links, with the commit."""
+        rows = self.pending.pop(stage_id, [])
+        if not rows:
+            return []
+        from riera.errors import ProvenanceError
+
+        entries = [("100644", r["blob"], f"{stage_id}/{r['path']}") for r in rows]
+        try:
+            commit = self.repo.commit(
+                self.run_id,
+                entries,
+                f"run {self.run_id}, {stage_id}: {len(rows)} file(s)",
+                self.index,
+            )
+        except ProvenanceError as err:
+            log.warning("provenance: cannot commit the files of %s: %s", stage_id, err)
+            commit = None
+        events: list[Event] = [("put", "file_versions", {**r, "commit_sha": commit}) for r in rows]
+        events += [
+            ("put", "elements", {"run_id": r["run_id"], "element_id": r["element_id"],
+                                 "git_commit": commit})
+            for r in rows
+        ]  # fmt: skip
+        return events
+
+    def close(self) -> None:
+        for leftover in (self.index, self.index + ".lock"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+
+
+def domain_declarations(root: Any) -> list[tuple[str, dict[str, str]]]:
+    """The ``Dataset.domain`` declarations of a plan (merged per dataset name)."""
+    from riera.plan import nodes as n
+
+    found: dict[str, dict[str, str]] = {}
+    if root is None:
+        return []
+    for node in n.walk(root):
+        if isinstance(node, n.Domain):
+            found.setdefault(node.dataset, {}).update(dict(node.columns))
+    return list(found.items())
 
 
 def task_id(task: TaskInfo) -> str:

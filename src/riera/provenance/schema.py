@@ -85,7 +85,7 @@ __all__ = [
     "to_utc",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def to_utc(value: datetime) -> datetime:
@@ -321,6 +321,11 @@ programs = Table(
     _run_id(),
     Column("task_id", Text, primary_key=True),
     Column("program_no", Integer, primary_key=True),
+    Column("op_id", Text),
+    Column("step", Text),
+    Column("group_key", Text),
+    Column("command", Text),
+    Column("started_at", UtcDateTime),
     Column("argv", JsonText),
     Column("exit_code", Integer),
     Column("seconds", Float),
@@ -342,6 +347,10 @@ file_versions = Table(
     Column("commit_sha", Text),
     Column("branch", Text),
     Column("bytes", BigInteger),
+    Column("op_id", Text),
+    Column("step", Text),
+    Column("group_key", Text),
+    Column("name", Text),
 )
 
 schema_version = Table(

@@ -634,6 +634,20 @@ class ProvenanceStore:
         finally:
             raw.close()
 
+    def _add_missing_columns(self, conn: Connection) -> None:
+        """Upgrade an older store: every version so far only added nullable columns."""
+        inspector = sa.inspect(conn)
+        preparer = self._engine.dialect.identifier_preparer
+        for table in s.metadata.sorted_tables:
+            have = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
+            for column in table.columns:
+                if column.name not in have:
+                    ddl = column.type.compile(dialect=self._engine.dialect)
+                    conn.exec_driver_sql(
+                        f"ALTER TABLE {preparer.format_table(table)} "
+                        f"ADD COLUMN {preparer.quote(column.name)} {ddl}"
+                    )
+
     def _create(self, schema: str | None) -> None:
         """Create missing tables and indexes, and record the schema version (idempotent)."""
         version = self._installed_version()
@@ -647,6 +661,10 @@ class ProvenanceStore:
                 version = conn.execute(sa.select(sa.func.max(s.schema_version.c.version))).scalar()
                 if version is None:
                     conn.execute(sa.insert(s.schema_version).values(version=s.SCHEMA_VERSION))
+                    version = s.SCHEMA_VERSION
+                elif version < s.SCHEMA_VERSION:
+                    self._add_missing_columns(conn)
+                    conn.execute(sa.update(s.schema_version).values(version=s.SCHEMA_VERSION))
                     version = s.SCHEMA_VERSION
         if version > s.SCHEMA_VERSION:
             raise ProvenanceError(
@@ -667,7 +685,7 @@ def open_store(target: str | Path, *, schema: str | None = None) -> ProvenanceSt
     >>> import tempfile, pathlib
     >>> with tempfile.TemporaryDirectory() as d, open_store(pathlib.Path(d) / "sub" / "p.db") as st:
     ...     st.dialect, st.sql("SELECT version FROM schema_version").rows
-    ('sqlite', [(1,)])
+    ('sqlite', [(2,)])
     """
     text = str(target)
     match = _URL_SCHEME.match(text)
