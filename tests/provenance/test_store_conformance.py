@@ -70,6 +70,37 @@ def test_open_is_idempotent(store: ProvenanceStore, open_target: Callable[[], Pr
         assert count(again, table) >= 0
 
 
+def test_a_version_1_store_is_upgraded_in_place(
+    store: ProvenanceStore, store_target: StoreTarget, open_target: Callable[[], ProvenanceStore]
+):
+    """Version 1 lacked the program and file-version columns added for run_program; opening
+    such a store adds them and keeps every row."""
+    store.write([("put", "programs", {"run_id": "r1", "task_id": "t", "program_no": 1})])
+    added = {"programs": ["op_id", "step", "group_key", "command", "started_at"],
+             "file_versions": ["op_id", "step", "group_key", "name"]}  # fmt: skip
+    conn = store_target.connect()
+    try:
+        if store_target.dialect == "sqlite":
+            conn.execute("BEGIN")
+        for table, columns in added.items():
+            for column in columns:
+                conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.execute("UPDATE schema_version SET version = 1")
+        conn.commit() if store_target.dialect == "postgresql" else conn.execute("COMMIT")
+    finally:
+        conn.close()
+    again = open_target()
+    assert again.sql("SELECT version FROM schema_version").rows == [(SCHEMA_VERSION,)]
+    again.write([("put", "programs", {"run_id": "r1", "task_id": "t", "program_no": 1,
+                                      "step": "sort", "command": "sort a"})])  # fmt: skip
+    assert again.sql("SELECT program_no, step, command FROM programs").rows == [
+        (1, "sort", "sort a")
+    ]
+    again.write([("put", "file_versions", {"run_id": "r1", "stage_id": "s", "path": "p",
+                                           "name": "a.txt"})])  # fmt: skip
+    assert again.sql("SELECT name FROM file_versions").rows == [("a.txt",)]
+
+
 def test_concurrent_first_opens(
     store_target: StoreTarget, open_target: Callable[[], ProvenanceStore]
 ):
