@@ -171,18 +171,32 @@ def lineage_cmd(
     up: Annotated[bool, typer.Option("--up", help="what the element came from (default)")] = False,
     down: Annotated[bool, typer.Option("--down", help="what came from the element")] = False,
     depth: Annotated[int, typer.Option("--depth", min=0, help="steps to follow")] = 20,
+    row: Annotated[
+        int | None,
+        typer.Option("--row", min=0, help="one row of the element: record-level lineage"),
+    ] = None,
     as_json: Json = False,
 ) -> None:
-    """The data elements an element was derived from (--up) or that derive from it (--down)."""
+    """The data elements an element was derived from (--up) or that derive from it (--down).
+
+    With --row, the rows one row came from (or went into), for stages that captured record-level
+    lineage (Dataset.provenance(records=True), or the setting provenance=records)."""
     import riera.provenance as prov
-    from riera.provenance.lineage import lineage
+    from riera.provenance.lineage import Direction, lineage, record_lineage
 
     if up and down:
         fail("choose one of --up and --down")
-    rows = _call(
-        lambda: prov.on_run(
-            run, lambda s, rid: lineage(s, rid, element, "down" if down else "up", depth)
+    direction: Direction = "down" if down else "up"
+    if row is not None:
+        found = _call(
+            lambda: prov.on_run(
+                run, lambda s, rid: record_lineage(s, rid, element, row, direction, depth)
+            )
         )
+        _emit(found, ["depth", "element_id", "row", "kind", "location"], as_json)
+        return
+    rows = _call(
+        lambda: prov.on_run(run, lambda s, rid: lineage(s, rid, element, direction, depth))
     )
     columns = ["depth", "element_id", "via_task", "kind", "rows", "bytes", "content_hash"]
     _emit(rows, columns, as_json)

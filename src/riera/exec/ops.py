@@ -187,21 +187,28 @@ class FlatMapOp(Op):
     fn: Callable[[dict[str, Any]], Iterable[dict[str, Any]]]
 
     def apply(self, table: pa.Table) -> pa.Table:
+        return rows_to_table(self.expand(table.to_pylist())[0])
+
+    def expand(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
+        """The output rows, and how many each input row produced (record lineage uses it)."""
         out: list[dict[str, Any]] = []
-        for row in table.to_pylist():
+        counts: list[int] = []
+        for row in rows:
             produced = self.fn(row)
             if isinstance(produced, dict | str | bytes) or produced is None:
                 raise TypeError(
                     f"{self.name} must return an iterable of dicts per row; got "
                     f"{type(produced).__name__} {_short(produced)}"
                 )
+            before = len(out)
             for r in produced:
                 if not isinstance(r, dict):
                     raise TypeError(
                         f"{self.name} must yield dicts; got {type(r).__name__} {_short(r)}"
                     )
                 out.append(r)
-        return rows_to_table(out)
+            counts.append(len(out) - before)
+        return out, counts
 
 
 @dataclass(frozen=True)
@@ -209,8 +216,10 @@ class FilterOp(Op):
     fn: Callable[[dict[str, Any]], bool]
 
     def apply(self, table: pa.Table) -> pa.Table:
-        mask = [bool(self.fn(row)) for row in table.to_pylist()]
-        return table.filter(pa.array(mask, pa.bool_()))
+        return table.filter(pa.array(self.mask(table), pa.bool_()))
+
+    def mask(self, table: pa.Table) -> list[bool]:
+        return [bool(self.fn(row)) for row in table.to_pylist()]
 
 
 @dataclass(frozen=True)

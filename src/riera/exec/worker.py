@@ -27,7 +27,7 @@ from riera.errors import RieraError
 from riera.exchange.base import Exchange, Ref, SegmentKey
 from riera.exchange.policy import Exchanges
 from riera.exec.physical import Stage
-from riera.provenance import taskctx
+from riera.provenance import records, taskctx
 
 
 @dataclass
@@ -66,17 +66,29 @@ def run_task(
 ) -> TaskResult | TaskFailure:
     started = time.time()
     current = stage.nodes[0] if stage.nodes else stage.id
-    taskctx.begin(stage.id, index, stage.capture)
+    ctx = taskctx.begin(stage.id, index, stage.capture)
+    traced: records.Relation | None = None
     try:
-        table = stage.reader.read(task_input, exchange)
+        if stage.capture == "records":
+            table, traced = records.read_traced(stage.reader, task_input, exchange)
+        else:
+            table = stage.reader.read(task_input, exchange)
         t_read = time.time()
         rows_in, bytes_in = table.num_rows, table.nbytes
         for op in stage.ops:
             current = op.name
-            table = op.apply(table)
+            if stage.capture == "records":
+                table, step = records.apply_traced(op, table)
+                traced = None if traced is None or step is None else records.compose(traced, step)
+            else:
+                table = op.apply(table)
         t_ops = time.time()
         current = stage.nodes[-1] if stage.nodes else stage.id
         out = stage.writer.write(table, exchange, key, index)
+        if traced is not None:
+            derived = records.finish(traced, stage.writer, table, stage.sample, index)
+            if derived is not None:
+                ctx.record("derivations", derived)
         ended = time.time()
         phases = {"read": t_read - started, "ops": t_ops - t_read, "write": ended - t_ops}
         return TaskResult(

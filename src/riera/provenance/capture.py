@@ -159,6 +159,7 @@ class ProvenanceHook(Hooks):
         self.host = socket.gethostname()
         self._elements: dict[tuple[str, str, Any], str] = {}  # (backend, location, batches) -> id
         self._element_no = 0
+        self._numbers: dict[str, int] = {}  # element id -> element_no as stored
         self._run_id = ""
         self._output_dir = ""  # where the run's output files are committed, if it writes files
         self._capture: dict[str, str] = {}  # stage id -> off | tasks | records
@@ -167,6 +168,7 @@ class ProvenanceHook(Hooks):
     # run ------------------------------------------------------------------------------------
     def on_run_start(self, run: RunInfo) -> None:
         self._elements.clear()
+        self._numbers.clear()
         self._element_no = 0
         self._run_id = run.run_id
         self._output_dir = (
@@ -315,6 +317,8 @@ class ProvenanceHook(Hooks):
                 events.append(("put", "programs", row))
             elif kind == "file":
                 events += self._file(task, tid, rec)
+            elif kind == "derivations":
+                events += self._derivations(task, rec)
             elif kind == "domain":
                 row = {k: v for k, v in rec.items() if k != "dataset"}
                 row.update(run_id=task.run_id, element_id=out_element)
@@ -347,6 +351,29 @@ class ProvenanceHook(Hooks):
                 "name": rec["name"], "branch": branch,
             })  # fmt: skip
         return events
+
+    def _derivations(self, task: TaskInfo, arrays: dict[str, Any]) -> list[Event]:
+        """Bulk record lineage: slots and partitions of the task become element numbers."""
+        import numpy as np
+
+        from riera.provenance.store import Columns
+
+        inputs = [self._numbers.get(e.id, 0) for e in self._inputs(task.input)]
+        if task.part:
+            outputs = [self._numbers.get(f"output/{task.part.get('file', task.index)}", 0)]
+        else:
+            outputs = [
+                self._numbers.get(f"{task.stage_id}/t{task.index}/p{i}", 0)
+                for i in range(len(task.refs))
+            ]
+        if not inputs or not outputs or not len(arrays["out_row"]):
+            return []
+        in_no = np.asarray(inputs, np.int64)[arrays["in_slot"]]
+        out_no = np.asarray(outputs, np.int64)[arrays["out_part"]]
+        return [("add", "derivations", Columns(
+            run_id=[task.run_id] * len(in_no), out_no=out_no, out_row=arrays["out_row"],
+            in_no=in_no, in_row=arrays["in_row"],
+        ))]  # fmt: skip
 
     @staticmethod
     def _single_output(task: TaskInfo) -> str | None:
@@ -395,6 +422,7 @@ class ProvenanceHook(Hooks):
         backend: str,
     ) -> dict[str, Any]:
         self._element_no += 1
+        self._numbers[element_id] = self._element_no
         return {
             "run_id": run_id,
             "element_id": element_id,
@@ -456,9 +484,12 @@ class _Input:
         if self.new is None:
             return []
         kind, rows, nbytes, location, backend = self.new
+        stored = hook._numbers.get(self.id)
         row = hook._element_row(
             hook._run_id, self.id, kind, None, None, None, rows, nbytes, None, location, backend
         )
+        if stored is not None:  # "add" keeps the first row (and number) of an element
+            hook._numbers[self.id] = stored
         self.new = None
         return [("add", "elements", row)]
 

@@ -41,6 +41,51 @@ ORDER BY w.depth, w.element_id
 """
 
 
+_RECORDS = """
+WITH RECURSIVE walk(no, row_no, depth) AS (
+    SELECT CAST(:no AS BIGINT), CAST(:row AS BIGINT), 0
+    UNION
+    SELECT d.{far}_no, d.{far}_row, walk.depth + 1
+    FROM walk
+    JOIN derivations d ON d.run_id = :r AND d.{near}_no = walk.no AND d.{near}_row = walk.row_no
+    WHERE walk.depth < :depth
+)
+SELECT min(w.depth) AS depth, e.element_id, w.row_no AS "row", e.kind, e.location
+FROM walk w JOIN elements e ON e.run_id = :r AND e.element_no = w.no
+GROUP BY e.element_id, w.row_no, e.kind, e.location
+ORDER BY depth, e.element_id, w.row_no
+"""
+
+
+def record_lineage(
+    store: ProvenanceStore,
+    run_id: str,
+    element: str,
+    row: int,
+    direction: Direction = "up",
+    depth: int = 20,
+) -> list[dict[str, Any]]:
+    """The rows a row of ``element`` came from (``up``) or went into (``down``), over the
+    record-level derivations of stages that captured them (``provenance(records=True)``).
+
+    Each result is ``(depth, element_id, row, kind, location)``; the row itself is depth 0.
+    """
+    if direction not in ("up", "down"):
+        raise ProvenanceError(f"direction must be 'up' or 'down'; got {direction!r}")
+    if row < 0 or depth < 0:
+        raise ProvenanceError(f"row and depth must be 0 or more; got row={row}, depth={depth}")
+    found = store.sql(
+        "SELECT element_no FROM elements WHERE run_id = :r AND (element_id = :e OR location = :e)",
+        {"r": run_id, "e": element},
+    ).rows
+    if not found:
+        raise ProvenanceError(f"run {run_id} has no data element {element!r}")
+    near, far = ("out", "in") if direction == "up" else ("in", "out")
+    query = _RECORDS.format(near=near, far=far)
+    params = {"r": run_id, "no": int(found[0][0]), "row": int(row), "depth": depth}
+    return store.sql(query, params).to_dicts()
+
+
 def lineage(
     store: ProvenanceStore,
     run_id: str,

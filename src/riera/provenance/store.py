@@ -73,7 +73,7 @@ from riera.errors import ProvenanceError, ReadOnlyError
 from riera.exchange.policy import redact_url
 from riera.provenance import schema as s
 
-__all__ = ["Event", "ProvenanceStore", "QueryResult", "open_store"]
+__all__ = ["Columns", "Event", "ProvenanceStore", "QueryResult", "open_store"]
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,23 @@ class QueryResult:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
 
+class Columns(dict[str, Any]):
+    """Many rows of one event, column by column: ``{column: list or array of values}``, all the
+    same length. Bulk lineage (``derivations``) travels this way, with no dict per row.
+
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as d, open_store(pathlib.Path(d) / "p.db") as st:
+    ...     st.write([("add", "derivations", Columns(run_id=["r"] * 2, out_no=[1, 1],
+    ...                out_row=[0, 1], in_no=[2, 2], in_row=[5, 7]))])
+    ...     st.sql("SELECT out_row, in_row FROM derivations ORDER BY out_row").rows
+    [(0, 5), (1, 7)]
+    """
+
+    @property
+    def num_rows(self) -> int:
+        return len(next(iter(self.values()))) if self else 0
+
+
 @dataclass(frozen=True)
 class _Insert:
     """One compiled insert for a (verb, table, columns) group; rows go to the driver as tuples."""
@@ -172,6 +189,8 @@ class _Insert:
     def params(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
         """The rows as positional tuples, bind-processed; column-wise so the loops stay in C."""
         keys = self.keys
+        if rows and isinstance(rows[0], Columns):
+            return self._column_params(rows[0])
         if not self.processors and len(keys) > 1:
             return list(map(itemgetter(*keys), rows))
         processors = dict(self.processors)
@@ -180,6 +199,16 @@ class _Insert:
             values = map(itemgetter(key), rows)
             process = processors.get(i)
             columns.append(list(map(process, values) if process else values))
+        return list(zip(*columns, strict=True))
+
+    def _column_params(self, cols: Columns) -> list[tuple[Any, ...]]:
+        processors = dict(self.processors)
+        columns: list[Any] = []
+        for i, key in enumerate(self.keys):
+            values = cols[key]
+            values = values.tolist() if hasattr(values, "tolist") else list(values)
+            process = processors.get(i)
+            columns.append(list(map(process, values)) if process else values)
         return list(zip(*columns, strict=True))
 
 
@@ -294,6 +323,24 @@ class ProvenanceStore:
                 raise ProvenanceError(
                     f"event {i}: the table must be a name (str), got {table_name!r}"
                 )
+            if isinstance(row, Columns):  # a bulk event: a group of its own
+                lengths = {len(v) for v in row.values()}
+                if len(lengths) > 1:
+                    raise ProvenanceError(
+                        f"event {i} ({verb} {table_name}): the columns have different lengths "
+                        f"{sorted(lengths)}"
+                    )
+                if verb not in VERBS:
+                    raise ProvenanceError(
+                        f"event {i}: unknown verb {verb!r}; expected one of {', '.join(VERBS)}"
+                    )
+                if not row or not row.num_rows:
+                    continue
+                columns = frozenset(row)
+                table = self._table(conn, table_name, columns)
+                groups.append((self._plan(verb, table, columns), [row]))
+                last_verb = last_table = last_keys = None
+                continue
             if not isinstance(row, Mapping) or not row:
                 raise ProvenanceError(
                     f"event {i} ({verb} {table_name}): the row must be a non-empty dict of "
