@@ -340,15 +340,21 @@ def provenance(
     text_mb: Annotated[
         int | None, typer.Option("--text-mb", min=1, help="MB of text for word count (512)")
     ] = None,
+    rows_text_mb: Annotated[
+        int | None,
+        typer.Option("--rows-text-mb", min=1, help="MB of text for wordcount-rows (16)"),
+    ] = None,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="workers (2)")] = None,
     repeats: Annotated[
         int | None, typer.Option("--repeats", min=1, help="interleaved runs per mode (5)")
     ] = None,
     modes: Annotated[
-        str | None, typer.Option("--modes", help="capture modes, comma-separated (off,tasks)")
+        str | None,
+        typer.Option("--modes", help="capture modes, comma-separated (off,tasks,records)"),
     ] = None,
     jobs: Annotated[
-        str | None, typer.Option("--jobs", help="terasort,wordcount (default: both)")
+        str | None,
+        typer.Option("--jobs", help="terasort,wordcount,wordcount-rows (default: all)"),
     ] = None,
     directory: DirOption = None,
     out: OutOption = None,
@@ -356,7 +362,7 @@ def provenance(
         bool, typer.Option("--quick", help="a smoke run: 100k records, 5 MB text, 1 repeat")
     ] = False,
 ) -> None:
-    """What provenance capture costs: TeraSort and word count with capture off and on.
+    """What provenance capture costs: TeraSort and word count with capture off, tasks, records.
 
     Modes are interleaved within each repeat; every result is verified before its time counts.
     The markdown report goes to stdout, progress to stderr.
@@ -367,6 +373,7 @@ def provenance(
     config = config.with_options(
         records=records,
         text_mb=text_mb,
+        rows_text_mb=rows_text_mb,
         workers=workers,
         repeats=repeats,
         modes=_str_list(modes),

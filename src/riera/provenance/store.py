@@ -54,7 +54,7 @@ import json
 import logging
 import re
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from operator import itemgetter
@@ -81,6 +81,7 @@ Event = tuple[str, str, dict[str, Any]]
 """``(verb, table, row)``: verb ``"put"`` (upsert the given columns) or ``"add"`` (insert)."""
 
 VERBS = ("put", "add")
+BULK_ROWS = 200_000  # rows of a bulk (Columns) event sent to the database per statement
 BUSY_TIMEOUT_S = 5.0
 PG_CONNECT_TIMEOUT_S = 5
 _DDL_LOCK = 0x52494552  # "RIER": the advisory lock serialising table creation on PostgreSQL
@@ -210,6 +211,16 @@ class _Insert:
             process = processors.get(i)
             columns.append(list(map(process, values)) if process else values)
         return list(zip(*columns, strict=True))
+
+    def chunks(self, rows: list[Mapping[str, Any]]) -> Iterator[list[Mapping[str, Any]]]:
+        """``rows`` in pieces that bound memory: a bulk :class:`Columns` event is cut into
+        slices of :data:`BULK_ROWS` (its tuples would otherwise all exist at once)."""
+        if not (rows and isinstance(rows[0], Columns)):
+            yield rows
+            return
+        cols = rows[0]
+        for start in range(0, cols.num_rows, BULK_ROWS):
+            yield [Columns({k: v[start : start + BULK_ROWS] for k, v in cols.items()})]
 
 
 class ProvenanceStore:
@@ -447,13 +458,14 @@ class ProvenanceStore:
 
     def _execute(self, cursor: Any, plan: _Insert, rows: list[Mapping[str, Any]], n: int) -> None:
         try:
-            params = plan.params(rows)
-            if plan.copy:
-                with cursor.copy(plan.sql) as copy:
-                    for values in params:
-                        copy.write_row(values)
-            else:
-                cursor.executemany(plan.sql, params)
+            for piece in plan.chunks(rows):
+                params = plan.params(piece)
+                if plan.copy:
+                    with cursor.copy(plan.sql) as copy:
+                        for values in params:
+                            copy.write_row(values)
+                else:
+                    cursor.executemany(plan.sql, params)
         except self._errors as err:
             raise ProvenanceError(
                 f"provenance write to {self.url} failed on {plan.verb!r} of {len(rows)} row(s) "
