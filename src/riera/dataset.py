@@ -67,7 +67,8 @@ def _check_template(op: str, template: str, *, whole_list_ok: bool) -> None:
         if not f.isidentifier():
             raise PlanError(
                 f"{op}: placeholder {{{f}}} in {template!r} must be a plain name such as "
-                f"{{input}}, {{inputs}}, {{group}}, {{workdir}} or a column"
+                f"{{input}}, {{inputs}}, {{group}}, {{workdir}} or a column; if the braces are "
+                f"the program's own (an awk or jq script), double them: {{{{ and }}}}"
             )
         if f == "inputs" and not whole_list_ok:
             raise PlanError(

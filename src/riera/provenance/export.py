@@ -205,8 +205,16 @@ def to_dot(graph: RunGraph) -> str:
     return "\n".join(lines) + "\n"
 
 
+MAX_PER_LAYER = 10  # nodes drawn side by side before a layer's nodes are grouped by family
+
+
 def to_png(graph: RunGraph, path: Path) -> None:
-    """Draw the run's tasks and elements, sources at the bottom, outputs at the top."""
+    """Draw the run's tasks and elements, sources at the bottom, outputs at the top.
+
+    A layer with more than :data:`MAX_PER_LAYER` nodes (a run of hundreds of tasks, a program that
+    writes a hundred chunk files) is drawn as one node per *family* — "stage-1 tasks (×64)",
+    "stage-1/split files (×512)" — so the picture stays readable; the edges between families are
+    drawn once, thicker when they stand for many."""
     try:
         import matplotlib
 
@@ -216,25 +224,27 @@ def to_png(graph: RunGraph, path: Path) -> None:
         raise MissingExtraError(
             "a PNG export needs matplotlib, which is not installed: pip install matplotlib"
         ) from err
-    nodes, kinds = _layers(graph)
+    layers, _ = _layers(graph)
+    edges = [("task/" + t, "data/" + e) for t, e in graph.used]
+    edges += [("data/" + e, "task/" + t) for e, t in graph.generated]
+    nodes, labels, weights = _condense(layers, edges)
     width = max((len(layer) for layer in nodes), default=1)
-    fig, ax = plt.subplots(figsize=(min(2 + 1.6 * width, 40), min(2 + 1.2 * len(nodes), 40)))
+    fig, ax = plt.subplots(figsize=(min(2 + 1.9 * width, 40), min(2 + 1.2 * len(nodes), 40)))
     pos: dict[str, tuple[float, float]] = {}
     for row, layer in enumerate(nodes):
         for col, name in enumerate(layer):
             pos[name] = (col - (len(layer) - 1) / 2, float(row))
-    edges = [("task/" + t, "data/" + e) for t, e in graph.used]
-    edges += [("data/" + e, "task/" + t) for e, t in graph.generated]
-    for a, b in edges:
+    for (a, b), count in weights.items():
         if a in pos and b in pos:
             ax.annotate(
                 "", xy=pos[b], xytext=pos[a],
-                arrowprops={"arrowstyle": "->", "color": "#888888", "lw": 0.8},
+                arrowprops={"arrowstyle": "->", "color": "#888888",
+                            "lw": 0.8 + min(3.0, 0.6 * (count - 1) ** 0.5)},
             )  # fmt: skip
     for name, (x, y) in pos.items():
-        entity = kinds[name] == "entity"
+        entity = name.startswith("data/")
         ax.text(
-            x, y, name.split("/", 1)[1], ha="center", va="center", fontsize=7,
+            x, y, labels[name], ha="center", va="center", fontsize=7,
             bbox={
                 "boxstyle": "round,pad=0.4" if entity else "square,pad=0.4",
                 "facecolor": "#FFFC87" if entity else "#9FB1FC", "edgecolor": "#555555",
@@ -247,6 +257,62 @@ def to_png(graph: RunGraph, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def family(node: str) -> str:
+    """The group a node is drawn with when its layer is crowded.
+
+    >>> family("data/file:stage-1/gc/S01/gc.tsv"), family("task/stage-2/t3/a0")
+    ('stage-1/gc files', 'stage-2 tasks')
+    """
+    kind, ident = node.split("/", 1)
+    if kind == "task":
+        return f"{ident.split('/', 1)[0]} tasks"
+    if ident.startswith("file:stage-"):
+        return " ".join([ident[len("file:") :].split("/")[0] + "/" + ident.split("/")[1], "files"])
+    for prefix, name in (("file:", "input files"), ("output/", "output files"),
+                         ("split:", "input splits"), ("range:", "ranges"),
+                         ("source/", "in-memory source")):  # fmt: skip
+        if ident.startswith(prefix):
+            return name
+    return f"{ident.split('/', 1)[0]} partitions"
+
+
+def _short_label(ident: str, limit: int = 30) -> str:
+    return ident if len(ident) <= limit else "…" + ident[-(limit - 1) :]
+
+
+def _condense(
+    layers: list[list[str]], edges: list[tuple[str, str]]
+) -> tuple[list[list[str]], dict[str, str], dict[tuple[str, str], int]]:
+    """Layers with crowded ones grouped by family; node labels; edge multiplicities."""
+    rename: dict[str, str] = {}
+    labels: dict[str, str] = {}
+    out: list[list[str]] = []
+    for depth, layer in enumerate(layers):
+        if len(layer) <= MAX_PER_LAYER:
+            out.append(layer)
+            for name in layer:
+                rename[name] = name
+                labels[name] = _short_label(name.split("/", 1)[1])
+            continue
+        groups: dict[str, list[str]] = {}
+        for name in layer:
+            groups.setdefault(family(name), []).append(name)
+        row = []
+        for fam, members in groups.items():
+            key = f"{members[0].split('/', 1)[0]}/{depth}:{fam}"
+            row.append(key)
+            labels[key] = f"{fam} (×{len(members)})"
+            for name in members:
+                rename[name] = key
+        out.append(row)
+    weights: dict[tuple[str, str], int] = {}
+    for a, b in edges:
+        if a in rename and b in rename:
+            pair = (rename[a], rename[b])
+            weights[pair] = weights.get(pair, 0) + 1
+    return out, labels, weights
 
 
 def _layers(graph: RunGraph) -> tuple[list[list[str]], dict[str, str]]:
