@@ -206,11 +206,11 @@ class Dataset:
 
         >>> import riera, tempfile, pathlib
         >>> d = pathlib.Path(tempfile.mkdtemp())
-        >>> _ = (d / "a.txt").write_text("b\na\n")
+        >>> _ = (d / "a.txt").write_text("b\\na\\n")
         >>> out = riera.read_file_groups(str(d / "*.txt")).run_program(
         ...     ["sort", "{input}"], stdout="sorted.txt")
         >>> [(r["group"], r["files"][0]["data"]) for r in out.collect()]
-        [('a.txt', b'a\nb\n')]
+        [('a.txt', b'a\\nb\\n')]
         """
         from riera.exec.programs import RESERVED, ProgramSpec
 

@@ -158,6 +158,15 @@ def test_a_failing_program_fails_the_task_with_command_and_stderr(home: Path, da
     (p,) = q(home, "SELECT exit_code, stderr_tail, step FROM programs")
     assert p["exit_code"] == 3 and "it broke" in p["stderr_tail"] and p["step"] == "breaks"
     assert q(home, "SELECT status FROM runs") == [{"status": "failed"}]
+    # What the failed stage had (its input file) is committed, and the commit says it failed.
+    (branch,) = {v["branch"] for v in q(home, "SELECT branch FROM file_versions")}
+    log = subprocess.run(
+        ["git", f"--git-dir={home / 'versions.git'}", "log", "--format=%s", branch],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "stage-1 (failed): 1 file(s)" in log
     assert staging_leftovers() == []
     kept = riera.read_file_groups(str(data / "s2.txt")).run_program(
         ["sh", "-c", "echo out > o.txt; exit 1"], check=False

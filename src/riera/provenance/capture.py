@@ -209,7 +209,7 @@ class ProvenanceHook(Hooks):
     def on_run_end(self, run: RunInfo) -> None:
         if self._versions is not None:
             for stage_id in list(self._versions.pending):
-                self.collector.emit(self._versions.commit(stage_id))
+                self.collector.emit(self._versions.commit(stage_id, "unfinished"))
             self._versions.close()
             self._versions = None
         self.collector.emit(
@@ -243,7 +243,7 @@ class ProvenanceHook(Hooks):
     def on_stage_end(self, stage: StageInfo) -> None:
         events: list[Event] = [("put", "stages", self._stage_row(stage))]
         if self._versions is not None:
-            events += self._versions.commit(stage.stage_id)
+            events += self._versions.commit(stage.stage_id, stage.status)
         self.collector.emit(events)
 
     def _stage_row(self, stage: StageInfo) -> dict[str, Any]:
@@ -529,8 +529,12 @@ class Versions:
     def add(self, stage_id: str, row: dict[str, Any]) -> None:
         self.pending.setdefault(stage_id, []).append(row)
 
-    def commit(self, stage_id: str) -> list[Event]:
-        """Commit a stage's files; the file_versions rows and element links, with the commit."""
+    def commit(self, stage_id: str, status: str) -> list[Event]:
+        """Commit a stage's files; the file_versions rows and element links, with the commit.
+
+        A stage that failed still commits what its tasks wrote (that is what one debugs), and
+        its commit message says so: a branch never passes partial files off as a finished stage.
+        """
         rows = self.pending.pop(stage_id, [])
         if not rows:
             return []
@@ -541,7 +545,7 @@ class Versions:
             commit = self.repo.commit(
                 self.run_id,
                 entries,
-                f"run {self.run_id}, {stage_id}: {len(rows)} file(s)",
+                f"run {self.run_id}, {stage_id} ({status}): {len(rows)} file(s)",
                 self.index,
             )
         except ProvenanceError as err:
