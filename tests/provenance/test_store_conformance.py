@@ -21,7 +21,14 @@ import pytest
 
 from riera.errors import ProvenanceError, ReadOnlyError
 from riera.provenance.schema import SCHEMA_VERSION
-from riera.provenance.store import Event, ProvenanceStore, QueryResult, open_store
+from riera.provenance.store import (
+    BULK_ROWS,
+    Columns,
+    Event,
+    ProvenanceStore,
+    QueryResult,
+    open_store,
+)
 
 if TYPE_CHECKING:
     from conftest import StoreTarget  # tests/provenance/conftest.py
@@ -636,6 +643,31 @@ def test_bulk_elements_and_derivations(store: ProvenanceStore):
         "ON e.run_id = d.run_id AND e.element_no = d.out_no WHERE d.out_no = 4242"
     )
     assert lineage.rows == [(10,)]
+
+
+def test_bulk_columns_events(store: ProvenanceStore):
+    """A ``Columns`` event carries many rows column by column (how record lineage travels); it
+    is written in slices of ``BULK_ROWS`` and mixes with ordinary events in one batch."""
+    import numpy as np
+
+    n = BULK_ROWS * 2 + 7
+    idx = np.arange(n, dtype=np.int64)
+    store.write(
+        [
+            ("put", "runs", {"run_id": "r1", "status": "running"}),
+            ("add", "derivations", Columns(run_id=["r1"] * n, out_no=idx // 10, out_row=idx % 10,
+                                           in_no=idx % 1000, in_row=idx)),
+            ("add", "derivations", Columns(run_id=[], out_no=[], out_row=[], in_no=[], in_row=[])),
+            ("put", "runs", {"run_id": "r1", "status": "ok"}),
+        ]
+    )  # fmt: skip
+    assert count(store, "derivations") == n
+    assert store.sql(
+        "SELECT in_row FROM derivations WHERE out_no = 40000 AND out_row = 3"
+    ).rows == [(400003,)]
+    assert store.sql("SELECT status FROM runs").rows == [("ok",)]
+    with pytest.raises(ProvenanceError, match="different lengths"):
+        store.write([("add", "derivations", Columns(run_id=["r"], out_no=[1, 2]))])
 
 
 # -- opening errors ----------------------------------------------------------------------------
