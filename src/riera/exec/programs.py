@@ -190,17 +190,17 @@ class RunProgramOp(Op):
                 seconds = time.time() - started
                 self._record(
                     ctx,
-                    group,
-                    argv,
-                    display,
-                    None,
-                    started,
-                    seconds,
-                    stdout,
-                    stderr,
-                    None,
-                    [],
-                    root,
+                    group=group,
+                    argv=argv,
+                    command=display,
+                    exit_code=None,
+                    started=started,
+                    seconds=seconds,
+                    stdout=stdout,
+                    stderr=stderr,
+                    read=None,
+                    written=[],
+                    workdir=root,
                 )
                 raise ProgramError(
                     f"{self.name}: {display} did not finish within {self.spec.timeout:g} s for "
@@ -212,19 +212,20 @@ class RunProgramOp(Op):
             written = self._written(root, staged)
             outputs = self._outputs(root, staged, written, group)
             blobs = self._version(ctx, group, root, outputs)
+            written_files = [{"name": n, "bytes": len(d), "blob": blobs.get(n)} for n, d in outputs]
             self._record(
                 ctx,
-                group,
-                argv,
-                display,
-                code,
-                started,
-                seconds,
-                stdout,
-                stderr,
-                read,
-                [{"name": n, "bytes": len(d), "blob": blobs.get(n)} for n, d in outputs],
-                root,
+                group=group,
+                argv=argv,
+                command=display,
+                exit_code=code,
+                started=started,
+                seconds=seconds,
+                stdout=stdout,
+                stderr=stderr,
+                read=read,
+                written=written_files,
+                workdir=root,
             )
             if code != 0 and self.spec.check:
                 raise ProgramError(
@@ -437,18 +438,20 @@ class RunProgramOp(Op):
     def _record(
         self,
         ctx: taskctx.TaskContext | None,
+        *,
         group: str,
         argv: list[str],
-        display: str,
-        code: int | None,
+        command: str,
+        exit_code: int | None,
         started: float,
         seconds: float,
         stdout: bytes | None,
         stderr: bytes | None,
         read: list[str] | None,
         written: list[dict[str, Any]],
-        root: str,
+        workdir: str,
     ) -> None:
+        """One ``programs`` row for provenance (sent with the task's result)."""
         if ctx is None:
             return
         ctx.programs += 1
@@ -460,15 +463,15 @@ class RunProgramOp(Op):
                 "step": self.spec.step,
                 "group_key": group,
                 "argv": argv,
-                "command": display,
-                "exit_code": code,
+                "command": command,
+                "exit_code": exit_code,
                 "started_at": started,
                 "seconds": seconds,
                 "stdout_tail": _tail(stdout),
                 "stderr_tail": _tail(stderr),
                 "files_read": read,
                 "files_written": written,
-                "workdir": root,
+                "workdir": workdir,
             },
         )
 
