@@ -53,6 +53,7 @@ Event = tuple[str, str, dict[str, Any]]
 
 FLUSH_SECONDS = 0.25
 FLUSH_EVENTS = 5000
+WRITE_PATIENCE = 600.0  # seconds the end of a run waits for one batch still being written
 
 
 def utc(ts: float) -> datetime | None:
@@ -78,6 +79,8 @@ class Collector:
         self._queue: queue.SimpleQueue[Event | threading.Event | None] = queue.SimpleQueue()
         self._failed: list[Event] = []
         self.last_error: str | None = None
+        self.written = 0  # events committed so far (flush watches it for progress)
+        self._writing_since: float | None = None  # monotonic start of the write in progress
         self._thread = threading.Thread(target=self._loop, name="riera-provenance", daemon=True)
         self._thread.start()
 
@@ -86,12 +89,24 @@ class Collector:
             self._queue.put(e)
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until everything emitted so far is written; ``False`` if it was not."""
+        """Wait until everything emitted so far is written; ``False`` if it was not.
+
+        Gives up after ``timeout`` seconds *without progress*: a batch of record lineage can take
+        longer to commit, and is waited for while the store is writing (up to
+        :data:`WRITE_PATIENCE` seconds for one batch) and while batches keep completing."""
         if not self._thread.is_alive():
             return False
         done = threading.Event()
         self._queue.put(done)
-        return done.wait(timeout) and not self._failed
+        progress, since = self.written, time.monotonic()
+        while not done.wait(min(1.0, timeout)):
+            now = time.monotonic()
+            writing = self._writing_since is not None and now - self._writing_since < WRITE_PATIENCE
+            if self.written != progress or writing:
+                progress, since = self.written, now
+            elif now - since >= timeout or not self._thread.is_alive():
+                return False
+        return not self._failed
 
     def declare(self, dataset: str, columns: dict[str, str]) -> None:
         """Create the domain table of ``dataset`` now (a conflict fails the run before it starts)."""
@@ -135,8 +150,13 @@ class Collector:
         if not events:
             return
         try:
-            with self._lock:
-                self.store.write(events)
+            self._writing_since = time.monotonic()
+            try:
+                with self._lock:
+                    self.store.write(events)
+            finally:
+                self._writing_since = None
+            self.written += len(events)
         except Exception as err:  # keep them; the next flush tries again
             if self.last_error is None:
                 log.warning("provenance: cannot write to %s (%s); retrying", self.store.url, err)
