@@ -84,42 +84,6 @@ def _take_column(col: pa.ChunkedArray, indices: np.ndarray) -> pa.Array | pa.Chu
     return pa.array(out, type=t)
 
 
-def filter_concat(tables: Sequence[pa.Table], masks: Sequence[np.ndarray]) -> pa.Table:
-    """``concat(t.filter(m) ...)`` as one contiguous chunk per column, copying each row once.
-
-    Fixed-width columns without nulls are compressed straight into a preallocated array; other
-    columns fall back to Arrow's filter and concatenation.
-    """
-    schema = tables[0].schema
-    total = int(sum(int(m.sum()) for m in masks))
-    columns = []
-    for j, field in enumerate(schema):
-        chunks = [c for t in tables for c in t.column(j).chunks]
-        views = [_fixed_width_view(c) for c in chunks]
-        if any(v is None for v in views) or any(t.column(j).num_chunks != 1 for t in tables):
-            columns.append(
-                pa.chunked_array(
-                    [t.column(j).filter(pa.array(m)) for t, m in zip(tables, masks, strict=True)],
-                    type=field.type,
-                ).combine_chunks()
-            )
-            continue
-        first = views[0]
-        assert first is not None
-        out = memory.empty((total, *first.shape[1:]), dtype=first.dtype)
-        pos = 0
-        for v, m in zip(views, masks, strict=True):
-            k = int(m.sum())
-            assert v is not None
-            np.compress(m, v, axis=0, out=out[pos : pos + k])
-            pos += k
-        if pa.types.is_fixed_size_binary(field.type):
-            columns.append(pa.Array.from_buffers(field.type, total, [None, pa.py_buffer(out)]))
-        else:
-            columns.append(pa.array(out, type=field.type))
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
 def take(table: pa.Table, indices: np.ndarray) -> pa.Table:
     """``table.take`` with numpy fast paths for fixed-width columns without nulls."""
     indices = np.asarray(indices, dtype=np.int64)
@@ -566,31 +530,56 @@ class SortOp(Op):
         return take(table, sort_indices(table, self.keys, self.descending))
 
 
-def range_mask(col: pa.ChunkedArray, lo: Any, hi: Any, descending: bool, last: bool) -> pa.Array:
-    """Rows of the range partition ``[lo, hi)`` (by the first sort key; nulls go to the last one)."""
-    mask = None
-    lower, upper = (pc.less_equal, pc.greater) if descending else (pc.greater_equal, pc.less)
-    scalar_type = col.type
-    if lo is not None:
-        mask = lower(col, pa.scalar(lo, scalar_type))
-    if hi is not None:
-        m = upper(col, pa.scalar(hi, scalar_type))
-        mask = m if mask is None else pc.and_(mask, m)
-    if mask is None:
-        return pa.array(np.ones(len(col), dtype=bool))
-    mask = pc.fill_null(mask, last)
-    if last and pa.types.is_floating(col.type):
-        # NaN compares false with every bound; sorts put it at the end, with nulls.
-        mask = pc.or_(mask, pc.fill_null(pc.is_nan(col), False))
-    return mask
+def _valid_prefix(col: pa.ChunkedArray) -> int:
+    """Rows before the nulls and NaNs, which a sort puts at the end."""
+    n = len(col) - col.null_count
+    if pa.types.is_floating(col.type):
+        n -= int(pc.sum(pc.is_nan(col)).as_py() or 0)
+    return n
 
 
-def sample_keys(table: pa.Table, key: str, k: int = 256, seed: int = 0) -> list[Any]:
-    if table.num_rows == 0:
-        return []
+def range_slice(
+    col: pa.ChunkedArray, lo: Any, hi: Any, descending: bool, last: bool
+) -> tuple[int, int]:
+    """Rows ``[start, end)`` of the range partition ``[lo, hi)`` in a column sorted by itself.
+
+    Partition ``i`` takes keys ``k`` with ``lo <= k < hi`` (``hi < k <= lo`` descending); nulls
+    and NaN go to the last partition. Two binary searches instead of comparing every row: a
+    block sorted on the map side is sliced, not scanned, by each of the reducers."""
+    valid = _valid_prefix(col)
+
+    def first(pred: Callable[[Any], bool]) -> int:  # smallest i with pred(col[i]), monotone
+        a, b = 0, valid
+        while a < b:
+            mid = (a + b) // 2
+            if pred(col[mid].as_py()):
+                b = mid
+            else:
+                a = mid + 1
+        return a
+
+    if descending:
+        start = 0 if lo is None else first(lambda v: v <= lo)
+        end = valid if hi is None else first(lambda v: v <= hi)
+    else:
+        start = 0 if lo is None else first(lambda v: v >= lo)
+        end = valid if hi is None else first(lambda v: v >= hi)
+    return start, len(col) if last else end
+
+
+def sort_by_first_key(table: pa.Table, key: str, descending: bool) -> np.ndarray:
+    """The order that sorts ``table`` by ``key`` alone (nulls and NaN last)."""
+    return sort_indices(table, [key], [descending])
+
+
+def sample_sorted(table: pa.Table, key: str, k: int = 256) -> list[Any]:
+    """``k`` evenly spaced keys of a table sorted by ``key``: its quantiles, nulls and NaN left out."""
     col = table.column(key)
-    idx = np.random.default_rng(seed).integers(0, table.num_rows, size=min(k, table.num_rows))
-    return [v for v in col.take(pa.array(idx)).to_pylist() if v is not None and v == v]
+    valid = _valid_prefix(col)
+    if valid == 0:
+        return []
+    idx = np.unique(np.linspace(0, valid - 1, min(k, valid)).astype(np.int64))
+    return col.take(pa.array(idx)).to_pylist()
 
 
 def range_boundaries(samples: list[Any], n: int, descending: bool) -> list[Any]:

@@ -139,22 +139,31 @@ class RangeShuffleReader(Reader):
         return f"range-partitioned read of {self.upstream} by {self.key} ({self.partitions})"
 
     def read(self, task_input: tuple[list[Ref], Any, Any, bool], exchange: Exchange) -> pa.Table:
-        refs, lo, hi, last = task_input  # last=None: this partition receives no rows
-        tables, masks, empty = [], [], None
-        for r in refs:
-            t = exchange.get(r)
+        tables, empty = [], None
+        for _, t, start, end in self.slices(task_input, exchange):
             if t.num_columns and empty is None:
                 empty = t.slice(0, 0)
-            if t.num_rows == 0 or self.key not in t.column_names or last is None:
-                continue
-            mask = ops.range_mask(t.column(self.key), lo, hi, self.descending, last)
-            tables.append(t)
-            masks.append(mask.to_numpy(zero_copy_only=False))
+            if end > start:
+                tables.append(t.slice(start, end - start))  # zero-copy
         if not tables:
             return empty if empty is not None else pa.table({})
-        if all(t.schema == tables[0].schema for t in tables):
-            return ops.filter_concat(tables, masks)
-        return ops.concat([t.filter(pa.array(m)) for t, m in zip(tables, masks, strict=True)])
+        return ops.concat(tables)
+
+    def slices(
+        self, task_input: tuple[list[Ref], Any, Any, bool], exchange: Exchange
+    ) -> list[tuple[int, pa.Table, int, int]]:
+        """``(block number, block, start, end)``: the rows of each upstream block in this range
+        (blocks are sorted by the key on the map side, so the rows are one slice)."""
+        refs, lo, hi, last = task_input  # last=None: this partition receives no rows
+        out = []
+        for i, r in enumerate(refs):
+            t = exchange.get(r)
+            if t.num_rows == 0 or self.key not in t.column_names or last is None:
+                out.append((i, t, 0, 0))
+                continue
+            start, end = ops.range_slice(t.column(self.key), lo, hi, self.descending, last)
+            out.append((i, t, start, end))
+        return out
 
 
 @dataclass(frozen=True)
@@ -238,17 +247,26 @@ class OneWriter(Writer):
 
 @dataclass(frozen=True)
 class SampleWriter(Writer):
-    """One ref plus a key sample; the driver turns pooled samples into range boundaries."""
+    """The map side of a sort: the block sorted by the first sort key, one ref, and its quantiles.
+
+    The driver turns pooled quantiles into range boundaries; because each block is sorted, every
+    reducer then takes its range of a block with two binary searches (``ops.range_slice``) instead
+    of comparing all of the block's rows — the read stays linear in the data as reducers grow."""
 
     key: str
+    descending: bool = False
 
     def describe(self) -> str:
-        return f"exchange write + sample of {self.key}"
+        return f"sort by {self.key} + exchange write + quantiles"
 
     def write(
         self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
     ) -> WriteResult:
-        sample = ops.sample_keys(table, self.key, seed=index) if table.num_columns else []
+        if not table.num_columns or self.key not in table.column_names:
+            return WriteResult(refs=[exchange.put(table, key)])
+        if table.num_rows > 1:
+            table = ops.take(table, ops.sort_by_first_key(table, self.key, self.descending))
+        sample = ops.sample_sorted(table, self.key)
         return WriteResult(refs=[exchange.put(table, key)], sample=sample)
 
 

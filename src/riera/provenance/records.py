@@ -94,17 +94,12 @@ def read_traced(reader: ph.Reader, task_input: Any, exchange: Exchange) -> tuple
 def _range_shuffle(
     reader: ph.RangeShuffleReader, task_input: Any, exchange: Exchange
 ) -> tuple[pa.Table, Relation]:
-    refs, lo, hi, last = task_input
     table = reader.read(task_input, exchange)
-    parts = []
-    if last is not None:
-        for slot, r in enumerate(refs):
-            t = exchange.get(r)
-            if t.num_rows == 0 or reader.key not in t.column_names:
-                continue
-            mask = ops.range_mask(t.column(reader.key), lo, hi, reader.descending, last)
-            kept = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
-            parts.append((np.int64(slot) << SHIFT) | kept.astype(np.int64))
+    parts = [
+        (np.int64(slot) << SHIFT) | np.arange(start, end, dtype=np.int64)
+        for slot, _, start, end in reader.slices(task_input, exchange)
+        if end > start
+    ]
     srcs = np.concatenate(parts) if parts else np.empty(0, np.int64)
     return table, Relation(_arange(len(srcs)), srcs)
 
@@ -213,6 +208,11 @@ def compose(current: Relation, step: tuple[np.ndarray, np.ndarray]) -> Relation:
 def placement(writer: ph.Writer, table: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
     """For each output row: (partition, row inside the partition); None if unknown."""
     n = table.num_rows
+    if isinstance(writer, ph.SampleWriter) and n > 1 and writer.key in table.column_names:
+        order = ops.sort_by_first_key(table, writer.key, writer.descending)  # what it wrote
+        inside = np.empty(n, np.int64)
+        inside[order] = _arange(n)
+        return np.zeros(n, np.int32), inside
     if isinstance(writer, ph.OneWriter | ph.SampleWriter | ph.FileWriter):
         return np.zeros(n, np.int32), _arange(n)
     if isinstance(writer, ph.HashWriter):
