@@ -7,8 +7,9 @@ one with a matching reader:
 
 - ``group_by().agg``: map-side partial aggregation, hash-partition, final aggregation;
 - ``reduce_by_key`` and ``distinct``: local combine, hash-partition, combine again;
-- ``sort``: write + sample keys, range boundaries from pooled samples (driver), range read, local sort
-  (the TeraSort recipe);
+- ``sort``: each map block sorted by the first key and written with its quantiles, range boundaries
+  from the pooled quantiles (driver), each reducer slices its range out of every block by binary
+  search, local sort (the TeraSort recipe);
 - ``join``: both sides hash-partitioned on the keys into the same number of partitions, local join;
 - ``repartition``: hash (``by=``) or even split; ``union``: materialize each side, concatenate;
 - ``limit``: per-partition limit, gather to one partition, limit again.
