@@ -201,7 +201,8 @@ if __name__ == "__main__":
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RIERA_")}
+    # The session's RIERA_HOME stays: a test never writes into the user's ~/.riera.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIERA_") or k == "RIERA_HOME"}
     env["RIERA_PROGRESS"] = "off"
     return env
 
