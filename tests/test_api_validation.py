@@ -258,7 +258,7 @@ def test_explain_narrow_op_after_a_shuffle_fuses_into_the_reduce_stage() -> None
     blocks = stage_blocks(ds.explain(show=False))
     assert list(blocks) == ["stage-1", "stage-2"]
     assert applied(blocks["stage-1"]) == []
-    assert "write: exchange write + sample of amount" in blocks["stage-1"]
+    assert "write: sort by amount + exchange write + quantiles" in blocks["stage-1"]
     assert applied(blocks["stage-2"]) == [
         find(ds.node, n.Sort).name,
         find(ds.node, n.MapRows).name,
