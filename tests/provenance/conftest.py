@@ -8,6 +8,8 @@
 - ``open_target``: ``() -> ProvenanceStore``, another store opened on the same target (as a second
   process would); every store it opened is closed at teardown.
 - ``store``: the store the test works with (the first one ``open_target`` opened).
+- ``home``: a fresh Riera home (so a fresh SQLite store and versions repository) with a 2-worker
+  runtime using it, shut down afterwards — for tests of capture on real runs.
 
 ``StoreTarget.connect()`` gives a plain DB-API connection to the same database, for tests that
 need a second writer holding a transaction open.
@@ -25,6 +27,7 @@ from typing import Any
 
 import pytest
 
+import riera
 from riera.provenance.store import ProvenanceStore, open_store
 
 PG_DSN = os.environ.get("RIERA_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -102,3 +105,11 @@ def open_target(store_target: StoreTarget) -> Iterator[Callable[[], ProvenanceSt
 @pytest.fixture
 def store(open_target: Callable[[], ProvenanceStore]) -> ProvenanceStore:
     return open_target()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "home"
+    riera.init(workers=2, progress="off", home=str(path))
+    yield path
+    riera.shutdown()

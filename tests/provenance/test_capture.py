@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +27,6 @@ from riera.config import load_settings
 from riera.errors import ProvenanceError, ReadOnlyError, TaskError
 
 PG_DSN = os.environ.get("RIERA_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Iterator[Path]:
-    """A fresh Riera home (and so a fresh SQLite store) with a 2-worker runtime using it."""
-    path = tmp_path / "home"
-    riera.init(workers=2, progress="off", home=str(path))
-    yield path
-    riera.shutdown()
 
 
 def settings(home: Path) -> Any:

@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,6 @@ from riera.config import load_settings
 from riera.errors import DomainError, PlanError, ProgramError, ProvenanceError
 
 SAMPLES = {"s1.txt": "pear\napple\nfig\n", "s2.txt": "kiwi\nbanana\n", "s3.txt": "plum\n"}
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "home"
-    riera.init(workers=2, progress="off", home=str(path))
-    yield path
-    riera.shutdown()
 
 
 @pytest.fixture

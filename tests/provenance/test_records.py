@@ -17,20 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-import pytest
 
 import riera
 import riera.provenance as prov
 from riera.config import load_settings
 from riera.provenance.lineage import record_lineage
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "home"
-    riera.init(workers=2, progress="off", home=str(path))
-    yield path
-    riera.shutdown()
 
 
 def q(home: Path, query: str, **params: Any) -> list[dict[str, Any]]:

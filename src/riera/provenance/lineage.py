@@ -57,6 +57,34 @@ ORDER BY depth, e.element_id, w.row_no
 """
 
 
+def _check(direction: str, depth: int) -> None:
+    if direction not in ("up", "down"):
+        raise ProvenanceError(f"direction must be 'up' or 'down'; got {direction!r}")
+    if depth < 0:
+        raise ProvenanceError(f"depth must be 0 or more; got {depth}")
+
+
+def _find(store: ProvenanceStore, run_id: str, element: str) -> tuple[str, int]:
+    """``(element_id, element_no)`` of an element id or an output file's path; errors show
+    what the run's elements look like."""
+    found = store.sql(
+        "SELECT element_id, element_no FROM elements "
+        "WHERE run_id = :r AND (element_id = :e OR location = :e)",
+        {"r": run_id, "e": element},
+    ).rows
+    if not found:
+        sample = store.sql(
+            "SELECT element_id FROM elements WHERE run_id = :r ORDER BY element_no LIMIT 5",
+            {"r": run_id},
+        ).rows
+        hint = ", ".join(str(s[0]) for s in sample)
+        raise ProvenanceError(
+            f"run {run_id} has no data element {element!r}"
+            + (f"; its elements look like: {hint}" if hint else "")
+        )
+    return str(found[0][0]), int(found[0][1] or 0)
+
+
 def record_lineage(
     store: ProvenanceStore,
     run_id: str,
@@ -70,19 +98,13 @@ def record_lineage(
 
     Each result is ``(depth, element_id, row, kind, location)``; the row itself is depth 0.
     """
-    if direction not in ("up", "down"):
-        raise ProvenanceError(f"direction must be 'up' or 'down'; got {direction!r}")
-    if row < 0 or depth < 0:
-        raise ProvenanceError(f"row and depth must be 0 or more; got row={row}, depth={depth}")
-    found = store.sql(
-        "SELECT element_no FROM elements WHERE run_id = :r AND (element_id = :e OR location = :e)",
-        {"r": run_id, "e": element},
-    ).rows
-    if not found:
-        raise ProvenanceError(f"run {run_id} has no data element {element!r}")
+    _check(direction, depth)
+    if row < 0:
+        raise ProvenanceError(f"row must be 0 or more; got {row}")
+    _, number = _find(store, run_id, element)
     near, far = ("out", "in") if direction == "up" else ("in", "out")
     query = _RECORDS.format(near=near, far=far)
-    params = {"r": run_id, "no": int(found[0][0]), "row": int(row), "depth": depth}
+    params = {"r": run_id, "no": number, "row": int(row), "depth": depth}
     return store.sql(query, params).to_dicts()
 
 
@@ -98,25 +120,9 @@ def lineage(
     ``element`` is an element id (``stage-1/t0/p2``, ``output/part-00000.parquet``) or, for
     convenience, the path of an output file the run wrote.
     """
-    if direction not in ("up", "down"):
-        raise ProvenanceError(f"direction must be 'up' or 'down'; got {direction!r}")
-    if depth < 0:
-        raise ProvenanceError(f"depth must be 0 or more; got {depth}")
-    found = store.sql(
-        "SELECT element_id FROM elements WHERE run_id = :r AND (element_id = :e OR location = :e)",
-        {"r": run_id, "e": element},
-    ).rows
-    if not found:
-        sample = store.sql(
-            "SELECT element_id FROM elements WHERE run_id = :r ORDER BY element_no LIMIT 5",
-            {"r": run_id},
-        ).rows
-        hint = ", ".join(str(s[0]) for s in sample)
-        raise ProvenanceError(
-            f"run {run_id} has no data element {element!r}"
-            + (f"; its elements look like: {hint}" if hint else "")
-        )
+    _check(direction, depth)
+    found_id, _ = _find(store, run_id, element)
     near, far = _SIDES[direction]
     head = _WALK.format(near=near, far=far)
-    params = {"r": run_id, "e": str(found[0][0]), "depth": depth}
+    params = {"r": run_id, "e": found_id, "depth": depth}
     return store.sql(head + _SELECT, params).to_dicts()
