@@ -188,14 +188,21 @@ def _terasort(config: ProvenanceConfig, root: Path, home: Path, say: Progress) -
     return result
 
 
+def _corpus(root: Path, job: str, mb: int, say: Progress) -> tuple[Path, Any]:
+    """A generated text of ``mb`` MB in its own directory, and the generator's statistics."""
+    from riera.apps.wordcount.corpus import TextGenerator
+
+    path = root / job / "text.txt"
+    path.parent.mkdir()
+    say(f"{job}: generating {mb} MB of text")
+    return path, TextGenerator().write(path, mb * MB)
+
+
 def _wordcount(config: ProvenanceConfig, root: Path, home: Path, say: Progress) -> JobResult:
-    from riera.apps.wordcount.corpus import TextGenerator, expected_order
+    from riera.apps.wordcount.corpus import expected_order
     from riera.apps.wordcount.job import top_words
 
-    path = root / "wordcount" / "text.txt"
-    path.parent.mkdir()
-    say(f"wordcount: generating {config.text_mb} MB of text")
-    stats = TextGenerator().write(path, config.text_mb * MB)
+    path, stats = _corpus(root, "wordcount", config.text_mb, say)
     expected = expected_order(stats.counts)
     result = JobResult("wordcount", stats.nbytes)
 
@@ -213,13 +220,9 @@ def _wordcount(config: ProvenanceConfig, root: Path, home: Path, say: Progress) 
 
 def _wordcount_rows(config: ProvenanceConfig, root: Path, home: Path, say: Progress) -> JobResult:
     import riera
-    from riera.apps.wordcount.corpus import TextGenerator
     from riera.apps.wordcount.job import PUNCTUATION
 
-    path = root / "wordcount-rows" / "text.txt"
-    path.parent.mkdir()
-    say(f"wordcount-rows: generating {config.rows_text_mb} MB of text")
-    stats = TextGenerator().write(path, config.rows_text_mb * MB)
+    path, stats = _corpus(root, "wordcount-rows", config.rows_text_mb, say)
     expected = dict(stats.counts)
     result = JobResult("wordcount-rows", stats.nbytes)
 
