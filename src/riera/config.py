@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     partition_bytes: int = Field(
         64 * 2**20, ge=1024, description="target input bytes per partition when splitting files"
     )
+    sort_piece_bytes: int = Field(
+        2**20,
+        ge=1,
+        description="smallest piece of a sorted map block stored for exchanges that cannot "
+        "slice in place (s3, redis, shm-pickle), so each reducer fetches only its pieces",
+    )
     max_task_retries: int = Field(3, ge=0, description="retries of a task whose worker died")
     memcopy_threads: int = Field(
         default_factory=lambda: min(4, _default_workers()),

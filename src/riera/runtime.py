@@ -241,15 +241,27 @@ class Runtime:
             samples = [s for res in up for s in res.sample]
             bounds = ops.range_boundaries(samples, r.partitions, r.descending)
             refs = [ref for res in up for ref in res.refs]
+            # A block stored in pieces (a backend that cannot slice in place) has a key span per
+            # piece: each reducer gets only the pieces that overlap its range.
+            spans = [s for res in up for s in (res.spans or [None] * len(res.refs))]
+
+            def task(lo: Any, hi: Any, last: bool | None) -> tuple[list[Ref], Any, Any, Any]:
+                mine = [
+                    ref
+                    for ref, span in zip(refs, spans, strict=True)
+                    if span is None or ops.span_overlaps(span, lo, hi, r.descending, last)
+                ]
+                return (mine or refs[:1], lo, hi, last)  # one ref at least: the schema
+
             if not bounds:  # no non-null key sampled: one partition takes every row
-                return [(refs, None, None, True)] + [(refs, None, None, None)] * (
+                return [task(None, None, True)] + [task(None, None, None)] * (
                     r.partitions - 1
                 ), []
             inputs = []
             for i in range(r.partitions):
                 lo = bounds[i - 1] if i > 0 else None
                 hi = bounds[i] if i < r.partitions - 1 else None
-                inputs.append((refs, lo, hi, i == r.partitions - 1))
+                inputs.append(task(lo, hi, i == r.partitions - 1))
             return inputs, []
         if isinstance(r, ph.JoinReader):
             left, right = results[r.left], results[r.right]

@@ -99,6 +99,31 @@ def test_lineage_crosses_sort_and_aggregation_stages(tmp_path: Path) -> None:
         riera.shutdown()
 
 
+def test_lineage_through_a_sort_stored_in_pieces(tmp_path: Path) -> None:
+    """Over an exchange that cannot slice in place, a sorted block is stored in pieces and each
+    reducer reads a subset of them: every output row still leads to its input row."""
+    home = tmp_path / "home"
+    riera.init(
+        workers=2,
+        progress="off",
+        home=str(home),
+        provenance="records",
+        exchange="shm-pickle",
+        sort_piece_bytes=1,
+    )
+    try:
+        out = tmp_path / "sorted"
+        riera.range(600, partitions=3).map(lambda r: {"id": r["id"], "k": (r["id"] * 7) % 50}).sort(
+            "k", descending=True, partitions=4
+        ).write_parquet(str(out))
+        rows = list(output_rows(out))
+        assert [r["k"] for _, _, r in rows] == sorted((i * 7) % 50 for i in range(600))[::-1]
+        for element, i, row in rows:
+            assert sources(home, element, i) == {row["id"]}
+    finally:
+        riera.shutdown()
+
+
 def test_a_join_row_comes_from_one_row_of_each_side(tmp_path: Path) -> None:
     home = tmp_path / "home"
     riera.init(workers=2, progress="off", home=str(home), provenance="records")

@@ -161,6 +161,7 @@ class RoutingExchange:
         self.exchanges = exchanges
         self.name = write_to
         self.target = exchanges.backend(write_to)
+        self.zero_copy = getattr(self.target, "zero_copy", False)
 
     def put(self, table: pa.Table, key: SegmentKey) -> Ref:
         return self.target.put(table, key)

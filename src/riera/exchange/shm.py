@@ -55,6 +55,7 @@ class ShmExchange:
 
     name = "shm"
     suffix = SUFFIX
+    zero_copy = True  # a read maps the segment: slicing a stored table costs nothing
 
     def __init__(
         self,

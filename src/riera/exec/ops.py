@@ -567,6 +567,32 @@ def range_slice(
     return start, len(col) if last else end
 
 
+def key_span(col: pa.ChunkedArray) -> tuple[Any, Any, bool]:
+    """``(first, last, tail)`` of a column sorted by itself: its first and last valid keys (None
+    if it has none) and whether nulls or NaN follow them (they belong to the last partition)."""
+    valid = _valid_prefix(col)
+    if valid == 0:
+        return None, None, len(col) > 0
+    return col[0].as_py(), col[valid - 1].as_py(), valid < len(col)
+
+
+def span_overlaps(
+    span: tuple[Any, Any, bool], lo: Any, hi: Any, descending: bool, last: bool | None
+) -> bool:
+    """Whether a piece with key ``span`` (``key_span``) holds rows of range partition
+    ``[lo, hi)`` — the partition ``range_slice`` cuts; ``last=None``: it receives no rows."""
+    if last is None:
+        return False
+    first, final, tail = span
+    if tail and last:
+        return True
+    if first is None:
+        return False
+    if descending:  # keys run from ``first`` down to ``final``; the range is hi < k <= lo
+        return (hi is None or first > hi) and (lo is None or final <= lo)
+    return (hi is None or first < hi) and (lo is None or final >= lo)
+
+
 def sort_by_first_key(table: pa.Table, key: str, descending: bool) -> np.ndarray:
     """The order that sorts ``table`` by ``key`` alone (nulls and NaN last)."""
     return sort_indices(table, [key], [descending])

@@ -219,6 +219,9 @@ class WriteResult:
     refs: list[Ref] = field(default_factory=list)
     sample: list[Any] = field(default_factory=list)
     part: dict[str, Any] | None = None
+    # SampleWriter into a backend that cannot slice in place: per ref (piece of the sorted block),
+    # its key span — see ``ops.key_span``.
+    spans: list[tuple[Any, Any, bool]] | None = None
 
 
 @dataclass(frozen=True)
@@ -247,14 +250,23 @@ class OneWriter(Writer):
 
 @dataclass(frozen=True)
 class SampleWriter(Writer):
-    """The map side of a sort: the block sorted by the first sort key, one ref, and its quantiles.
+    """The map side of a sort: the block sorted by the first sort key, and its quantiles.
 
     The driver turns pooled quantiles into range boundaries; because each block is sorted, every
     reducer then takes its range of a block with two binary searches (``ops.range_slice``) instead
-    of comparing all of the block's rows — the read stays linear in the data as reducers grow."""
+    of comparing all of the block's rows — the read stays linear in the data as reducers grow.
+
+    Backends that slice a stored table in place (``zero_copy``: shm, disk) get the block as one
+    ref. Others (S3, Redis, pickle) would make every reducer fetch and decode whole blocks — the
+    data times the number of reducers — so the sorted block is stored in ``pieces`` contiguous
+    pieces with their key spans, and the driver hands each reducer only the pieces overlapping
+    its range: about twice the data in all, whatever the number of reducers."""
 
     key: str
     descending: bool = False
+    pieces: int = 1  # at most: the number of reducers
+    piece_bytes: int = 1 << 20  # at least (setting sort_piece_bytes): smaller pieces cost more
+    # in requests than they save in bytes
 
     def describe(self) -> str:
         return f"sort by {self.key} + exchange write + quantiles"
@@ -267,7 +279,21 @@ class SampleWriter(Writer):
         if table.num_rows > 1:
             table = ops.take(table, ops.sort_by_first_key(table, self.key, self.descending))
         sample = ops.sample_sorted(table, self.key)
-        return WriteResult(refs=[exchange.put(table, key)], sample=sample)
+        n = self.pieces_for(table, exchange)
+        if n <= 1:
+            return WriteResult(refs=[exchange.put(table, key)], sample=sample)
+        pieces = ops.split_even(table, n)
+        return WriteResult(
+            refs=exchange.put_partitioned(pieces, key),
+            sample=sample,
+            spans=[ops.key_span(p.column(self.key)) for p in pieces],
+        )
+
+    def pieces_for(self, table: pa.Table, exchange: Exchange) -> int:
+        """How many pieces ``table`` is stored in (1 for backends that slice in place)."""
+        if getattr(exchange, "zero_copy", False) or table.num_rows < 2:
+            return 1
+        return max(1, min(self.pieces, table.num_rows, table.nbytes // self.piece_bytes))
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ class TaskResult:
     phases: dict[str, float] = field(default_factory=dict)  # read / ops / write seconds
     hashes: list[str | None] = field(default_factory=list)  # content hash per ref (provenance)
     records: list[Any] = field(default_factory=list)  # operators' provenance records (taskctx)
+    spans: list[Any] | None = None  # key span per ref of a sort's map side (WriteResult.spans)
 
 
 @dataclass
@@ -86,7 +87,9 @@ def run_task(
         current = stage.nodes[-1] if stage.nodes else stage.id
         out = stage.writer.write(table, exchange, key, index)
         if traced is not None:
-            derived = records.finish(traced, stage.writer, table, stage.sample, index)
+            derived = records.finish(
+                traced, stage.writer, table, stage.sample, index, max(1, len(out.refs))
+            )
             if derived is not None:
                 ctx.record("derivations", derived)
         ended = time.time()
@@ -106,6 +109,7 @@ def run_task(
             out.part,
             phases,
             records=taskctx.end(),
+            spans=out.spans,
         )
     except BaseException as exc:  # even sys.exit() in user code: report it, keep the worker
         exchange.release_task(key)

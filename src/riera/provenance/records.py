@@ -205,14 +205,21 @@ def compose(current: Relation, step: tuple[np.ndarray, np.ndarray]) -> Relation:
 # -- writers ------------------------------------------------------------------------------------
 
 
-def placement(writer: ph.Writer, table: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
-    """For each output row: (partition, row inside the partition); None if unknown."""
+def placement(
+    writer: ph.Writer, table: pa.Table, pieces: int = 1
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """For each output row: (partition, row inside the partition); None if unknown.
+
+    ``pieces``: how many refs the writer stored (a SampleWriter splits its sorted block into
+    even pieces for backends that cannot slice in place)."""
     n = table.num_rows
     if isinstance(writer, ph.SampleWriter) and n > 1 and writer.key in table.column_names:
         order = ops.sort_by_first_key(table, writer.key, writer.descending)  # what it wrote
-        inside = np.empty(n, np.int64)
-        inside[order] = _arange(n)
-        return np.zeros(n, np.int32), inside
+        at = np.empty(n, np.int64)
+        at[order] = _arange(n)  # the row's place in the sorted block
+        bounds = np.linspace(0, n, max(1, pieces) + 1).astype(np.int64)  # as ops.split_even
+        part = np.searchsorted(bounds, at, "right") - 1
+        return part.astype(np.int32), at - bounds[part]
     if isinstance(writer, ph.OneWriter | ph.SampleWriter | ph.FileWriter):
         return np.zeros(n, np.int32), _arange(n)
     if isinstance(writer, ph.HashWriter):
@@ -240,9 +247,10 @@ def finish(
     table: pa.Table,
     sample: float | None,
     seed: int,
+    pieces: int = 1,
 ) -> dict[str, np.ndarray] | None:
     """The task's derivations as arrays, ready to ship to the driver (None: nothing traced)."""
-    placed = placement(writer, table)
+    placed = placement(writer, table, pieces)
     if placed is None:
         return None
     parts, inside = placed
