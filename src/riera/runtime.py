@@ -254,9 +254,7 @@ class Runtime:
                 return (mine or refs[:1], lo, hi, last)  # one ref at least: the schema
 
             if not bounds:  # no non-null key sampled: one partition takes every row
-                return [task(None, None, True)] + [task(None, None, None)] * (
-                    r.partitions - 1
-                ), []
+                return [task(None, None, True)] + [task(None, None, None)] * (r.partitions - 1), []
             inputs = []
             for i in range(r.partitions):
                 lo = bounds[i - 1] if i > 0 else None

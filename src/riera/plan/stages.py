@@ -246,9 +246,12 @@ class Planner:
     def _plan_Sort(self, node: n.Sort) -> _Open:
         up = self._open(node.inputs[0])
         parts = self._partitions(node.partitions, up.num_tasks)
-        sid = self._close(up, ph.SampleWriter(
+        sid = self._close(
+            up,
+            ph.SampleWriter(
                 node.keys[0], node.descending[0], parts, self.settings.sort_piece_bytes
-            ))
+            ),
+        )
         reader = ph.RangeShuffleReader(sid, parts, node.keys[0], node.descending[0])
         return _Open(
             reader, parts, (sid,), [ops.SortOp(node.name, node.keys, node.descending)], [node.name]
