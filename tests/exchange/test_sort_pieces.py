@@ -174,3 +174,15 @@ def test_span_overlaps(
     span: tuple[Any, Any, bool], lo: Any, hi: Any, descending: bool, last: Any, want: bool
 ) -> None:
     assert ops.span_overlaps(span, lo, hi, descending, last) is want
+
+
+def test_shm_pickle_stores_a_slice_without_its_parents_buffers(tmp_path: Path) -> None:
+    from riera.exchange.base import SegmentKey
+    from riera.exchange.pickle_shm import PickleShmExchange
+
+    big = pa.table({"s": [f"row-{i:08d}" for i in range(200_000)], "i": np.arange(200_000)})
+    piece = big.slice(1000, 2000)
+    ex = PickleShmExchange(tmp_path)
+    ref = ex.put(piece, SegmentKey(1, "r", "s", 0))
+    assert ex.get(ref).equals(piece)
+    assert Path(ref.location).stat().st_size < 2 * piece.nbytes + 4096  # not big's 3.6 MB

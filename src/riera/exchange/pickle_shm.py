@@ -14,6 +14,7 @@ import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from riera.config import Settings
@@ -33,6 +34,9 @@ class PickleShmExchange(PerPartitionObjects):
             raise ExchangeError(f"shared-memory directory {self.directory} does not exist")
 
     def put_partition(self, table: pa.Table, key: SegmentKey, partition: int) -> Ref:
+        if table.get_total_buffer_size() > 2 * table.nbytes + 4096:
+            # A slice pickles with its parent's whole buffers; copy out just its rows first.
+            table = table.take(pa.array(np.arange(table.num_rows)))
         data = pickle.dumps(table, protocol=5)
         path = self.directory / f"{key.task_prefix}-p{partition}{self.suffix}"
         try:

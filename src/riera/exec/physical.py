@@ -8,6 +8,7 @@ worker once and tasks only carry their small input.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,13 +277,18 @@ class SampleWriter(Writer):
     ) -> WriteResult:
         if not table.num_columns or self.key not in table.column_names:
             return WriteResult(refs=[exchange.put(table, key)])
-        if table.num_rows > 1:
-            table = ops.take(table, ops.sort_by_first_key(table, self.key, self.descending))
-        sample = ops.sample_sorted(table, self.key)
         n = self.pieces_for(table, exchange)
-        if n <= 1:
-            return WriteResult(refs=[exchange.put(table, key)], sample=sample)
-        pieces = ops.split_even(table, n)
+        if table.num_rows > 1:
+            order = ops.sort_by_first_key(table, self.key, self.descending)
+            # Each piece is its own compact table (a slice would drag the whole block's buffers
+            # into a pickle); the pieces cut the sorted order as ``ops.split_even`` would.
+            bounds = np.linspace(0, table.num_rows, n + 1).astype(np.int64)
+            pieces = [ops.take(table, order[a:b]) for a, b in itertools.pairwise(bounds)]
+        else:
+            pieces = [table]
+        sample = ops.sample_sorted(pieces[0] if n == 1 else pa.concat_tables(pieces), self.key)
+        if n == 1:
+            return WriteResult(refs=[exchange.put(pieces[0], key)], sample=sample)
         return WriteResult(
             refs=exchange.put_partitioned(pieces, key),
             sample=sample,
