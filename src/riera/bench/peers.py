@@ -545,6 +545,10 @@ def _lithops_tasks() -> tuple[Callable[..., int], Callable[..., int]]:
     return mapper, reducer
 
 
+LITHOPS_WAIT_BASE = 180.0  # seconds a Lithops job may take, plus this per GB of input:
+LITHOPS_WAIT_PER_GB = 90.0  # about 6x its measured times (11–17 s per GB)
+
+
 def _lithops_start(ctx: Context) -> None:
     import lithops
 
@@ -563,15 +567,29 @@ def _lithops_job(ctx: Context, files: list[str], out: Path) -> None:
     bounds = _sample_bounds(files, ctx.procs)
     run = uuid.uuid4().hex[:12]
     mapper, reducer = _lithops_tasks()
+    # Lithops' localhost runner sometimes exits between jobs and get_result() then waits for
+    # ever (lithops-cloud/lithops#1369); a generous bound turns that into a reported error.
+    limit = LITHOPS_WAIT_BASE + LITHOPS_WAIT_PER_GB * sum(os.path.getsize(f) for f in files) / 1e9
+
+    def wait() -> None:
+        try:
+            fexec.get_result(timeout=limit)
+        except TimeoutError as err:
+            raise RuntimeError(
+                f"Lithops returned no result within {limit:.0f} s: its localhost runner "
+                f"stopped answering (an intermittent Lithops issue, lithops-cloud/lithops"
+                f"#1369)"
+            ) from err
+
     maps = [{"path": f, "bounds": bounds, "run": run, "index": i} for i, f in enumerate(files)]
     fexec.map(mapper, maps, include_modules=[])
-    fexec.get_result()
+    wait()
     reds = [
         {"part": j, "mappers": len(files), "run": run, "out": str(out)}
         for j in range(len(bounds) + 1)
     ]
     fexec.map(reducer, reds, include_modules=[])
-    fexec.get_result()
+    wait()
 
 
 def _lithops_stop(ctx: Context) -> None:
