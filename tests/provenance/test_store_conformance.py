@@ -67,7 +67,8 @@ def test_open_is_idempotent(store: ProvenanceStore, open_target: Callable[[], Pr
         "elements",
         "used",
         "generated",
-        "derivations",
+        "derivation_blocks",
+        "derivations",  # a view over the blocks
         "domain_datasets",
         "programs",
         "file_versions",
@@ -106,6 +107,43 @@ def test_a_version_1_store_is_upgraded_in_place(
     again.write([("put", "file_versions", {"run_id": "r1", "stage_id": "s", "path": "p",
                                            "name": "a.txt"})])  # fmt: skip
     assert again.sql("SELECT name FROM file_versions").rows == [("a.txt",)]
+
+
+def test_a_version_2_store_moves_its_derivations_into_blocks(
+    store: ProvenanceStore, store_target: StoreTarget, open_target: Callable[[], ProvenanceStore]
+):
+    """Version 2 kept one row per derivation in a ``derivations`` table; opening it moves the
+    rows into ``derivation_blocks`` (cut per element pair) and puts the view in its place."""
+    rows = [("r1", 1, 0, 7, 3), ("r1", 1, 1, 7, 4), ("r1", 1, 1, 8, 0), ("r2", 5, 2, 9, 9)]
+    conn = store_target.connect()
+    try:
+        if store_target.dialect == "sqlite":
+            conn.execute("BEGIN")
+        conn.execute("DROP VIEW derivations")
+        conn.execute(
+            "CREATE TABLE derivations (run_id TEXT NOT NULL, out_no BIGINT, out_row BIGINT, "
+            "in_no BIGINT, in_row BIGINT)"
+        )
+        cur = conn.cursor()
+        for r in rows:
+            if store_target.dialect == "sqlite":
+                cur.execute("INSERT INTO derivations VALUES (?, ?, ?, ?, ?)", r)
+            else:
+                cur.execute("INSERT INTO derivations VALUES (%s, %s, %s, %s, %s)", r)
+        conn.execute("UPDATE schema_version SET version = 2")
+        conn.commit() if store_target.dialect == "postgresql" else conn.execute("COMMIT")
+    finally:
+        conn.close()
+    again = open_target()
+    assert again.sql("SELECT version FROM schema_version").rows == [(SCHEMA_VERSION,)]
+    got = again.sql(
+        "SELECT run_id, out_no, out_row, in_no, in_row FROM derivations "
+        "ORDER BY run_id, out_no, out_row, in_no"
+    ).rows
+    assert got == rows
+    assert again.sql(
+        "SELECT run_id, out_no, in_no, n FROM derivation_blocks ORDER BY run_id, in_no"
+    ).rows == [("r1", 1, 7, 2), ("r1", 1, 8, 1), ("r2", 5, 9, 1)]
 
 
 def test_concurrent_first_opens(
@@ -161,10 +199,10 @@ def test_put_needs_the_key_and_a_keyed_table(store: ProvenanceStore):
     with pytest.raises(ProvenanceError, match="key column"):
         store.write([("put", "tasks", {"run_id": "r1", "status": "ok"})])
     with pytest.raises(ProvenanceError, match="use 'add'"):
-        store.write([("put", "derivations", {"run_id": "r1", "out_no": 1})])
+        store.write([("put", "derivation_blocks", {"run_id": "r1", "out_no": 1})])
 
 
-def test_add_ignores_duplicates_on_keyed_tables_and_appends_to_derivations(
+def test_add_ignores_duplicates_on_keyed_tables_and_appends_to_derivation_blocks(
     store: ProvenanceStore,
 ):
     element = {"run_id": "r1", "element_id": "p0", "element_no": 0, "rows": 10}
@@ -182,10 +220,14 @@ def test_add_ignores_duplicates_on_keyed_tables_and_appends_to_derivations(
         ("p1", 10),
     ]
     assert store.sql("SELECT task_id FROM generated").rows == [("t0",)]
-    derivation = {"run_id": "r1", "out_no": 1, "out_row": 0, "in_no": 0, "in_row": 5}
-    store.write([("add", "derivations", derivation)] * 2)
-    store.write([("add", "derivations", derivation)])
-    assert count(store, "derivations") == 3
+    block = {"run_id": "r1", "out_no": 1, "in_no": 0, "n": 1, "pairs": "[[0,5]]"}
+    store.write([("add", "derivation_blocks", block)] * 2)
+    store.write([("add", "derivation_blocks", block)])
+    assert count(store, "derivation_blocks") == 3
+    assert (
+        store.sql("SELECT out_no, out_row, in_no, in_row FROM derivations").rows
+        == [(1, 0, 0, 5)] * 3
+    )
 
 
 def test_add_ignores_a_duplicate_element_no(store: ProvenanceStore):
@@ -224,9 +266,12 @@ BAD_EVENTS: dict[str, tuple[Event, str]] = {
     "unknown table": (("put", "nope", {"run_id": "r1"}), "unknown provenance table 'nope'"),
     "unknown column": (("put", "tasks", task(9, colour="red")), r"no column\(s\) 'colour'"),
     "unknown verb": (("upsert", "tasks", task(9)), "unknown verb 'upsert'"),
-    "empty row": (("add", "derivations", {}), "non-empty dict"),
+    "empty row": (("add", "derivation_blocks", {}), "non-empty dict"),
     # run_id missing: refused by the database, half way through the batch
-    "not null": (("add", "derivations", {"out_no": 1}), "(?s)'derivations'.*rolled back"),
+    "not null": (
+        ("add", "derivation_blocks", {"out_no": 1}),
+        "(?s)'derivation_blocks'.*rolled back",
+    ),
     "unbindable value": (
         ("put", "tasks", task(9, worker_pid={"not": "an int"})),
         "(?s)'tasks'.*rolled back",
@@ -240,7 +285,7 @@ def test_a_bad_event_rolls_back_its_whole_batch(store: ProvenanceStore, bad: Eve
     batch: list[Event] = [
         ("put", "runs", {"run_id": "r1", "status": "running"}),
         ("put", "tasks", task(1, status="ok")),
-        ("add", "derivations", {"run_id": "r1", "out_no": 1, "out_row": 0}),
+        ("add", "derivation_blocks", {"run_id": "r1", "out_no": 1, "n": 0}),
         bad,
         ("put", "tasks", task(2, status="ok")),
     ]
@@ -248,7 +293,7 @@ def test_a_bad_event_rolls_back_its_whole_batch(store: ProvenanceStore, bad: Eve
         store.write(batch)
     assert store.sql("SELECT run_id FROM runs").rows == [("r0",)]
     assert count(store, "tasks") == 0
-    assert count(store, "derivations") == 0
+    assert count(store, "derivation_blocks") == 0
     store.write(batch[:3])  # the store is still usable
     assert count(store, "tasks") == 1
 
@@ -618,25 +663,22 @@ def test_bulk_elements_and_derivations(store: ProvenanceStore):
             batch.append(("put", "generated", {"run_id": "r1", "element_id": f"stage-1/p{i}"}))
         batch.append(("put", "tasks", task(start, started_at=now, ended_at=now)))
         store.write(batch)
-    for start in range(0, 1_000_000, 200_000):
-        store.write(
-            [
-                (
-                    "add",
-                    "derivations",
-                    {
-                        "run_id": "r1",
-                        "out_no": i // 10,
-                        "out_row": i % 10,
-                        "in_no": i % 1000,
-                        "in_row": i,
-                    },
-                )
-                for i in range(start, start + 200_000)
-            ]
-        )
+    import numpy as np
+
+    from riera.provenance import blocks
+
+    i = np.arange(1_000_000, dtype=np.int64)
+    encoded = blocks.encode(i // 10, i % 10, i % 1000, i)
+    store.write(
+        [
+            ("add", "derivation_blocks", {"run_id": "r1", "out_no": b.pop("out_key"),
+                                          "in_no": b.pop("in_key"), **b})
+            for b in encoded
+        ]
+    )  # fmt: skip
     assert count(store, "elements") == 100_000
     assert count(store, "generated") == 100_000
+    assert store.sql("SELECT sum(n) FROM derivation_blocks").rows == [(1_000_000,)]
     assert count(store, "derivations") == 1_000_000
     lineage = store.sql(
         "SELECT count(*) FROM derivations d JOIN elements e "
@@ -646,8 +688,8 @@ def test_bulk_elements_and_derivations(store: ProvenanceStore):
 
 
 def test_bulk_columns_events(store: ProvenanceStore):
-    """A ``Columns`` event carries many rows column by column (how record lineage travels); it
-    is written in slices of ``BULK_ROWS`` and mixes with ordinary events in one batch."""
+    """A ``Columns`` event carries many rows column by column, with no dict per row; it is
+    written in slices of ``BULK_ROWS`` and mixes with ordinary events in one batch."""
     import numpy as np
 
     n = BULK_ROWS * 2 + 7
@@ -655,19 +697,19 @@ def test_bulk_columns_events(store: ProvenanceStore):
     store.write(
         [
             ("put", "runs", {"run_id": "r1", "status": "running"}),
-            ("add", "derivations", Columns(run_id=["r1"] * n, out_no=idx // 10, out_row=idx % 10,
-                                           in_no=idx % 1000, in_row=idx)),
-            ("add", "derivations", Columns(run_id=[], out_no=[], out_row=[], in_no=[], in_row=[])),
+            ("add", "derivation_blocks", Columns(run_id=["r1"] * n, out_no=idx // 10,
+                                                 in_no=idx % 1000, n=idx)),
+            ("add", "derivation_blocks", Columns(run_id=[], out_no=[], in_no=[], n=[])),
             ("put", "runs", {"run_id": "r1", "status": "ok"}),
         ]
     )  # fmt: skip
-    assert count(store, "derivations") == n
-    assert store.sql(
-        "SELECT in_row FROM derivations WHERE out_no = 40000 AND out_row = 3"
-    ).rows == [(400003,)]
+    assert count(store, "derivation_blocks") == n
+    assert store.sql("SELECT n FROM derivation_blocks WHERE out_no = 40000 AND in_no = 3").rows == [
+        (400003,)
+    ]
     assert store.sql("SELECT status FROM runs").rows == [("ok",)]
     with pytest.raises(ProvenanceError, match="different lengths"):
-        store.write([("add", "derivations", Columns(run_id=["r"], out_no=[1, 2]))])
+        store.write([("add", "derivation_blocks", Columns(run_id=["r"], out_no=[1, 2]))])
 
 
 # -- opening errors ----------------------------------------------------------------------------

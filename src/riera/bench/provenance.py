@@ -128,11 +128,13 @@ def _captured(home: Path) -> dict[str, int]:
     last = prov.sql("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1", settings=settings)
     run_id = last.rows[0][0]
     out = {}
-    for table in ("operators", "stages", "tasks", "elements", "used", "generated", "derivations"):
+    counts = {t: "count(*)" for t in ("operators", "stages", "tasks", "elements", "used")}
+    counts |= {"generated": "count(*)", "derivation_blocks": "coalesce(sum(n), 0)"}
+    for table, count in counts.items():
         got = prov.sql(
-            f"SELECT count(*) FROM {table} WHERE run_id = :r", {"r": run_id}, settings=settings
+            f"SELECT {count} FROM {table} WHERE run_id = :r", {"r": run_id}, settings=settings
         )
-        out[table] = int(got.rows[0][0])
+        out["derivations" if table == "derivation_blocks" else table] = int(got.rows[0][0])
     return out
 
 
@@ -268,7 +270,9 @@ def _time_lineage(home: Path, say: Progress) -> dict[str, float]:
     try:
         run_id = store.sql("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1").rows[0][0]
         p = {"r": run_id}
-        derivations = store.sql("SELECT count(*) FROM derivations WHERE run_id = :r", p).rows[0][0]
+        derivations = store.sql(
+            "SELECT coalesce(sum(n), 0) FROM derivation_blocks WHERE run_id = :r", p
+        ).rows[0][0]
         last = store.sql(
             "SELECT element_id, rows FROM elements WHERE run_id = :r AND stage_id = "
             "(SELECT max(stage_id) FROM elements WHERE run_id = :r) AND rows > 0",

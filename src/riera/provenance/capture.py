@@ -372,12 +372,8 @@ class ProvenanceHook(Hooks):
             })  # fmt: skip
         return events
 
-    def _derivations(self, task: TaskInfo, arrays: dict[str, Any]) -> list[Event]:
-        """Bulk record lineage: slots and partitions of the task become element numbers."""
-        import numpy as np
-
-        from riera.provenance.store import Columns
-
+    def _derivations(self, task: TaskInfo, blocks: list[dict[str, Any]]) -> list[Event]:
+        """Record lineage in blocks: slots and partitions of the task become element numbers."""
         inputs = [self._numbers.get(e.id, 0) for e in self._inputs(task.input)]
         if task.part:
             outputs = [self._numbers.get(f"output/{task.part.get('file', task.index)}", 0)]
@@ -386,14 +382,14 @@ class ProvenanceHook(Hooks):
                 self._numbers.get(f"{task.stage_id}/t{task.index}/p{i}", 0)
                 for i in range(len(task.refs))
             ]
-        if not inputs or not outputs or not len(arrays["out_row"]):
+        if not inputs or not outputs:
             return []
-        in_no = np.asarray(inputs, np.int64)[arrays["in_slot"]]
-        out_no = np.asarray(outputs, np.int64)[arrays["out_part"]]
-        return [("add", "derivations", Columns(
-            run_id=[task.run_id] * len(in_no), out_no=out_no, out_row=arrays["out_row"],
-            in_no=in_no, in_row=arrays["in_row"],
-        ))]  # fmt: skip
+        events: list[Event] = []
+        for b in blocks:
+            row = {k: v for k, v in b.items() if k not in ("out_key", "in_key")}
+            row.update(run_id=task.run_id, out_no=outputs[b["out_key"]], in_no=inputs[b["in_key"]])
+            events.append(("add", "derivation_blocks", row))
+        return events
 
     @staticmethod
     def _single_output(task: TaskInfo) -> str | None:

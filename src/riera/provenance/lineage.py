@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from riera.errors import ProvenanceError
+from riera.provenance import blocks
 
 if TYPE_CHECKING:
     from riera.provenance.store import ProvenanceStore
@@ -41,20 +44,11 @@ ORDER BY w.depth, w.element_id
 """
 
 
-_RECORDS = """
-WITH RECURSIVE walk(no, row_no, depth) AS (
-    SELECT CAST(:no AS BIGINT), CAST(:row AS BIGINT), 0
-    UNION
-    SELECT d.{far}_no, d.{far}_row, walk.depth + 1
-    FROM walk
-    JOIN derivations d ON d.run_id = :r AND d.{near}_no = walk.no AND d.{near}_row = walk.row_no
-    WHERE walk.depth < :depth
+# One lineage step for one element: the blocks whose row range can hold the rows asked for.
+_BLOCKS = (
+    "SELECT {far}_no, pairs FROM derivation_blocks "
+    "WHERE run_id = :r AND {near}_no = :no AND {near}_lo <= :hi AND {near}_hi >= :lo"
 )
-SELECT min(w.depth) AS depth, e.element_id, w.row_no AS "row", e.kind, e.location
-FROM walk w JOIN elements e ON e.run_id = :r AND e.element_no = w.no
-GROUP BY e.element_id, w.row_no, e.kind, e.location
-ORDER BY depth, e.element_id, w.row_no
-"""
 
 
 def _check(direction: str, depth: int) -> None:
@@ -96,16 +90,56 @@ def record_lineage(
     """The rows a row of ``element`` came from (``up``) or went into (``down``), over the
     record-level derivations of stages that captured them (``provenance(records=True)``).
 
-    Each result is ``(depth, element_id, row, kind, location)``; the row itself is depth 0.
+    Each result is ``(depth, element_id, row, kind, location)``; the row itself is depth 0. The
+    walk goes one stage per step: for each element reached, one query fetches the blocks
+    (``derivation_blocks``) whose row range covers the rows reached, numpy decodes and matches
+    them.
     """
     _check(direction, depth)
     if row < 0:
         raise ProvenanceError(f"row must be 0 or more; got {row}")
     _, number = _find(store, run_id, element)
     near, far = ("out", "in") if direction == "up" else ("in", "out")
-    query = _RECORDS.format(near=near, far=far)
-    params = {"r": run_id, "no": number, "row": int(row), "depth": depth}
-    return store.sql(query, params).to_dicts()
+    query = _BLOCKS.format(near=near, far=far)
+    found: dict[tuple[int, int], int] = {(number, int(row)): 0}
+    frontier: dict[int, set[int]] = {number: {int(row)}}
+    for step in range(1, depth + 1):
+        reached: dict[int, set[int]] = {}
+        for no, rows in frontier.items():
+            want = np.fromiter(rows, np.int64, len(rows))
+            params = {"r": run_id, "no": no, "lo": int(want.min()), "hi": int(want.max())}
+            for far_no, pairs in store.sql(query, params).rows:
+                block = blocks.decode(pairs)
+                near_rows, far_rows = (block[:, 0], block[:, 1]) if near == "out" else (
+                    block[:, 1], block[:, 0])  # fmt: skip
+                for r in np.unique(far_rows[np.isin(near_rows, want)]).tolist():
+                    if (far_no, r) not in found:
+                        found[(far_no, r)] = step
+                        reached.setdefault(far_no, set()).add(r)
+        if not reached:
+            break
+        frontier = reached
+    numbers = sorted({no for no, _ in found})
+    info = {
+        int(e["element_no"]): e
+        for e in store.sql(
+            "SELECT element_no, element_id, kind, location FROM elements WHERE run_id = :r "
+            f"AND element_no IN ({', '.join(str(n) for n in numbers)})",
+            {"r": run_id},
+        ).to_dicts()
+    }
+    out = [
+        {
+            "depth": d,
+            "element_id": info[no]["element_id"],
+            "row": r,
+            "kind": info[no]["kind"],
+            "location": info[no]["location"],
+        }
+        for (no, r), d in found.items()
+        if no in info
+    ]
+    return sorted(out, key=lambda x: (x["depth"], x["element_id"], x["row"]))
 
 
 def lineage(

@@ -4,7 +4,7 @@ Opt-in (``Dataset.provenance(records=True)`` or the setting ``provenance = "reco
 costs work on every row. Titian-style, it is kept per stage and chained through the exchange: a
 stage's output rows point at rows of the elements it read (its input partitions, splits, file
 groups), and those rows point further up through the stage that wrote them. A recursive SQL query
-walks the chain (:func:`riera.provenance.lineage.record_lineage`).
+walks the chain (:func:`riera.provenance.lineage.record_lineage`) block by block.
 
 How a task traces, without touching user data:
 
@@ -19,8 +19,9 @@ How a task traces, without touching user data:
 - relations compose with numpy (sorted lookups, no Python loop per row); the writer finally
   places each output row into its partition (or output file).
 
-The task records four integer arrays — output partition, output row, input slot, input row — and
-the driver maps partitions and slots to element numbers and stores them in ``derivations`` in bulk.
+The task groups its derivations — output partition, output row, input slot, input row — into
+blocks per (partition, slot) (:mod:`riera.provenance.blocks`); the driver turns partitions and
+slots into element numbers and stores one ``derivation_blocks`` row per block.
 ``sample`` keeps the lineage of a deterministic fraction of the output rows.
 """
 
@@ -35,6 +36,7 @@ import pyarrow as pa
 from riera.exchange.base import Exchange
 from riera.exec import ops
 from riera.exec import physical as ph
+from riera.provenance import blocks
 
 SHIFT = 40
 MASK = (1 << SHIFT) - 1
@@ -248,8 +250,9 @@ def finish(
     sample: float | None,
     seed: int,
     pieces: int = 1,
-) -> dict[str, np.ndarray] | None:
-    """The task's derivations as arrays, ready to ship to the driver (None: nothing traced)."""
+) -> list[dict[str, Any]] | None:
+    """The task's derivations in blocks (``blocks.encode``, keyed by output partition and input
+    slot), ready to ship to the driver; None: nothing traced."""
     placed = placement(writer, table, pieces)
     if placed is None:
         return None
@@ -265,9 +268,5 @@ def finish(
         keep = np.ones(len(rows), bool)
         keep[1:] = (rows[1:] != rows[:-1]) | (srcs[1:] != srcs[:-1])
         rows, srcs = rows[keep], srcs[keep]
-    return {
-        "out_part": parts[rows],
-        "out_row": inside[rows],
-        "in_slot": (srcs >> SHIFT).astype(np.int32),
-        "in_row": srcs & MASK,
-    }
+    # Blocks per (output partition, input slot); the driver turns both into element numbers.
+    return blocks.encode(parts[rows], inside[rows], srcs >> SHIFT, srcs & MASK)

@@ -1,4 +1,4 @@
-"""The provenance schema: twelve tables in SQLAlchemy Core, one definition for SQLite and PostgreSQL.
+"""The provenance schema: twelve tables and a view in SQLAlchemy Core, one definition for SQLite and PostgreSQL.
 
 Riera records what every run did in the W3C PROV vocabulary, the way SAMbA does for Spark: a run
 and its tasks are *activities*, the data they read and wrote are *entities*, the user is the
@@ -20,8 +20,10 @@ table                     key                                    W3C PROV
                                                                  output); ``element_no`` unique per run
 ``used``                  ``(run_id, task_id, element_id)``      ``prov:used``
 ``generated``             ``(run_id, element_id)``               ``prov:wasGeneratedBy`` (one task per element)
-``derivations``           none (append only)                     ``prov:wasDerivedFrom`` per record, as
-                                                                 ``(element_no, row)`` integer pairs
+``derivation_blocks``     none (append only)                     ``prov:wasDerivedFrom`` per record, as
+                                                                 ``(element_no, row)`` integer pairs, up
+                                                                 to :data:`BLOCK_PAIRS` per row (JSON)
+``derivations`` (view)    —                                      the blocks, one row per derivation
 ``domain_datasets``       ``dataset``                            declarations of the ``domain_<dataset>``
                                                                  tables (user attributes of entities)
 ``programs``              ``(run_id, task_id, program_no)``      black-box ``prov:Activity`` inside a task
@@ -74,6 +76,8 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeEngine, UserDefinedType
 
 __all__ = [
+    "BLOCK_PAIRS",
+    "DERIVATIONS_VIEW",
     "DOMAIN_COLUMNS",
     "DOMAIN_TYPES",
     "SCHEMA_VERSION",
@@ -85,7 +89,7 @@ __all__ = [
     "to_utc",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def to_utc(value: datetime) -> datetime:
@@ -295,17 +299,44 @@ generated = Table(
     Index("ix_generated_task", "run_id", "task_id"),
 )
 
-derivations = Table(
-    "derivations",
+derivation_blocks = Table(
+    "derivation_blocks",
     metadata,
     Column("run_id", Text, nullable=False),
-    Column("out_no", BigInteger),
-    Column("out_row", BigInteger),
-    Column("in_no", BigInteger),
-    Column("in_row", BigInteger),
-    Index("ix_derivations_out", "run_id", "out_no", "out_row"),
-    Index("ix_derivations_in", "run_id", "in_no", "in_row"),
+    Column("out_no", BigInteger),  # the output element (elements.element_no)
+    Column("in_no", BigInteger),  # the input element it derives from
+    Column("n", BigInteger),  # derivations in the block
+    Column("out_lo", BigInteger),  # least and greatest output row and input row in the block
+    Column("out_hi", BigInteger),
+    Column("in_lo", BigInteger),
+    Column("in_hi", BigInteger),
+    Column("pairs", Text),  # JSON [[out_row, in_row], …] sorted by out_row, then in_row
+    Index("ix_derivation_blocks_out", "run_id", "out_no", "out_lo"),
+    Index("ix_derivation_blocks_in", "run_id", "in_no", "in_lo"),
 )
+
+BLOCK_PAIRS = 16_384
+"""Most derivations per ``derivation_blocks`` row: small enough that a lineage step decodes a
+block in a few milliseconds, large enough that a run's lineage is a few rows per element pair."""
+
+# ``derivations``: the blocks as one row per derivation, for plain SQL. A view, so writing lineage
+# costs one row per block instead of one indexed row per derivation (the difference between 46 s
+# and well under a second for 3M derivations on SQLite).
+DERIVATIONS_VIEW = {
+    "sqlite": (
+        "CREATE VIEW IF NOT EXISTS derivations AS "
+        "SELECT b.run_id AS run_id, b.out_no AS out_no, "
+        "json_extract(p.value, '$[0]') AS out_row, b.in_no AS in_no, "
+        "json_extract(p.value, '$[1]') AS in_row "
+        "FROM derivation_blocks b, json_each(b.pairs) p"
+    ),
+    "postgresql": (
+        "CREATE OR REPLACE VIEW derivations AS "
+        "SELECT b.run_id, b.out_no, (p.value ->> 0)::bigint AS out_row, b.in_no, "
+        "(p.value ->> 1)::bigint AS in_row "
+        "FROM derivation_blocks b CROSS JOIN LATERAL jsonb_array_elements(b.pairs::jsonb) AS p(value)"
+    ),
+}
 
 domain_datasets = Table(
     "domain_datasets",
