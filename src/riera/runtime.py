@@ -74,6 +74,7 @@ class Runtime:
         for d in self._owned_dirs:  # sweep what dead drivers left, then mark this one alive
             shm.sweep_dead_owners(d)
             shm.claim_owner(d)
+        _handle_sigterm()
         self.pool = WorkerPool(settings)
         self.hooks = HookList(hooks or [])
         if _progress_enabled(settings):
@@ -147,6 +148,9 @@ class Runtime:
         except KeyboardInterrupt:
             info.status, info.error = "cancelled", "KeyboardInterrupt"
             raise RunCancelled(f"run {run_id} cancelled; workers stopped, data released") from None
+        except Terminated:
+            info.status, info.error = "cancelled", "SIGTERM"
+            raise
         except BaseException as err:
             info.status, info.error = "failed", f"{type(err).__name__}: {err}"
             raise
@@ -296,6 +300,30 @@ def _progress_enabled(settings: Settings) -> bool:
     if settings.progress == "off":
         return False
     return sys.stderr.isatty() and os.environ.get("CI") is None
+
+
+# -- SIGTERM --------------------------------------------------------------------------------------
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread on SIGTERM, so a run releases its data like on Ctrl-C and the
+    process then exits with status 143 (128 + SIGTERM) after its ``atexit`` shutdown."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated(128 + signum)
+
+
+def _handle_sigterm() -> None:
+    """Turn SIGTERM into :class:`Terminated` unless the program chose its own handling (or this
+    is not the main thread, where Python cannot install handlers). The default action kills the
+    process on the spot: segments would stay until the next session sweeps them."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 # -- the session's runtime -------------------------------------------------------------------------
