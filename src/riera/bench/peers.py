@@ -537,7 +537,11 @@ def _lithops_tasks() -> tuple[Callable[..., int], Callable[..., int]]:
         tables = [
             pa.ipc.open_stream(storage.get_object(storage.bucket, n)).read_all() for n in names
         ]
-        table = pa.concat_tables(tables).sort_by("key")
+        table = pa.concat_tables(tables)
+        # With P reducers each holds 1/P of the data: past 2 GB of text, 32-bit string offsets
+        # overflow when the sort takes rows across chunks, so sort with 64-bit ones.
+        table = table.cast(pa.schema([(f.name, pa.large_string()) for f in table.schema]))
+        table = table.sort_by("key")
         pq.write_table(table, f"{out}/part-{part:05d}.parquet")
         storage.delete_objects(storage.bucket, names)
         return table.num_rows
