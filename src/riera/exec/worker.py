@@ -18,7 +18,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, cast
 
 import cloudpickle
 
@@ -124,6 +124,30 @@ def run_task(
         )
 
 
+def _run(
+    stage: Stage,
+    index: int,
+    attempt: int,
+    task_input: Any,
+    key: SegmentKey,
+    exchange: Exchange,
+    exchanges: Exchanges,
+) -> TaskResult | TaskFailure:
+    """``run_task``, plus the content hash of each table the task stored when capture is on."""
+    if stage.capture == "off":
+        return run_task(stage, index, attempt, task_input, key, exchange)
+    from riera.provenance.hashing import HashingExchange
+
+    hashing = HashingExchange(exchange)  # hashes what the task stores, while it is in memory
+    result = run_task(stage, index, attempt, task_input, key, cast(Exchange, hashing))
+    if isinstance(result, TaskResult):
+        if len(hashing.hashes) == len(result.refs):
+            result.hashes = hashing.hashes
+        else:  # the writer stored something besides its refs: read the refs back
+            result.hashes = _hashes(result.refs, exchanges)
+    return result
+
+
 def _hashes(refs: list[Ref], exchanges: Exchanges) -> list[str | None]:
     """Content hashes of a task's outputs for provenance; never fails the task."""
     from riera.provenance.hashing import ref_hashes
@@ -207,9 +231,7 @@ def main(conn: Connection, settings_fields: dict[str, Any], driver_pid: int) -> 
                         index, attempt, stage_key, type(exc).__qualname__, str(exc), "", None
                     )
                 else:
-                    result = run_task(stage, index, attempt, task_input, key, exchange)
-                    if stage.capture != "off" and isinstance(result, TaskResult):
-                        result.hashes = _hashes(result.refs, exchanges)
+                    result = _run(stage, index, attempt, task_input, key, exchange, exchanges)
             try:
                 conn.send(("result", result))
             except (BrokenPipeError, OSError):

@@ -33,7 +33,7 @@ class TaskContext:
     def captures(self) -> bool:
         return self.capture != "off"
 
-    def record(self, kind: str, row: dict[str, Any]) -> None:
+    def record(self, kind: str, row: Any) -> None:
         if self.captures:
             self.records.append((kind, row))
 
