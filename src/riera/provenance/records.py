@@ -262,11 +262,5 @@ def finish(
         chosen = np.random.default_rng(seed).random(table.num_rows) < sample
         keep = chosen[rows]
         rows, srcs = rows[keep], srcs[keep]
-    if len(rows) > 1:  # a row derived twice from one source (two words of a line) counts once
-        order = np.lexsort((srcs, rows))
-        rows, srcs = rows[order], srcs[order]
-        keep = np.ones(len(rows), bool)
-        keep[1:] = (rows[1:] != rows[:-1]) | (srcs[1:] != srcs[:-1])
-        rows, srcs = rows[keep], srcs[keep]
     # Blocks per (output partition, input slot); the driver turns both into element numbers.
     return blocks.encode(parts[rows], inside[rows], srcs >> SHIFT, srcs & MASK)
