@@ -392,7 +392,15 @@ def test_no_segments_remain_after_a_user_exception(tmp_path: Path) -> None:
     assert _segments(res["pid"]) == []
 
 
-def test_sigint_cancels_the_run_and_releases_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, 3), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+def test_a_signal_stops_the_run_and_releases_everything(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """Ctrl-C (SIGINT) raises ``RunCancelled``, which the driver script catches (exit 3);
+    ``kill PID`` (SIGTERM, how service managers stop a program) releases the same way and the
+    process exits with 128 + 15."""
     marks = tmp_path / "marks"
     marks.mkdir()
     script = _script(tmp_path, "slow.py", SLOW_DRIVER)
@@ -409,37 +417,15 @@ def test_sigint_cancels_the_run_and_releases_everything(tmp_path: Path) -> None:
         assert _segments(proc.pid), "expected stage-1 segments during the slow stage"
         assert _lock(proc.pid).exists()
 
-        os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, sig)
         out, err = _finish(proc, tmp_path, script, timeout=30)
     finally:
         _stop(proc)
-    res = _result((out, err))
-    assert proc.returncode == 3, f"{proc.returncode}\n{out}\n{err}"
-    assert res["status"] == "cancelled"
-    assert res["left"] == [], "segments left right after the cancelled run"
-    assert _segments(proc.pid) == []
-    assert not _lock(proc.pid).exists()
-    alive = _gone(descendants, timeout=15)
-    assert alive == [], f"processes of the driver still running: {[p.pid for p in alive]}"
-
-
-def test_sigterm_stops_the_run_releases_everything_and_exits_143(tmp_path: Path) -> None:
-    """``kill PID`` (SIGTERM) is how service managers and schedulers stop a program: the run
-    releases its segments and workers as on Ctrl-C, and the process exits with 128 + 15."""
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    script = _script(tmp_path, "slow.py", SLOW_DRIVER)
-    proc = _start(tmp_path, script, marks, 30)
-    try:
-        _wait_for(lambda: _started(marks), 60, "the slow stage to start", proc)
-        driver = psutil.Process(proc.pid)
-        descendants = driver.children(recursive=True)
-        assert _segments(proc.pid), "expected stage-1 segments during the slow stage"
-        os.kill(proc.pid, signal.SIGTERM)
-        out, err = _finish(proc, tmp_path, script, timeout=30)
-    finally:
-        _stop(proc)
-    assert proc.returncode == 143, f"{proc.returncode}\n{out}\n{err}"
+    assert proc.returncode == code, f"{proc.returncode}\n{out}\n{err}"
+    if sig == signal.SIGINT:
+        res = _result((out, err))
+        assert res["status"] == "cancelled"
+        assert res["left"] == [], "segments left right after the cancelled run"
     assert _segments(proc.pid) == []
     assert not _lock(proc.pid).exists()
     alive = _gone(descendants, timeout=15)
