@@ -8,10 +8,11 @@ bulk volumes, and the errors raised when a store cannot be opened.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -78,6 +79,20 @@ def test_open_is_idempotent(store: ProvenanceStore, open_target: Callable[[], Pr
         assert count(again, table) >= 0
 
 
+@contextlib.contextmanager
+def _transaction(store_target: StoreTarget) -> Iterator[Any]:
+    """A plain DB-API connection to the store's database, in one committed transaction (how an
+    older Riera left the store, for the upgrade tests)."""
+    conn = store_target.connect()
+    try:
+        if store_target.dialect == "sqlite":
+            conn.execute("BEGIN")
+        yield conn
+        conn.commit() if store_target.dialect == "postgresql" else conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
 def test_a_version_1_store_is_upgraded_in_place(
     store: ProvenanceStore, store_target: StoreTarget, open_target: Callable[[], ProvenanceStore]
 ):
@@ -86,17 +101,11 @@ def test_a_version_1_store_is_upgraded_in_place(
     store.write([("put", "programs", {"run_id": "r1", "task_id": "t", "program_no": 1})])
     added = {"programs": ["op_id", "step", "group_key", "command", "started_at"],
              "file_versions": ["op_id", "step", "group_key", "name"]}  # fmt: skip
-    conn = store_target.connect()
-    try:
-        if store_target.dialect == "sqlite":
-            conn.execute("BEGIN")
+    with _transaction(store_target) as conn:
         for table, columns in added.items():
             for column in columns:
                 conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         conn.execute("UPDATE schema_version SET version = 1")
-        conn.commit() if store_target.dialect == "postgresql" else conn.execute("COMMIT")
-    finally:
-        conn.close()
     again = open_target()
     assert again.sql("SELECT version FROM schema_version").rows == [(SCHEMA_VERSION,)]
     again.write([("put", "programs", {"run_id": "r1", "task_id": "t", "program_no": 1,
@@ -115,10 +124,7 @@ def test_a_version_2_store_moves_its_derivations_into_blocks(
     """Version 2 kept one row per derivation in a ``derivations`` table; opening it moves the
     rows into ``derivation_blocks`` (cut per element pair) and puts the view in its place."""
     rows = [("r1", 1, 0, 7, 3), ("r1", 1, 1, 7, 4), ("r1", 1, 1, 8, 0), ("r2", 5, 2, 9, 9)]
-    conn = store_target.connect()
-    try:
-        if store_target.dialect == "sqlite":
-            conn.execute("BEGIN")
+    with _transaction(store_target) as conn:
         conn.execute("DROP VIEW derivations")
         conn.execute(
             "CREATE TABLE derivations (run_id TEXT NOT NULL, out_no BIGINT, out_row BIGINT, "
@@ -131,9 +137,6 @@ def test_a_version_2_store_moves_its_derivations_into_blocks(
             else:
                 cur.execute("INSERT INTO derivations VALUES (%s, %s, %s, %s, %s)", r)
         conn.execute("UPDATE schema_version SET version = 2")
-        conn.commit() if store_target.dialect == "postgresql" else conn.execute("COMMIT")
-    finally:
-        conn.close()
     again = open_target()
     assert again.sql("SELECT version FROM schema_version").rows == [(SCHEMA_VERSION,)]
     got = again.sql(
