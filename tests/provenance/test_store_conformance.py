@@ -674,8 +674,7 @@ def test_bulk_elements_and_derivations(store: ProvenanceStore):
     encoded = blocks.encode(i // 10, i % 10, i % 1000, i)
     store.write(
         [
-            ("add", "derivation_blocks", {"run_id": "r1", "out_no": b.pop("out_key"),
-                                          "in_no": b.pop("in_key"), **b})
+            ("add", "derivation_blocks", blocks.as_row(b, "r1", b["out_key"], b["in_key"]))
             for b in encoded
         ]
     )  # fmt: skip

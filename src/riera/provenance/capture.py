@@ -384,12 +384,13 @@ class ProvenanceHook(Hooks):
             ]
         if not inputs or not outputs:
             return []
-        events: list[Event] = []
-        for b in blocks:
-            row = {k: v for k, v in b.items() if k not in ("out_key", "in_key")}
-            row.update(run_id=task.run_id, out_no=outputs[b["out_key"]], in_no=inputs[b["in_key"]])
-            events.append(("add", "derivation_blocks", row))
-        return events
+        from riera.provenance.blocks import as_row
+
+        return [
+            ("add", "derivation_blocks",
+             as_row(b, task.run_id, outputs[b["out_key"]], inputs[b["in_key"]]))
+            for b in blocks
+        ]  # fmt: skip
 
     @staticmethod
     def _single_output(task: TaskInfo) -> str | None:

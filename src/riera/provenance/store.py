@@ -744,10 +744,9 @@ class ProvenanceStore:
             for end in [i for i in range(1, len(runs)) if runs[i] != runs[i - 1]] + [len(runs)]:
                 part = cols[start:end]
                 rows = [
-                    {"run_id": runs[start], "out_no": b.pop("out_key"),
-                     "in_no": b.pop("in_key"), **b}
+                    blocks.as_row(b, runs[start], b["out_key"], b["in_key"])
                     for b in blocks.encode(part[:, 0], part[:, 1], part[:, 2], part[:, 3])
-                ]  # fmt: skip
+                ]
                 conn.execute(insert, rows)
                 start = end
 
