@@ -48,3 +48,26 @@ def test_break_even_arithmetic() -> None:
     assert s.break_even() == pytest.approx(9.0)  # 5 + 0.5·8 = 1 + 1·8
     s.sqlite_next.samples = [2.0]
     assert math.isinf(s.break_even())
+
+
+def test_a_mean_that_ties_at_the_last_digit_agrees(tmp_path: Path) -> None:
+    """(0.552198 + 0.982211) / 2 = 0.7672045 is a rounding tie: DuckDB 2 and SQLite round it
+    differently, so the study compares unrounded means (this failed with DuckDB 2.0.1)."""
+    import pyarrow as pa
+
+    data = tmp_path / "csv"
+    data.mkdir()
+    pacsv.write_csv(
+        pa.table({"k": ["k01132", "k01132"], "v": [3, 10], "w": [0.552198, 0.982211]}),
+        data / "part-00000.csv",
+    )
+    in_place = raw._duckdb(f"{data}/*.csv", raw.QUERY)
+    con = raw._load_sqlite([data / "part-00000.csv"], tmp_path / "t.db")
+    try:
+        loaded = raw._sqlite(con, raw.QUERY)
+    finally:
+        con.close()
+    raw._same(in_place, loaded, "tie")
+    assert in_place[0][:2] == ("k01132", 2)
+    with pytest.raises(raw.RawBenchError, match="row 0"):
+        raw._same(in_place, [("k01132", 2, 0.7672)], "changed")
