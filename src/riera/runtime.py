@@ -82,15 +82,23 @@ class Runtime:
 
             self.hooks.hooks.append(ProgressHook())
         self.provenance: Collector | None = None
-        if settings.provenance != "off":
-            self.provenance = _start_provenance(settings, self.hooks)
+        try:
+            if settings.provenance != "off":
+                self.provenance = _start_provenance(settings, self.hooks)
+        except BaseException:  # a half-built runtime gives back what it took
+            self.pool.shutdown()
+            for d in self._owned_dirs:
+                shm.release_owner(d)
+            raise
         self.last_run: RunInfo | None = None
+        self.closed = False
         self._lock = threading.Lock()
 
     def add_hooks(self, *hooks: Hooks) -> None:
         self.hooks.hooks.extend(hooks)
 
     def shutdown(self) -> None:
+        self.closed = True
         self.pool.shutdown()
         if self.provenance is not None:
             self.provenance.close()
@@ -101,6 +109,11 @@ class Runtime:
 
     # -- a run -----------------------------------------------------------------------------------
     def execute(self, root: n.Node, action: str, final_op: ops.Op | None = None) -> RunOutput:
+        if self.closed:
+            raise RieraError(
+                "this runtime was shut down (riera.shutdown() or a later riera.init()); "
+                "run through riera.get_runtime() or the runtime riera.init() returned last"
+            )
         with self._lock:
             return self._execute(root, action, final_op)
 
@@ -341,10 +354,15 @@ def init(*, hooks: list[Hooks] | None = None, **settings: Any) -> Runtime:
     10
     """
     global _runtime
+    # The new runtime is built before the old one stops: bad settings, an unreachable
+    # provenance store or any other failure leave the session's runtime as it was, still
+    # recording provenance, instead of a stopped one that later runs would use silently.
+    validated = load_settings(**settings)
     with _runtime_lock:
-        if _runtime is not None:
-            _runtime.shutdown()
-        _runtime = Runtime(load_settings(**settings), hooks)
+        old = _runtime
+        _runtime = Runtime(validated, hooks)
+        if old is not None:
+            old.shutdown()
         return _runtime
 
 

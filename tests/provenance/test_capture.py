@@ -132,6 +132,27 @@ def test_provenance_off_writes_nothing(tmp_path: Path) -> None:
     assert not (home / "provenance.db").exists()
 
 
+def test_a_failed_init_keeps_the_runtime_that_records_provenance(home: Path) -> None:
+    """``riera.init`` with bad settings used to stop the session's runtime first: later runs then
+    went through the stopped one and recorded no provenance."""
+    before = riera.get_runtime()
+    with pytest.raises(riera.ConfigError, match="workers"):
+        riera.init(workers=0)
+    assert riera.range(10).count() == 10
+    run = rows(home, "SELECT * FROM runs ORDER BY started_at DESC LIMIT 1")[0]
+    assert run["status"] == "ok" and run["action"] == "count"
+    assert rows(home, "SELECT count(*) AS n FROM tasks WHERE run_id = :r", r=run["run_id"])[0]["n"]
+    assert riera.get_runtime() is before and not before.closed
+
+
+def test_a_replaced_runtime_refuses_to_run(home: Path) -> None:
+    old = riera.get_runtime()
+    riera.init(workers=1, progress="off", home=str(home))
+    with pytest.raises(riera.RieraError, match="shut down"):
+        old.execute(riera.range(3).node, "count")
+    assert riera.range(3).count() == 3
+
+
 def test_queries_are_read_only(home: Path) -> None:
     riera.range(10).count()
     with pytest.raises(ReadOnlyError):

@@ -47,7 +47,7 @@ SUFFIX = ".arrow"
 _RESERVE = 64 * 2**20  # spill rather than leave /dev/shm with less than this free
 _SEGMENT_RE = re.compile(r"^riera-(\d+)-")
 _LOCK_RE = re.compile(r"^riera-(\d+)\.lock$")
-_owner_locks: dict[tuple[str, int], int] = {}
+_owner_locks: dict[tuple[str, int], tuple[int, int]] = {}  # (dir, pid) -> (fd, claims)
 
 
 class ShmExchange:
@@ -225,19 +225,32 @@ class ShmExchange:
 
 
 def claim_owner(directory: Path) -> None:
-    pid = os.getpid()
-    if (str(directory), pid) in _owner_locks:
+    """Mark this process as a live owner of segments in ``directory`` (a held ``flock``).
+
+    Claims are counted: a new runtime claims before the one it replaces releases, and the lock
+    goes only with the last release."""
+    key = (str(directory), os.getpid())
+    if key in _owner_locks:
+        fd, count = _owner_locks[key]
+        _owner_locks[key] = (fd, count + 1)
         return
-    fd = os.open(directory / f"riera-{pid}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    fd = os.open(directory / f"riera-{key[1]}.lock", os.O_CREAT | os.O_RDWR, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    _owner_locks[(str(directory), pid)] = fd
+    _owner_locks[key] = (fd, 1)
 
 
 def release_owner(directory: Path) -> None:
-    fd = _owner_locks.pop((str(directory), os.getpid()), None)
-    if fd is not None:
-        _unlink(directory / f"riera-{os.getpid()}.lock")
-        os.close(fd)
+    key = (str(directory), os.getpid())
+    held = _owner_locks.get(key)
+    if held is None:
+        return
+    fd, count = held
+    if count > 1:
+        _owner_locks[key] = (fd, count - 1)
+        return
+    del _owner_locks[key]
+    _unlink(directory / f"riera-{key[1]}.lock")
+    os.close(fd)
 
 
 def list_segments(directory: Path) -> list[Path]:
