@@ -144,6 +144,7 @@ class Dataset:
         *,
         batch_format: Literal["pandas", "pyarrow"] = "pandas",
         batch_size: int | None = None,
+        lineage: Literal["none", "one_to_one", "index"] = "none",
         **fn_kwargs: Any,
     ) -> Dataset:
         """Apply ``fn`` to batches of each partition: a pandas DataFrame (numeric columns are
@@ -151,6 +152,13 @@ class Dataset:
 
         ``batch_size`` caps the rows per call (default: the whole partition); extra keyword
         arguments are passed to ``fn``.
+
+        ``lineage`` tells record-level provenance how output rows relate to input rows, which
+        Riera cannot see inside ``fn``: ``"none"`` (the default: nothing is assumed, the stage's
+        row derivations are not recorded), ``"one_to_one"`` (output row *i* comes from input row
+        *i*; checked: the row count must not change) or, for pandas, ``"index"`` (the returned
+        frame's index holds input row positions, as pandas keeps it through filters, sorts and
+        ``assign``; checked to be in range).
 
         >>> import riera
         >>> riera.range(4).map_batches(lambda df: df.assign(sq=df["id"] ** 2)).take(2)
@@ -162,9 +170,23 @@ class Dataset:
                 f"map_batches: batch_format must be 'pandas' or 'pyarrow'; got {batch_format!r}"
             )
         _positive("map_batches", "batch_size", batch_size)
+        if lineage not in ("none", "one_to_one", "index"):
+            raise PlanError(
+                f"map_batches: lineage must be 'none', 'one_to_one' or 'index'; got {lineage!r}"
+            )
+        if lineage == "index" and batch_format != "pandas":
+            raise PlanError(
+                "map_batches: lineage='index' reads the pandas index, so it needs "
+                "batch_format='pandas'; a pyarrow function can declare 'one_to_one' or 'none'"
+            )
         return Dataset(
             n.MapBatches(
-                (self._node,), fn, batch_format, tuple(sorted(fn_kwargs.items())), batch_size
+                (self._node,),
+                fn,
+                batch_format,
+                tuple(sorted(fn_kwargs.items())),
+                batch_size,
+                lineage,
             )
         )
 

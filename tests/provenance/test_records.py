@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 
 import riera
 import riera.provenance as prov
@@ -241,3 +242,49 @@ def _check_documented_sql(home: Path, tmp_path: Path) -> None:
     (rows,) = q(home, "SELECT rows FROM elements WHERE run_id = :r AND element_id = :e",
                 r=r, e=element)  # fmt: skip
     assert sum(c["derivations"] for c in counts) == rows["rows"]
+
+
+def reverse_arrow(t: Any) -> Any:
+    return t.take(list(range(t.num_rows - 1, -1, -1)))
+
+
+def test_a_batch_function_that_reorders_rows_records_no_wrong_derivation(
+    home: Path, tmp_path: Path
+) -> None:
+    """``map_batches`` keeping the row count used to be taken as one-to-one: a function that
+    reversed its rows recorded every row as derived from the wrong input row."""
+    out = tmp_path / "reversed"
+    riera.range(100, partitions=2).map_batches(reverse_arrow, batch_format="pyarrow").provenance(
+        records=True
+    ).write_parquet(str(out))
+    (last,) = q(home, "SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")
+    assert q(home, "SELECT count(*) AS n FROM derivations WHERE run_id = :r", r=last["run_id"]) == [
+        {"n": 0}
+    ]
+
+
+def test_map_batches_lineage_declared_by_the_pandas_index(home: Path, tmp_path: Path) -> None:
+    def odd_descending(df: Any) -> Any:
+        return df[df["id"] % 2 == 1].sort_values("id", ascending=False).assign(x=lambda d: -d.id)
+
+    out = tmp_path / "indexed"
+    riera.range(200, partitions=2).map_batches(
+        odd_descending, lineage="index", batch_size=30
+    ).provenance(records=True).write_parquet(str(out))
+    rows = list(output_rows(out))
+    assert len(rows) == 100
+    for element, i, row in rows:
+        assert sources(home, element, i) == {row["id"]}
+
+
+def test_map_batches_one_to_one_is_checked(home: Path, tmp_path: Path) -> None:
+    out = tmp_path / "same"
+    riera.range(50, partitions=2).map_batches(
+        lambda df: df.assign(y=df.id * 2), lineage="one_to_one"
+    ).provenance(records=True).write_parquet(str(out))
+    for element, i, row in output_rows(out):
+        assert sources(home, element, i) == {row["id"]}
+    with pytest.raises(riera.TaskError, match="one_to_one"):
+        riera.range(10).map_batches(lambda df: df.iloc[:1], lineage="one_to_one").collect()
+    with pytest.raises(riera.PlanError, match="batch_format='pandas'"):
+        riera.range(10).map_batches(reverse_arrow, batch_format="pyarrow", lineage="index")

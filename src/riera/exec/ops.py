@@ -192,19 +192,30 @@ class MapBatchesOp(Op):
     batch_format: str
     kwargs: tuple[tuple[str, Any], ...] = ()
     batch_size: int | None = None
+    lineage: str = "none"  # how output rows map to input rows: none | one_to_one | index
 
     def apply(self, table: pa.Table) -> pa.Table:
-        if table.num_columns == 0:
-            return table  # an empty partition whose producer emitted no rows: nothing to do
-        if self.batch_size is None or table.num_rows <= self.batch_size:
-            return self._apply_one(table)
-        outs = [
-            self._apply_one(table.slice(i, self.batch_size))
-            for i in range(0, table.num_rows, self.batch_size)
-        ]
-        return concat(outs)
+        return self.apply_traced(table)[0]
 
-    def _apply_one(self, table: pa.Table) -> pa.Table:
+    def apply_traced(self, table: pa.Table) -> tuple[pa.Table, np.ndarray | None]:
+        """The output, and for each output row the input row it came from, as the function
+        declared with ``lineage`` (None: not declared, nothing is assumed)."""
+        if table.num_columns == 0:  # an empty partition whose producer emitted no rows
+            return table, np.empty(0, np.int64)
+        size = self.batch_size or max(1, table.num_rows)
+        outs: list[pa.Table] = []
+        sources: list[np.ndarray] | None = []
+        for start in range(0, max(1, table.num_rows), size):
+            out, rows = self._apply_one(table.slice(start, size))
+            outs.append(out)
+            if rows is None or sources is None:
+                sources = None
+            else:
+                sources.append(rows + start)
+        traced = None if sources is None else np.concatenate(sources)
+        return (outs[0] if len(outs) == 1 else concat(outs)), traced
+
+    def _apply_one(self, table: pa.Table) -> tuple[pa.Table, np.ndarray | None]:
         kw = dict(self.kwargs)
         if self.batch_format == "pandas":
             import pandas as pd
@@ -214,18 +225,40 @@ class MapBatchesOp(Op):
                 raise TypeError(
                     f"{self.name} must return a pandas DataFrame; got {type(out).__name__}"
                 )
-            return pa.Table.from_pandas(out, preserve_index=False)
+            rows = self._declared_rows(table.num_rows, len(out), out.index)
+            return pa.Table.from_pandas(out, preserve_index=False), rows
         out = self.fn(table, **kw)
         if isinstance(out, pa.RecordBatch):
-            return pa.Table.from_batches([out])
-        if isinstance(out, dict):
-            return pa.table(out)
-        if not isinstance(out, pa.Table):
+            out = pa.Table.from_batches([out])
+        elif isinstance(out, dict):
+            out = pa.table(out)
+        elif not isinstance(out, pa.Table):
             raise TypeError(
                 f"{self.name} must return a pyarrow Table, RecordBatch or dict of "
                 f"columns; got {type(out).__name__}"
             )
-        return out
+        return out, self._declared_rows(table.num_rows, out.num_rows, None)
+
+    def _declared_rows(self, n_in: int, n_out: int, index: Any) -> np.ndarray | None:
+        if self.lineage == "one_to_one":
+            if n_out != n_in:
+                raise ValueError(
+                    f"{self.name} declared lineage='one_to_one' but returned {n_out} rows for "
+                    f"{n_in}; declare lineage='none' (or 'index' for pandas) instead"
+                )
+            return np.arange(n_in, dtype=np.int64)
+        if self.lineage == "index":
+            values = np.asarray(index)
+            if values.dtype.kind not in "iu" or (
+                len(values) and (values.min() < 0 or values.max() >= n_in)
+            ):
+                raise ValueError(
+                    f"{self.name} declared lineage='index', so the index of the frame it "
+                    f"returns must hold input row positions (0..{n_in - 1}); keep the index "
+                    f"pandas gives (no reset_index) or declare lineage='none'"
+                )
+            return values.astype(np.int64)
+        return None
 
 
 @dataclass(frozen=True)

@@ -172,13 +172,18 @@ class MapBatches(Node):
     batch_format: Literal["pandas", "pyarrow"]
     fn_kwargs: tuple[tuple[str, Any], ...] = ()
     batch_size: int | None = None
+    lineage: Literal["none", "one_to_one", "index"] = "none"
     kind = "map_batches"
 
     def label(self) -> str:
         return f"map_batches({fn_label(self.fn)})"
 
     def params(self) -> dict[str, Any]:
-        return {"batch_format": self.batch_format, "batch_size": self.batch_size}
+        return {
+            "batch_format": self.batch_format,
+            "batch_size": self.batch_size,
+            "lineage": self.lineage,
+        }
 
 
 @dataclass(frozen=True, eq=False)

@@ -197,7 +197,12 @@ class Planner:
         return self._narrow(
             node,
             ops.MapBatchesOp(
-                node.name, node.fn, node.batch_format, node.fn_kwargs, node.batch_size
+                node.name,
+                node.fn,
+                node.batch_format,
+                node.fn_kwargs,
+                node.batch_size,
+                node.lineage,
             ),
         )
 

@@ -13,8 +13,10 @@ How a task traces, without touching user data:
   driver walks, so it can turn slots into element numbers) and ``row`` the row inside it;
 - every operator gives a *relation* ``(out_rows, in_rows)`` between its output and input rows: a
   filter keeps some, ``flat_map`` repeats, a sort permutes, an aggregation maps each group to all
-  the rows with its key, a join to a row of each side. Operators that cannot say (``map_batches``
-  changing the row count, a ``count``) make the stage *opaque*: its derivations are not recorded,
+  the rows with its key, a join to a row of each side. ``map_batches`` says only what its function
+  declared (``lineage="one_to_one"`` or, for pandas, ``"index"``: the returned frame's index holds
+  input positions). Operators that cannot say (an undeclared ``map_batches``, a ``count``) make the
+  stage *opaque*: its derivations are not recorded,
   and element-level lineage still holds;
 - relations compose with numpy (sorted lookups, no Python loop per row); the writer finally
   places each output row into its partition (or output file).
@@ -157,9 +159,12 @@ def apply_traced(op: ops.Op, table: Any) -> tuple[Any, tuple[np.ndarray, np.ndar
         return out, _key_relation(table, out, keys) if keys and out.num_rows else None
     if isinstance(op, ph.JoinOp):
         return _join_traced(op, table)
+    if isinstance(op, ops.MapBatchesOp):  # only what the function declared (``lineage=``)
+        out, came_from = op.apply_traced(table)
+        return out, None if came_from is None else (_arange(len(came_from)), came_from)
     out = op.apply(table)
     one_to_one = isinstance(
-        op, ops.MapOp | ops.SelectOp | ops.MapBatchesOp | RunProgramOp | DomainOp
+        op, ops.MapOp | ops.SelectOp | RunProgramOp | DomainOp
     ) and out.num_rows == getattr(table, "num_rows", -1)
     if one_to_one:
         return out, (_arange(out.num_rows), _arange(out.num_rows))
