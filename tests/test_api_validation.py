@@ -84,7 +84,11 @@ CASES: list[tuple[str, Callable[[], Any], str, list[str]]] = [
         "agg-non-tuple-spec",
         lambda: source().group_by("key").agg(total="amount"),
         "group_by().agg",
-        ["total= must be a (column, func) tuple", "got 'amount'", "e.g. total=('amount', 'sum')"],
+        [
+            "total= must be an aggregation expression or a (column, func) tuple",
+            "got 'amount'",
+            "e.g. total=('amount', 'sum')",
+        ],
     ),
     (
         "agg-unknown-column",
@@ -117,10 +121,16 @@ CASES: list[tuple[str, Callable[[], Any], str, list[str]]] = [
         ["other must be a `Dataset`", "got DataFrame", "riera.from_pandas(...)"],
     ),
     (
-        "join-cross",
-        lambda: source().join(source(), on="key", how="cross"),  # type: ignore[arg-type]
+        "join-unknown-how",
+        lambda: source().join(source(), on="key", how="natural"),  # type: ignore[arg-type]
         "join",
-        ["how must be one of", "'outer'", "got 'cross'"],
+        ["how must be one of", "'outer'", "'cross'", "got 'natural'"],
+    ),
+    (
+        "join-cross-with-keys",
+        lambda: source().join(source(), on="key", how="cross"),
+        "join",
+        ["a cross join pairs every row", "takes no keys"],
     ),
     (
         "join-unknown-key-right",

@@ -9,9 +9,28 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from riera.dataset import (
-    Dataset,
-    GroupedDataset,
+from riera.dataset import Dataset, GroupedDataset
+from riera.errors import (
+    ConfigError,
+    DomainError,
+    ExchangeError,
+    PlanError,
+    ProgramError,
+    ProvenanceError,
+    RieraError,
+    RunCancelled,
+    SchemaError,
+    SchemaMismatchError,
+    ShmFullError,
+    SinkError,
+    SourceError,
+    TaskError,
+    WorkerLostError,
+)
+from riera.exec.hooks import Hooks, RunInfo, StageInfo, TaskInfo
+from riera.expr import Expr, col, lit, when
+from riera.runtime import get_runtime, init, shutdown
+from riera.sources import (
     from_arrow,
     from_items,
     from_pandas,
@@ -23,24 +42,6 @@ from riera.dataset import (
     read_parquet,
     read_text,
 )
-from riera.errors import (
-    ConfigError,
-    DomainError,
-    ExchangeError,
-    PlanError,
-    ProgramError,
-    ProvenanceError,
-    RieraError,
-    RunCancelled,
-    SchemaMismatchError,
-    ShmFullError,
-    SinkError,
-    SourceError,
-    TaskError,
-    WorkerLostError,
-)
-from riera.exec.hooks import Hooks, RunInfo, StageInfo, TaskInfo
-from riera.runtime import get_runtime, init, shutdown
 
 
 def add_hooks(*hooks: Hooks) -> None:
@@ -53,6 +54,7 @@ __all__ = [
     "Dataset",
     "DomainError",
     "ExchangeError",
+    "Expr",
     "GroupedDataset",
     "Hooks",
     "PlanError",
@@ -61,6 +63,7 @@ __all__ = [
     "RieraError",
     "RunCancelled",
     "RunInfo",
+    "SchemaError",
     "SchemaMismatchError",
     "ShmFullError",
     "SinkError",
@@ -71,11 +74,13 @@ __all__ = [
     "WorkerLostError",
     "__version__",
     "add_hooks",
+    "col",
     "from_arrow",
     "from_items",
     "from_pandas",
     "get_runtime",
     "init",
+    "lit",
     "range",
     "read_csv",
     "read_file_groups",
@@ -84,4 +89,5 @@ __all__ = [
     "read_parquet",
     "read_text",
     "shutdown",
+    "when",
 ]

@@ -17,20 +17,19 @@ import difflib
 import os
 import re
 import string
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, TypeAlias
 
 import pyarrow as pa
 
+from riera.actions import Actions
 from riera.errors import PlanError
-from riera.exec import ops
-from riera.exec import physical as ph
-from riera.io import readers
+from riera.expr import Expr, col, to_type
+from riera.expr import named as named_exprs
+from riera.grouped import GroupedDataset
 from riera.plan import nodes as n
-from riera.plan import stages as planner
-
-if TYPE_CHECKING:  # pandas loads lazily: `import riera` stays fast
-    import pandas as pd
+from riera.plan import schema as plan_schema
+from riera.plan.schema import column_names, schema_of
 
 PathLike = str | os.PathLike[str]
 Paths = PathLike | Sequence[PathLike]
@@ -77,6 +76,31 @@ def _check_template(op: str, template: str, *, whole_list_ok: bool) -> None:
             )
 
 
+SchemaLike: TypeAlias = pa.Schema | Mapping[str, Any]
+
+
+def _schema(op: str, schema: SchemaLike | None) -> pa.Schema | None:
+    """A declared output schema: a ``pa.Schema`` or ``{name: type}`` (types as for cast)."""
+    if schema is None or isinstance(schema, pa.Schema):
+        return schema
+    if isinstance(schema, Mapping) and schema:
+        return pa.schema([(str(k), to_type(v, f"{op}: schema")) for k, v in schema.items()])
+    raise PlanError(
+        f"{op}: schema must be a pyarrow Schema or a dict of name -> type; got {schema!r}"
+    )
+
+
+def _accepts(t: pa.DataType, value: Any) -> bool:
+    """Whether a column of type ``t`` takes ``value`` as a fill (numbers for numbers…)."""
+    if isinstance(value, bool):
+        return pa.types.is_boolean(t)
+    if isinstance(value, int | float):
+        return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+    if isinstance(value, str):
+        return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+    return False
+
+
 def _positive(op: str, name: str, value: Any, allow_none: bool = True) -> None:
     if value is None and allow_none:
         return
@@ -84,7 +108,7 @@ def _positive(op: str, name: str, value: Any, allow_none: bool = True) -> None:
         raise PlanError(f"{op}: {name} must be a positive integer; got {value!r}")
 
 
-class Dataset:
+class Dataset(Actions):
     """A lazy, immutable description of a distributed table. See the module docstring."""
 
     __slots__ = ("_node",)
@@ -106,9 +130,22 @@ class Dataset:
         return f"Dataset({self._node.name}" + (f", columns={list(cols)})" if cols else ")")
 
     # -- schema knowledge (for validation) ----------------------------------------------------
+    @property
+    def schema(self) -> pa.Schema | None:
+        """Column names and Arrow types, known through the plan without running it; None after
+        a Python function that did not declare its output (``map(fn, schema=...)``).
+
+        >>> import riera
+        >>> from riera import col
+        >>> riera.range(3).with_columns(half=col("id") / 2).schema
+        id: int64
+        half: double
+        """
+        return schema_of(self._node)
+
     def columns(self) -> tuple[str, ...] | None:
         """Column names when known without running (sources, select, group_by…); else None."""
-        return _known_columns(self._node)
+        return column_names(self._node)
 
     def _require_columns(self, op: str, cols: Iterable[str]) -> None:
         known = self.columns()
@@ -120,23 +157,144 @@ class Dataset:
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise PlanError(f"{op}: no column {c!r}; the dataset has {list(known)}{hint}")
 
-    # -- row and batch operators --------------------------------------------------------------
-    def map(self, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Dataset:
-        """Apply ``fn`` to every row (a dict); it returns the new row (a dict)."""
-        n.require_callable("map", fn, "pass a function taking a row dict and returning a dict")
-        return Dataset(n.MapRows((self._node,), fn))
+    def _checked(self, node: n.Node, op: str, exprs: Iterable[Expr] = ()) -> Dataset:
+        """``node`` as a dataset, once its columns exist and its kernels accept the types."""
+        for e in exprs:
+            self._require_columns(op, sorted(e.columns()))
+        plan_schema.check(node, op)
+        return Dataset(node)
 
-    def flat_map(self, fn: Callable[[dict[str, Any]], Iterable[dict[str, Any]]]) -> Dataset:
+    # -- row and batch operators --------------------------------------------------------------
+    def map(
+        self, fn: Callable[[dict[str, Any]], dict[str, Any]], *, schema: SchemaLike | None = None
+    ) -> Dataset:
+        """Apply ``fn`` to every row (a dict); it returns the new row (a dict).
+
+        ``schema`` declares the output (names and types): the plan knows it, and each row's
+        result is made to match (a missing column or a value that does not convert fails,
+        naming the operator)."""
+        n.require_callable("map", fn, "pass a function taking a row dict and returning a dict")
+        return Dataset(n.MapRows((self._node,), fn, _schema("map", schema)))
+
+    def flat_map(
+        self,
+        fn: Callable[[dict[str, Any]], Iterable[dict[str, Any]]],
+        *,
+        schema: SchemaLike | None = None,
+    ) -> Dataset:
         """Apply ``fn`` to every row; it returns an iterable of zero or more rows."""
         n.require_callable(
             "flat_map", fn, "pass a function taking a row dict and returning a list of dicts"
         )
-        return Dataset(n.FlatMapRows((self._node,), fn))
+        return Dataset(n.FlatMapRows((self._node,), fn, _schema("flat_map", schema)))
 
-    def filter(self, fn: Callable[[dict[str, Any]], bool]) -> Dataset:
-        """Keep the rows for which ``fn(row)`` is true."""
-        n.require_callable("filter", fn, "pass a predicate taking a row dict")
-        return Dataset(n.FilterRows((self._node,), fn))
+    def filter(self, predicate: Expr | Callable[[dict[str, Any]], bool]) -> Dataset:
+        """Keep the rows where ``predicate`` holds: a column expression (vectorized; a null
+        counts as false), or a Python function of a row dict (the escape hatch).
+
+        >>> import riera
+        >>> from riera import col
+        >>> riera.range(10).filter((col("id") % 3 == 0) & (col("id") > 0)).count()
+        3
+        """
+        if isinstance(predicate, Expr):
+            return self._checked(n.FilterExpr((self._node,), predicate), "filter", [predicate])
+        n.require_callable(
+            "filter", predicate, "pass an expression such as col('x') > 0, or a function of a row"
+        )
+        return Dataset(n.FilterRows((self._node,), predicate))
+
+    def with_columns(self, *exprs: Expr | str, **named: Any) -> Dataset:
+        """Add or replace columns computed by expressions (``name=expr``, or positional
+        expressions named by their alias); the other columns stay as they are.
+
+        >>> import riera
+        >>> from riera import col, when
+        >>> riera.range(3).with_columns(
+        ...     sign=when(col("id") > 0).then("pos").otherwise("zero"), twice=col("id") * 2
+        ... ).take(2)
+        [{'id': 0, 'sign': 'zero', 'twice': 0}, {'id': 1, 'sign': 'pos', 'twice': 2}]
+        """
+        pairs = named_exprs("with_columns", exprs, named)
+        if not pairs:
+            return self
+        node = n.Project((self._node,), pairs, keep=True)
+        return self._checked(node, "with_columns", [e for _, e in pairs])
+
+    def select(self, *columns: str | Expr, **named: Any) -> Dataset:
+        """Keep only these columns, in this order: names, or expressions (``total=col("a") +
+        col("b")`` or aliased positionals)."""
+        if not named and columns and all(isinstance(c, str) for c in columns):
+            cols = _names("select", list(columns))  # type: ignore[arg-type]
+            self._require_columns("select", cols)
+            return Dataset(n.Select((self._node,), cols))
+        pairs = named_exprs("select", columns, named)
+        if not pairs:
+            raise PlanError("select: name at least one column or expression")
+        node = n.Project((self._node,), pairs, keep=False)
+        return self._checked(node, "select", [e for _, e in pairs])
+
+    def rename(self, mapping: Mapping[str, str] | None = None, **names: str) -> Dataset:
+        """Rename columns: ``rename({"old": "new"})`` or ``rename(old="new")``."""
+        pairs = {**(mapping or {}), **names}
+        if not pairs or not all(isinstance(k, str) and isinstance(v, str) and v
+                                for k, v in pairs.items()):  # fmt: skip
+            raise PlanError(f"rename: expected old -> new column names; got {pairs!r}")
+        self._require_columns("rename", pairs)
+        known = self.columns()
+        if known is not None:
+            after = [pairs.get(c, c) for c in known]
+            dupes = sorted({c for c in after if after.count(c) > 1})
+            if dupes:
+                raise PlanError(f"rename: the result would have column(s) {dupes} twice")
+        return Dataset(n.Rename((self._node,), tuple(pairs.items())))
+
+    def drop(self, *columns: str) -> Dataset:
+        """Every column but ``columns``."""
+        cols = _names("drop", list(columns))
+        self._require_columns("drop", cols)
+        return Dataset(n.Drop((self._node,), cols))
+
+    def cast(self, dtypes: Mapping[str, Any] | None = None, **named: Any) -> Dataset:
+        """Convert columns to Arrow types: ``cast({"price": "decimal128(12, 2)"})`` or
+        ``cast(n="int32")``; a value that does not fit fails, naming the operator."""
+        pairs = {**(dtypes or {}), **named}
+        if not pairs:
+            raise PlanError("cast: name the columns and their types, e.g. cast(n='int32')")
+        return self.with_columns(**{c: col(c).cast(to_type(t, "cast")) for c, t in pairs.items()})
+
+    def fill_null(self, value: Any = None, *, subset: Sequence[str] | None = None,
+                  **per_column: Any) -> Dataset:  # fmt: skip
+        """Replace nulls: ``fill_null(0, subset=["a", "b"])``, ``fill_null(a=0, s="?")``, or
+        ``fill_null(0)`` for every column whose type takes the value."""
+        fills: dict[str, Any] = dict(per_column)
+        if value is not None:
+            if subset is not None:
+                cols = _names("fill_null", list(subset))
+            else:
+                schema = self.schema
+                if schema is None:
+                    raise PlanError(
+                        "fill_null: the columns are not known before running (a Python function "
+                        "without schema=); name them with subset=[...]"
+                    )
+                cols = tuple(f.name for f in schema if _accepts(f.type, value))
+            fills.update(dict.fromkeys(cols, value))
+        if not fills:
+            raise PlanError("fill_null: give a value (and subset=) or column=value pairs")
+        return self.with_columns(**{c: col(c).fill_null(v) for c, v in fills.items()})
+
+    def explode(self, column: str) -> Dataset:
+        """One row per element of the list column ``column``, other columns repeated (an empty
+        or null list gives one row with a null).
+
+        >>> import riera
+        >>> riera.from_items([{"k": 1, "xs": [1, 2]}, {"k": 2, "xs": []}]).explode("xs").collect()
+        [{'k': 1, 'xs': 1}, {'k': 1, 'xs': 2}, {'k': 2, 'xs': None}]
+        """
+        (c,) = _names("explode", column)
+        self._require_columns("explode", [c])
+        return self._checked(n.Explode((self._node,), c), "explode")
 
     def map_batches(
         self,
@@ -145,13 +303,14 @@ class Dataset:
         batch_format: Literal["pandas", "pyarrow"] = "pandas",
         batch_size: int | None = None,
         lineage: Literal["none", "one_to_one", "index"] = "none",
+        schema: SchemaLike | None = None,
         **fn_kwargs: Any,
     ) -> Dataset:
         """Apply ``fn`` to batches of each partition: a pandas DataFrame (numeric columns are
         zero-copy numpy views, strings Arrow-backed) or a pyarrow Table.
 
         ``batch_size`` caps the rows per call (default: the whole partition); extra keyword
-        arguments are passed to ``fn``.
+        arguments are passed to ``fn``. ``schema`` declares the output, as for :meth:`map`.
 
         ``lineage`` tells record-level provenance how output rows relate to input rows, which
         Riera cannot see inside ``fn``: ``"none"`` (the default: nothing is assumed, the stage's
@@ -187,14 +346,9 @@ class Dataset:
                 tuple(sorted(fn_kwargs.items())),
                 batch_size,
                 lineage,
+                _schema("map_batches", schema),
             )
         )
-
-    def select(self, *columns: str) -> Dataset:
-        """Keep only ``columns``, in this order."""
-        cols = _names("select", list(columns))
-        self._require_columns("select", cols)
-        return Dataset(n.Select((self._node,), cols))
 
     # -- black-box programs and provenance -----------------------------------------------------
     def run_program(
@@ -358,11 +512,34 @@ class Dataset:
         return Dataset(n.ProvenanceMark((self._node,), capture, sample))  # type: ignore[arg-type]
 
     # -- all-to-all operators -----------------------------------------------------------------
-    def group_by(self, keys: str | Sequence[str]) -> GroupedDataset:
-        """Group rows by ``keys``; finish with ``.agg(...)``, ``.count()``, ``.sum(col)``…"""
-        ks = _names("group_by", keys)
-        self._require_columns("group_by", ks)
-        return GroupedDataset(self, ks)
+    def group_by(self, *keys: str | Expr | Sequence[str]) -> GroupedDataset:
+        """Group rows by ``keys`` (names, or expressions such as
+        ``col("day").dt.year().alias("year")``); finish with ``.agg(...)``, ``.count()``…"""
+        ds, names = self._key_columns("group_by", keys)
+        return GroupedDataset(ds, names)
+
+    def _key_columns(self, op: str, keys: Sequence[Any]) -> tuple[Dataset, tuple[str, ...]]:
+        """Key names, with expression keys computed into columns first."""
+        flat: list[Any] = []
+        for k in keys:
+            flat.extend(k if isinstance(k, list | tuple) else [k])
+        if not flat:
+            raise PlanError(f"{op}: expected a column name, an expression or a list of them")
+        names: list[str] = []
+        computed: list[Expr] = []
+        for k in flat:
+            if isinstance(k, Expr) and k.op != "col":
+                name = k.output_name()
+                if name is None or k.op != "alias":
+                    raise PlanError(f"{op}: name the key expression {k!r} with .alias('name')")
+                computed.append(k)
+                names.append(name)
+            else:
+                (name,) = _names(op, k.value if isinstance(k, Expr) else k)
+                names.append(name)
+        ds = self.with_columns(*computed) if computed else self
+        ds._require_columns(op, names)
+        return ds, tuple(names)
 
     def reduce_by_key(
         self,
@@ -385,13 +562,22 @@ class Dataset:
 
     def sort(
         self,
-        by: str | Sequence[str],
+        by: str | Expr | Sequence[str | Expr],
         descending: bool | Sequence[bool] = False,
         *,
         partitions: int | None = None,
     ) -> Dataset:
-        """Globally sort by ``by`` (sampled range partitioning, then a local sort per partition)."""
-        keys = _names("sort", by)
+        """Globally sort by ``by``: column names or expressions (``col("price") * col("qty")``),
+        by sampled range partitioning, then a local sort per partition; nulls come last."""
+        keys_in = list(by) if isinstance(by, list | tuple) else [by]
+        computed = {
+            f"__sort{i}": k for i, k in enumerate(keys_in) if isinstance(k, Expr) and k.op != "col"
+        }
+        keys = tuple(
+            f"__sort{i}" if f"__sort{i}" in computed else (k.value if isinstance(k, Expr) else k)
+            for i, k in enumerate(keys_in)
+        )
+        keys = _names("sort", [str(k) for k in keys])
         if isinstance(descending, bool):
             desc = (descending,) * len(keys)
         else:
@@ -402,8 +588,14 @@ class Dataset:
                     f"({len(keys)}); got {descending!r}"
                 )
         _positive("sort", "partitions", partitions)
-        self._require_columns("sort", keys)
-        return Dataset(n.Sort((self._node,), keys, desc, partitions))
+        source = self.with_columns(**computed) if computed else self
+        source._require_columns("sort", keys)
+        for k in keys:
+            t = source.schema.field(k).type if source.schema is not None else None
+            if t is not None and (pa.types.is_nested(t) or pa.types.is_null(t)):
+                raise PlanError(f"sort: cannot order by {k!r}, a {t} column")
+        ordered = Dataset(n.Sort((source.node,), keys, desc, partitions))
+        return ordered.drop(*computed) if computed else ordered
 
     def repartition(self, partitions: int, by: str | Sequence[str] | None = None) -> Dataset:
         """Redistribute rows into ``partitions`` partitions, by hash of ``by`` or evenly."""
@@ -415,34 +607,87 @@ class Dataset:
     def join(
         self,
         other: Dataset,
-        on: str | Sequence[str],
-        how: Literal["inner", "left", "right", "outer", "semi", "anti"] = "inner",
+        on: str | Sequence[str] | None = None,
+        how: Literal["inner", "left", "right", "outer", "semi", "anti", "cross"] = "inner",
         *,
+        left_on: str | Sequence[str] | None = None,
+        right_on: str | Sequence[str] | None = None,
+        suffix: str = "_right",
         partitions: int | None = None,
     ) -> Dataset:
-        """Hash join with ``other`` on equal ``on`` columns (SQL semantics: null keys never match).
+        """Hash join with ``other`` on equal keys (SQL semantics: null keys never match).
 
-        ``how``: ``inner``, ``left``, ``right``, ``outer`` (full outer), ``semi`` (rows of this
-        dataset with a match, this dataset's columns only) or ``anti`` (rows without a match).
-        Non-key columns present on both sides get the suffix ``_right`` on the right side.
+        Keys: ``on`` (same names on both sides) or ``left_on``/``right_on``; the result keeps the
+        left keys. ``how``: ``inner``, ``left``, ``right``, ``outer`` (full outer), ``semi`` (rows
+        of this dataset with a match, its columns only), ``anti`` (rows without a match) or
+        ``cross`` (every pair; no keys). Other columns present on both sides get ``suffix`` on
+        the right side.
+
+        >>> import riera
+        >>> a = riera.from_items([{"id": 1, "x": "a"}, {"id": 2, "x": "b"}])
+        >>> b = riera.from_items([{"key": 2, "x": "B"}])
+        >>> a.join(b, left_on="id", right_on="key").collect()
+        [{'id': 2, 'x': 'b', 'x_right': 'B'}]
         """
         if not isinstance(other, Dataset):
             raise PlanError(
                 f"join: other must be a `Dataset`; got {type(other).__name__} instead;"
                 f" did you mean riera.from_pandas(...) / riera.from_items(...)?"
             )
-        keys = _names("join", on)
         if how not in n.JOIN_TYPES:
             raise PlanError(f"join: how must be one of {list(n.JOIN_TYPES)}; got {how!r}")
+        if not isinstance(suffix, str) or not suffix:
+            raise PlanError(f"join: suffix must be a non-empty string; got {suffix!r}")
         _positive("join", "partitions", partitions)
+        if how == "cross":
+            if on is not None or left_on is not None or right_on is not None:
+                raise PlanError("join: a cross join pairs every row; it takes no keys")
+            node = n.Join((self._node, other._node), (), "cross", partitions, (), suffix)
+            return self._checked(node, "join")
+        if on is not None:
+            if left_on is not None or right_on is not None:
+                raise PlanError("join: give either on= or left_on= and right_on=, not both")
+            keys = _names("join", on)
+            rkeys: tuple[str, ...] = ()
+        elif left_on is not None and right_on is not None:
+            keys, rkeys = _names("join", left_on), _names("join", right_on)
+            if len(keys) != len(rkeys):
+                raise PlanError(
+                    f"join: left_on has {len(keys)} key(s) and right_on {len(rkeys)}; "
+                    f"they pair up one to one"
+                )
+        else:
+            raise PlanError("join: name the keys with on= (or left_on= and right_on=)")
         self._require_columns("join (left side)", keys)
-        other._require_columns("join (right side)", keys)
-        return Dataset(n.Join((self._node, other._node), keys, how, partitions))
+        other._require_columns("join (right side)", rkeys or keys)
+        node = n.Join((self._node, other._node), keys, how, partitions, rkeys, suffix)
+        return self._checked(node, "join")
 
     def distinct(self, *, partitions: int | None = None) -> Dataset:
         """Unique rows (all columns)."""
         _positive("distinct", "partitions", partitions)
         return Dataset(n.Distinct((self._node,), partitions))
+
+    def unique(
+        self, subset: str | Sequence[str] | None = None, *, partitions: int | None = None
+    ) -> Dataset:
+        """One row per distinct value of ``subset`` (some row of each, with the columns in
+        their order); without ``subset``, as :meth:`distinct`."""
+        if subset is None:
+            return self.distinct(partitions=partitions)
+        keys = _names("unique", subset)
+        known = self.columns()
+        if known is None:
+            raise PlanError(
+                "unique: the columns are not known before running (a Python function without "
+                "schema=); declare the function's schema, or use distinct()"
+            )
+        self._require_columns("unique", keys)
+        rest = {c: (c, "first") for c in known if c not in keys}
+        if not rest:
+            return self.distinct(partitions=partitions)
+        grouped = self.group_by(list(keys)).agg(partitions=partitions, **rest)
+        return grouped.select(*known)
 
     def union(self, *others: Dataset) -> Dataset:
         """Rows of this dataset followed by those of ``others`` (like SQL UNION ALL)."""
@@ -458,394 +703,3 @@ class Dataset:
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise PlanError(f"limit: count must be a non-negative integer; got {count!r}")
         return Dataset(n.Limit((self._node,), count))
-
-    # -- actions ------------------------------------------------------------------------------
-    def _run(self, action: str, root: n.Node | None = None, final_op: Any = None) -> Any:
-        from riera.runtime import get_runtime
-
-        return get_runtime().execute(root or self._node, action, final_op)
-
-    def to_arrow(self) -> pa.Table:
-        """Run and return the result as one Arrow table.
-
-        Its buffers are zero-copy views of the run's shared-memory segments: the segments'
-        names are already released (``riera shm ls`` does not list them), and the memory is
-        freed when the table is."""
-        table = self._run("to_arrow").table
-        assert table is not None
-        return table
-
-    def to_pandas(self, *, arrow_dtypes: bool = False) -> pd.DataFrame:
-        """Run and return a pandas DataFrame (pandas' default dtypes).
-
-        ``arrow_dtypes=True`` makes every column ``pd.ArrowDtype`` (zero-copy over the result).
-        """
-        import pandas as pd
-
-        table = self.to_arrow()
-        if arrow_dtypes:
-            return table.to_pandas(types_mapper=pd.ArrowDtype)
-        return table.to_pandas()
-
-    def collect(self) -> list[dict[str, Any]]:
-        """Run and return every row as a dict."""
-        return self.to_arrow().to_pylist()
-
-    def take(self, count: int = 20) -> list[dict[str, Any]]:
-        """Run and return the first ``count`` rows."""
-        return self.limit(count).collect()
-
-    def count(self) -> int:
-        """Run and return the number of rows."""
-        out = self._run("count", final_op=ph.Count(f"count({self._node.name})")).table
-        assert out is not None
-        return int(sum(out.column("count").to_pylist())) if out.num_rows else 0
-
-    def iter_batches(self, batch_size: int | None = None) -> Iterator[pa.RecordBatch]:
-        """Run, then yield the result as record batches of at most ``batch_size`` rows.
-
-        The whole result is computed (and held, zero-copy, in shared memory) before the first
-        batch is yielded."""
-        yield from self.to_arrow().to_batches(max_chunksize=batch_size)
-
-    def _write(
-        self, fmt: n.SinkFormat, path: PathLike, mode: str, **options: Any
-    ) -> dict[str, Any]:
-        if mode not in ("error", "overwrite"):
-            raise PlanError(f"write_{fmt}: mode must be 'error' or 'overwrite'; got {mode!r}")
-        node = n.Write(
-            (self._node,),
-            fmt,
-            os.fspath(path),
-            mode,  # type: ignore[arg-type]
-            tuple(sorted((k, v) for k, v in options.items() if v is not None)),
-        )
-        manifest: dict[str, Any] = self._run(f"write_{fmt}", root=node).manifest
-        return manifest
-
-    def write_csv(self, path: PathLike, *, mode: str = "error") -> dict[str, Any]:
-        """Write one CSV file per partition into directory ``path``, committed atomically."""
-        return self._write("csv", path, mode)
-
-    def write_parquet(
-        self, path: PathLike, *, mode: str = "error", compression: str = "snappy"
-    ) -> dict[str, Any]:
-        """Write one Parquet file per partition into ``path``, committed atomically."""
-        return self._write("parquet", path, mode, compression=compression)
-
-    def write_json(self, path: PathLike, *, mode: str = "error") -> dict[str, Any]:
-        """Write JSON lines, one file per partition, committed atomically."""
-        return self._write("json", path, mode)
-
-    def write_text(
-        self, path: PathLike, *, column: str | None = None, mode: str = "error"
-    ) -> dict[str, Any]:
-        """Write one line per row of a string column (the only column, or ``column``)."""
-        return self._write("text", path, mode, column=column)
-
-    def write_binary(
-        self, path: PathLike, *, column: str | None = None, mode: str = "error"
-    ) -> dict[str, Any]:
-        """Write the raw bytes of a binary column, concatenated, one file per partition."""
-        return self._write("binary", path, mode, column=column)
-
-    def explain(self, *, show: bool = True) -> str | None:
-        """Print the logical plan and the stages it becomes; ``show=False`` returns the text.
-
-        >>> import riera
-        >>> print(riera.range(10).filter(lambda r: r["id"] > 4).explain(show=False))
-        ... # doctest: +ELLIPSIS
-        Logical plan:
-        ...
-        """
-        from riera.config import load_settings
-        from riera.runtime import _runtime
-
-        settings = _runtime.settings if _runtime is not None else load_settings()
-        text = planner.explain(self._node, settings)
-        if not show:
-            return text
-        print(text)
-        return None
-
-
-class GroupedDataset:
-    """``Dataset.group_by(keys)`` awaiting its aggregations."""
-
-    def __init__(self, ds: Dataset, keys: tuple[str, ...]) -> None:
-        self._ds, self._keys = ds, keys
-
-    def agg(self, *, partitions: int | None = None, **aggs: Any) -> Dataset:
-        """Named aggregations: ``out=(column, func)``, func one of count, sum, min, max, mean,
-        list, or a callable over the list of the group's values.
-
-        >>> import riera
-        >>> ds = riera.from_items([{"k": "a", "v": 1}, {"k": "a", "v": 3}])
-        >>> ds.group_by("k").agg(total=("v", "sum"), top=("v", max)).collect()
-        [{'k': 'a', 'total': 4, 'top': 3}]
-        """
-        if not aggs:
-            raise PlanError(
-                "group_by().agg: give at least one aggregation, e.g. agg(total=('amount', 'sum'))"
-            )
-        _positive("group_by().agg", "partitions", partitions)
-        specs = []
-        for out, spec in aggs.items():
-            if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str)):
-                raise PlanError(
-                    f"group_by().agg: {out}= must be a (column, func) tuple; got "
-                    f"{spec!r}; e.g. {out}=('amount', 'sum')"
-                )
-            col, func = spec
-            if isinstance(func, str):
-                if func not in n.AGG_FUNCS:
-                    close = difflib.get_close_matches(func, n.AGG_FUNCS, n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else ""
-                    raise PlanError(
-                        f"group_by().agg: unknown aggregation {func!r} for {out}=; "
-                        f"use one of {list(n.AGG_FUNCS)} or a callable{hint}"
-                    )
-            elif not callable(func):
-                raise PlanError(
-                    f"group_by().agg: {out}= needs a function name or a callable; got {func!r}"
-                )
-            if col == "*" and func != "count":
-                raise PlanError(f"group_by().agg: '*' only works with 'count' ({out}=)")
-            if out in self._keys:
-                raise PlanError(f"group_by().agg: output {out!r} clashes with a key column")
-            specs.append(n.AggSpec(out, col, func))
-        self._ds._require_columns("group_by().agg", [s.column for s in specs if s.column != "*"])
-        return Dataset(n.GroupByAgg((self._ds.node,), self._keys, tuple(specs), partitions))
-
-    def _one(self, out: str, column: str, func: str) -> Dataset:
-        spec: dict[str, Any] = {out: (column, func)}
-        return self.agg(**spec)
-
-    def count(self) -> Dataset:
-        """Rows per group, in column ``count``."""
-        return self.agg(count=("*", "count"))
-
-    def sum(self, column: str) -> Dataset:
-        return self._one(f"sum_{column}", column, "sum")
-
-    def mean(self, column: str) -> Dataset:
-        return self._one(f"mean_{column}", column, "mean")
-
-    def min(self, column: str) -> Dataset:
-        return self._one(f"min_{column}", column, "min")
-
-    def max(self, column: str) -> Dataset:
-        return self._one(f"max_{column}", column, "max")
-
-
-def _known_columns(node: n.Node) -> tuple[str, ...] | None:
-    if isinstance(node, n.TableSource):
-        return tuple(node.table.column_names)
-    if isinstance(node, n.RangeSource):
-        return (node.column,)
-    if isinstance(node, n.FileSource):
-        if node.format == "files":
-            return ("path", "size", "bytes")
-        if node.format == "text":
-            if node.option("whole_files") or node.option("include_paths"):
-                return ("path", "text")
-            return ("text",)
-        return tuple(node.schema.names) if node.schema is not None else None
-    if isinstance(node, n.Select):
-        return node.columns
-    if isinstance(node, n.GroupByAgg):
-        return (*node.keys, *(a.out for a in node.aggs))
-    if isinstance(node, n.ReduceByKey):
-        return (node.key, node.column)
-    if isinstance(node, n.FileGroupSource):
-        meta = dict.fromkeys(k for g in node.groups for k, _ in g.meta)
-        return ("group", "files", *meta)
-    if isinstance(node, n.RunProgram):
-        before = _known_columns(node.inputs[0])
-        if before is None:
-            return None
-        added = ("files", "exit_code", "seconds", "stdout", "stderr")
-        return (*(c for c in before if c not in added), *added)
-    passthrough = (n.FilterRows, n.Sort, n.Repartition, n.Distinct, n.Limit, n.Domain)
-    if isinstance(node, (*passthrough, n.ProvenanceMark)):
-        return _known_columns(node.inputs[0])
-    return None
-
-
-# -- sources ----------------------------------------------------------------------------------------
-
-
-def from_arrow(table: pa.Table | pa.RecordBatch, *, partitions: int | None = None) -> Dataset:
-    """A dataset over an Arrow table, split into ``partitions`` slices."""
-    if isinstance(table, pa.RecordBatch):
-        table = pa.Table.from_batches([table])
-    if not isinstance(table, pa.Table):
-        raise PlanError(f"from_arrow: expected a pyarrow Table; got {type(table).__name__}")
-    _positive("from_arrow", "partitions", partitions)
-    return Dataset(n.TableSource((), table, partitions or _default_partitions(), "from_arrow"))
-
-
-def from_pandas(df: pd.DataFrame, *, partitions: int | None = None) -> Dataset:
-    """A dataset over a pandas DataFrame (the index is dropped)."""
-    import pandas as pd
-
-    if not isinstance(df, pd.DataFrame):
-        raise PlanError(f"from_pandas: expected a pandas DataFrame; got {type(df).__name__}")
-    _positive("from_pandas", "partitions", partitions)
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    return Dataset(n.TableSource((), table, partitions or _default_partitions(), "from_pandas"))
-
-
-def from_items(items: Iterable[Any], *, partitions: int | None = None) -> Dataset:
-    """A dataset over Python objects: dicts become rows; other values become ``{"item": value}``."""
-    rows = list(items)
-    _positive("from_items", "partitions", partitions)
-    if rows and not all(isinstance(r, dict) for r in rows):
-        if any(isinstance(r, dict) for r in rows):
-            raise PlanError("from_items: mix of dicts and non-dicts; give all rows as dicts")
-        rows = [{"item": r} for r in rows]
-    try:
-        table = ops.rows_to_table(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-        raise PlanError(f"from_items: the rows cannot form one table: {err}") from err
-    return Dataset(n.TableSource((), table, partitions or _default_partitions(), "from_items"))
-
-
-def range(
-    start: int, stop: int | None = None, step: int = 1, *, partitions: int | None = None
-) -> Dataset:
-    """Integers in column ``id``, like Python's ``range``: ``range(10)`` is 0…9,
-    ``range(5, 10)`` is 5…9, ``range(0, 10, 3)`` is 0, 3, 6, 9."""
-    if stop is None:
-        start, stop = 0, start
-    for name, v in (("stop", stop), ("start", start), ("step", step)):
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise PlanError(f"range: {name} must be an integer; got {v!r}")
-    if step < 1:
-        raise PlanError(f"range: step must be >= 1; got {step}")
-    _positive("range", "partitions", partitions)
-    return Dataset(n.RangeSource((), start, stop, step, partitions or _default_partitions()))
-
-
-def read_text(
-    paths: Paths,
-    *,
-    whole_files: bool = False,
-    include_paths: bool = False,
-    partition_bytes: int | None = None,
-) -> Dataset:
-    """Lines of text files (column ``text``), or one row per file (``path``, ``text``).
-
-    Files are split into partitions of about ``partition_bytes`` at line boundaries.
-    """
-    files = readers.expand_paths(paths, "read_text")
-    _positive("read_text", "partition_bytes", partition_bytes)
-    opts = (("include_paths", include_paths), ("whole_files", whole_files))
-    return Dataset(n.FileSource((), "text", files, None, opts, partition_bytes))
-
-
-def read_csv(
-    paths: Paths,
-    *,
-    schema: pa.Schema | dict[str, Any] | None = None,
-    delimiter: str = ",",
-    header: bool = True,
-    split: bool = True,
-    partition_bytes: int | None = None,
-) -> Dataset:
-    """CSV files with a header row; column types inferred from the first file unless ``schema``.
-
-    ``split=False`` reads whole files per partition (needed when quoted fields contain newlines).
-    """
-    files = readers.expand_paths(paths, "read_csv")
-    _positive("read_csv", "partition_bytes", partition_bytes)
-    opts: dict[str, Any] = {"delimiter": delimiter, "header": header, "split": split}
-    names = readers.check_csv_headers(files, opts)
-    if schema is not None:
-        given: pa.Schema = pa.schema(schema) if isinstance(schema, dict) else schema
-        missing = [c for c in given.names if c not in names]
-        if missing:
-            raise PlanError(
-                f"read_csv: schema names columns {missing} that the header "
-                f"{names} of {files[0][0]} lacks"
-            )
-        types = {f.name: f.type for f in given}
-        full = pa.schema([(c, types.get(c, pa.string())) for c in names])
-    else:
-        first = next((p for p, s in files if s > 0), files[0][0])
-        full = readers.infer_csv_schema(first, names, opts)
-    opts["column_names"] = tuple(names)
-    return Dataset(
-        n.FileSource((), "csv", files, full, tuple(sorted(opts.items())), partition_bytes)
-    )
-
-
-def read_json(
-    paths: Paths, *, schema: pa.Schema | None = None, partition_bytes: int | None = None
-) -> Dataset:
-    """JSON-lines files (one object per line); types inferred from the first file unless given."""
-    files = readers.expand_paths(paths, "read_json")
-    _positive("read_json", "partition_bytes", partition_bytes)
-    if schema is None:
-        first = next((p for p, s in files if s > 0), files[0][0])
-        schema = readers.infer_json_schema(first)
-    return Dataset(n.FileSource((), "json", files, schema, (), partition_bytes))
-
-
-def read_parquet(
-    paths: Paths, *, columns: Sequence[str] | None = None, partition_bytes: int | None = None
-) -> Dataset:
-    """Parquet files (same schema), split into partitions by row groups."""
-    files = readers.expand_paths(paths, "read_parquet")
-    _positive("read_parquet", "partition_bytes", partition_bytes)
-    schema = readers.parquet_schema(files)
-    if columns is not None:
-        cols = _names("read_parquet", list(columns))
-        missing = [c for c in cols if c not in schema.names]
-        if missing:
-            raise PlanError(f"read_parquet: no column(s) {missing}; the files have {schema.names}")
-        schema = pa.schema([schema.field(c) for c in cols])
-    opts = (("columns", tuple(columns) if columns is not None else None),)
-    return Dataset(n.FileSource((), "parquet", files, schema, opts, partition_bytes))
-
-
-def read_file_groups(
-    paths: Paths,
-    *,
-    by: str | re.Pattern[str] | Callable[[str], str] | None = None,
-    names: Literal["basename", "relative"] = "basename",
-    metadata: Callable[[str, list[str]], Mapping[str, Any]] | None = None,
-    partition_bytes: int | None = None,
-) -> Dataset:
-    """File groups for :meth:`Dataset.run_program`: one row per group, ``group`` (its key),
-    ``files`` (a list of ``{name, data}``) and metadata columns.
-
-    ``by`` chooses the groups: ``None`` (one per file), ``"dir"`` (one per directory),
-    ``"stem"`` (files sharing the name up to the first dot: ``s1.R1.fq`` and ``s1.R2.fq``), a
-    compiled regular expression over the file name (its ``group`` or first group), or a function
-    of the path. File names inside a group are base names (``names="relative"``: paths relative to
-    the group's directory). ``metadata(key, paths)`` returns extra columns per group. Whole groups
-    go to tasks, at least one task per worker when there are enough groups.
-
-    >>> import riera, tempfile, pathlib
-    >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> for f in ("s1.R1.fq", "s1.R2.fq", "s2.R1.fq"): _ = (d / f).write_text(f)
-    >>> ds = riera.read_file_groups(str(d / "*.fq"), by="stem")
-    >>> [(r["group"], [f["name"] for f in r["files"]]) for r in ds.collect()]
-    [('s1', ['s1.R1.fq', 's1.R2.fq']), ('s2', ['s2.R1.fq'])]
-    """
-    from riera.io import filegroups
-
-    files = readers.expand_paths(paths, "read_file_groups")
-    _positive("read_file_groups", "partition_bytes", partition_bytes)
-    if metadata is not None:
-        n.require_callable("read_file_groups", metadata, "pass a function (key, paths) -> dict")
-    groups = filegroups.make_groups(files, by, names, metadata)
-    return Dataset(n.FileGroupSource((), groups, partition_bytes))
-
-
-def read_files(paths: Paths, *, partition_bytes: int | None = None) -> Dataset:
-    """One row per file: ``path``, ``size``, ``bytes`` (raw content)."""
-    files = readers.expand_paths(paths, "read_files")
-    _positive("read_files", "partition_bytes", partition_bytes)
-    return Dataset(n.FileSource((), "files", files, None, (), partition_bytes))

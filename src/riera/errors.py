@@ -24,6 +24,10 @@ class SchemaMismatchError(SourceError):
     """Files read as one dataset disagree on their columns or types."""
 
 
+class SchemaError(RieraError):
+    """Data does not match the schema the plan declared for it (a function's ``schema=``)."""
+
+
 class SinkError(RieraError):
     """Output could not be written or committed; nothing that looks complete is left behind."""
 

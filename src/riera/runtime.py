@@ -108,16 +108,25 @@ class Runtime:
             shm.release_owner(d)
 
     # -- a run -----------------------------------------------------------------------------------
-    def execute(self, root: n.Node, action: str, final_op: ops.Op | None = None) -> RunOutput:
+    def execute(
+        self,
+        root: n.Node,
+        action: str,
+        final_op: ops.Op | None = None,
+        *,
+        preview: int | None = None,
+    ) -> RunOutput:
         if self.closed:
             raise RieraError(
                 "this runtime was shut down (riera.shutdown() or a later riera.init()); "
                 "run through riera.get_runtime() or the runtime riera.init() returned last"
             )
         with self._lock:
-            return self._execute(root, action, final_op)
+            return self._execute(root, action, final_op, preview)
 
-    def _execute(self, root: n.Node, action: str, final_op: ops.Op | None) -> RunOutput:
+    def _execute(
+        self, root: n.Node, action: str, final_op: ops.Op | None, preview: int | None = None
+    ) -> RunOutput:
         run_id = time.strftime("%Y%m%dT%H%M%S") + secrets.token_hex(2)
         owner = os.getpid()
         chosen = policy.choose(self.settings, policy.estimate_bytes(root), self.shm_budget)
@@ -140,7 +149,12 @@ class Runtime:
 
                 for dataset, columns in domain_declarations(root):
                     self.provenance.declare(dataset, columns)
-            results = self._run_stages(plan, run_id, owner, info)
+            # A preview (head/take of a Limit) stops the stage that feeds the final gather as
+            # soon as its first partitions hold the rows: the stages before it run whole.
+            cut = None
+            if preview is not None and isinstance(root, n.Limit) and plan.final.upstream:
+                cut = (plan.final.upstream[0], preview)
+            results = self._run_stages(plan, run_id, owner, info, cut)
             final = results[plan.final.id]
             if write is not None:
                 parts = [r.part for r in final if r.part is not None]
@@ -186,7 +200,12 @@ class Runtime:
             ) from err
 
     def _run_stages(
-        self, plan: planner.PhysicalPlan, run_id: str, owner: int, info: RunInfo
+        self,
+        plan: planner.PhysicalPlan,
+        run_id: str,
+        owner: int,
+        info: RunInfo,
+        cut: tuple[str, int] | None = None,
     ) -> dict[str, list[TaskResult]]:
         results: dict[str, list[TaskResult]] = {}
         readers_left = Counter(up for s in plan.stages for up in s.upstream)
@@ -202,7 +221,15 @@ class Runtime:
 
             try:
                 results[stage.id] = self.pool.run_stage(
-                    stage, stage_key, inputs, make_key, sinfo, run_id, self.hooks, self.exchange
+                    stage,
+                    stage_key,
+                    inputs,
+                    make_key,
+                    sinfo,
+                    run_id,
+                    self.hooks,
+                    self.exchange,
+                    rows_needed=cut[1] if cut is not None and cut[0] == stage.id else None,
                 )
                 sinfo.status = "ok"
                 sinfo.spilled_bytes = sum(
@@ -280,6 +307,9 @@ class Runtime:
             return inputs, []
         if isinstance(r, ph.JoinReader):
             left, right = results[r.left], results[r.right]
+            if r.broadcast_right:
+                everything = [ref for x in right for ref in x.refs]
+                return [(list(x.refs), everything) for x in left], []
             return [
                 ([x.refs[i] for x in left], [x.refs[i] for x in right]) for i in range(r.partitions)
             ], []

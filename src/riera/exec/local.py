@@ -131,6 +131,16 @@ class _Worker:
         self.conn.close()
 
 
+def _prefix_rows(results: Sequence[TaskResult | None]) -> int:
+    """Rows of the finished tasks from partition 0 up to the first one not finished."""
+    rows = 0
+    for r in results:
+        if r is None:
+            break
+        rows += r.rows_out
+    return rows
+
+
 class WorkerPool:
     """Warm worker processes, started on first use and kept across stages and runs."""
 
@@ -198,8 +208,13 @@ class WorkerPool:
         run_id: str,
         hooks: Hooks,
         exchange: Exchange,
+        rows_needed: int | None = None,
     ) -> list[TaskResult]:
-        """Run every task of ``stage``; returns results in partition order."""
+        """Run every task of ``stage``; returns results in partition order.
+
+        ``rows_needed`` (a preview): once the tasks from partition 0 on that have finished hold
+        that many rows, no further task starts; the running ones finish, and only the results
+        of the tasks that ran are returned."""
         self.start()
         blob = _dumps(stage)
         pending: deque[tuple[int, int]] = deque((i, 0) for i in range(len(inputs)))
@@ -248,6 +263,8 @@ class WorkerPool:
                         info.rows_out += outcome.rows_out
                         info.bytes_out += outcome.bytes_out
                         hooks.on_task_end(task)
+                        if rows_needed is not None and _prefix_rows(results) >= rows_needed:
+                            pending.clear()
                     elif isinstance(outcome, TaskFailure):
                         w.task = None
                         del running[id(w)]

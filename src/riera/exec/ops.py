@@ -129,6 +129,11 @@ class Op:
     def apply(self, table: pa.Table) -> pa.Table:
         raise NotImplementedError
 
+    def traced(self, table: Any) -> tuple[Any, tuple[np.ndarray, np.ndarray] | None]:
+        """``apply`` and the relation ``(out_rows, in_rows)`` between output and input rows,
+        for record lineage; None: this operator cannot say (the stage is then opaque)."""
+        return self.apply(table), None
+
 
 @dataclass(frozen=True)
 class MapOp(Op):
@@ -195,11 +200,17 @@ class MapBatchesOp(Op):
     lineage: str = "none"  # how output rows map to input rows: none | one_to_one | index
 
     def apply(self, table: pa.Table) -> pa.Table:
-        return self.apply_traced(table)[0]
+        return self._run(table)[0]
 
-    def apply_traced(self, table: pa.Table) -> tuple[pa.Table, np.ndarray | None]:
-        """The output, and for each output row the input row it came from, as the function
-        declared with ``lineage`` (None: not declared, nothing is assumed)."""
+    def traced(self, table: Any) -> tuple[Any, tuple[np.ndarray, np.ndarray] | None]:
+        """The output, and the input row of each output row as the function declared it with
+        ``lineage`` (None: not declared, nothing is assumed)."""
+        out, came_from = self._run(table)
+        if came_from is None:
+            return out, None
+        return out, (np.arange(len(came_from), dtype=np.int64), came_from)
+
+    def _run(self, table: pa.Table) -> tuple[pa.Table, np.ndarray | None]:
         if table.num_columns == 0:  # an empty partition whose producer emitted no rows
             return table, np.empty(0, np.int64)
         size = self.batch_size or max(1, table.num_rows)
@@ -311,18 +322,29 @@ def _aggregate(
     cols: dict[str, Any] = {k: canonical_key(table.column(k)) for k in keys}
     agg_specs: list[tuple[Any, ...]] = []
     names: list[str] = []
+    firsts: dict[int, str] = {}  # spec -> column: "first" takes the group's first row of it
     for j, (col, func) in enumerate(specs):
         if col == "*":
             if "count_all" not in names:
                 agg_specs.append(([], "count_all"))
             names.append("count_all")
             continue
+        if func == "first":  # by row number: Arrow's hash_first takes few types
+            if "__row" not in cols:
+                cols["__row"] = pa.array(np.arange(table.num_rows, dtype=np.int64))
+                agg_specs.append(("__row", "min"))
+            firsts[j] = col
+            names.append("__row_min")
+            continue
         alias = f"__a{j}"
         cols[alias] = table.column(col)
         agg_specs.append((alias, func))
         names.append(f"{alias}_{func}")
     grouped = pa.table(cols).group_by(list(keys), use_threads=False).aggregate(agg_specs)
-    return [grouped.column(k) for k in keys], [grouped.column(nm) for nm in names]
+    out = [grouped.column(nm) for nm in names]
+    for j, col in firsts.items():
+        out[j] = table.column(col).take(out[j])
+    return [grouped.column(k) for k in keys], out
 
 
 @dataclass(frozen=True)
@@ -350,14 +372,15 @@ def _partial_specs(a: AggSpec) -> list[tuple[str, tuple[str, str]]]:
     f = a.func
     if f == "count":
         return [("count", (a.column, "count"))]
-    if f in ("sum", "min", "max"):
+    if f in ("sum", "min", "max", "first"):
         return [(str(f), (a.column, str(f)))]
     if f == "mean":
         return [("sum", (a.column, "sum")), ("count", (a.column, "count"))]
     return [("list", (a.column, "list"))]  # "list" and custom callables
 
 
-_COMBINE = {"count": "sum", "sum": "sum", "min": "min", "max": "max", "list": "list"}
+_COMBINE = {"count": "sum", "sum": "sum", "min": "min", "max": "max", "first": "first",
+            "list": "list"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -399,7 +422,7 @@ class FinalAggOp(Op):
 
     def _finish(self, a: AggSpec, i: int, states: dict[str, Any]) -> pa.ChunkedArray | pa.Array:
         f = a.func
-        if f in ("count", "sum", "min", "max"):
+        if f in ("count", "sum", "min", "max", "first"):
             return states[f"__p{i}_{f}"]
         if f == "mean":
             s = pc.cast(states[f"__p{i}_sum"], pa.float64())
@@ -756,38 +779,62 @@ def split_even(table: pa.Table, n: int) -> list[pa.Table]:
 
 
 def join_tables(
-    left: pa.Table, right: pa.Table, on: Sequence[str], how: str, name: str
+    left: pa.Table,
+    right: pa.Table,
+    on: Sequence[str],
+    how: str,
+    name: str,
+    *,
+    right_on: Sequence[str] | None = None,
+    suffix: str = "_right",
 ) -> pa.Table:
+    """One partition's join. ``right_on``: the right side's keys (default: ``on``); the output
+    keeps the left keys (coalesced for outer joins, as Polars does); other columns on both sides
+    get ``suffix`` on the right."""
+    right_keys = list(right_on) if right_on is not None else list(on)
     # A side without columns is an empty partition whose producer emitted nothing.
     if left.num_columns == 0:
         return right if how in ("right", "outer") and right.num_columns else left
     if right.num_columns == 0:
-        return left.slice(0, 0) if how in ("inner", "semi", "right") else left
+        return left.slice(0, 0) if how in ("inner", "semi", "right", "cross") else left
+    if how == "cross":
+        return cross_join(left, right, suffix)
     _check_columns(name, left, on)
-    _check_columns(name, right, on)
-    for k in on:  # e.g. string vs large_string, int64 vs double: join on the common type
-        lt, rt = left.schema.field(k).type, right.schema.field(k).type
+    _check_columns(name, right, right_keys)
+    for k, rk in zip(on, right_keys, strict=True):  # string vs large_string, int64 vs double…
+        lt, rt = left.schema.field(k).type, right.schema.field(rk).type
         if lt != rt:
             common = (
                 pa.unify_schemas(
-                    [pa.schema([(k, lt)]), pa.schema([(k, rt)])], promote_options="permissive"
+                    [pa.schema([("k", lt)]), pa.schema([("k", rt)])], promote_options="permissive"
                 )
-                .field(k)
+                .field("k")
                 .type
             )
             left = left.set_column(left.schema.get_field_index(k), k, left.column(k).cast(common))
             right = right.set_column(
-                right.schema.get_field_index(k), k, right.column(k).cast(common)
+                right.schema.get_field_index(rk), rk, right.column(rk).cast(common)
             )
-    out = left.join(
+    return left.join(
         right,
         keys=list(on),
+        right_keys=right_keys,
         join_type=JOIN_TYPES[how],
-        right_suffix="_right",
+        right_suffix=suffix,
         use_threads=False,
         coalesce_keys=True,
     )
-    return out
+
+
+def cross_join(left: pa.Table, right: pa.Table, suffix: str = "_right") -> pa.Table:
+    """Every left row with every right row (left rows vary slowest)."""
+    nl, nr = left.num_rows, right.num_rows
+    li = np.repeat(np.arange(nl, dtype=np.int64), nr)
+    ri = np.tile(np.arange(nr, dtype=np.int64), nl)
+    lt, rt = left.take(pa.array(li)), right.take(pa.array(ri))
+    taken = set(left.column_names)
+    names = [f"{c}{suffix}" if c in taken else c for c in right.column_names]
+    return pa.Table.from_arrays([*lt.columns, *rt.columns], names=[*left.column_names, *names])
 
 
 def _short(v: Any) -> str:

@@ -169,11 +169,17 @@ class RangeShuffleReader(Reader):
 
 @dataclass(frozen=True)
 class JoinReader(Reader):
+    """Both sides of a join partition; ``broadcast_right``: every task reads the whole right
+    side beside its own left partition (a cross join)."""
+
     left: str
     right: str
     partitions: int
+    broadcast_right: bool = False
 
     def describe(self) -> str:
+        if self.broadcast_right:
+            return f"read of {self.left} × all of {self.right} ({self.partitions})"
         return f"co-partitioned read of {self.left} ⋈ {self.right} ({self.partitions})"
 
     def read(self, task_input: tuple[list[Ref], list[Ref]], exchange: Exchange) -> pa.Table:
@@ -196,9 +202,14 @@ class _Pair:
 class JoinOp(ops.Op):
     on: tuple[str, ...]
     how: str
+    right_on: tuple[str, ...] = ()
+    suffix: str = "_right"
 
     def apply(self, table: Any) -> pa.Table:
-        return ops.join_tables(table.left, table.right, self.on, self.how, self.name)
+        return ops.join_tables(
+            table.left, table.right, self.on, self.how, self.name,
+            right_on=self.right_on or None, suffix=self.suffix,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

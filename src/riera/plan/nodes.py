@@ -15,6 +15,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from riera.errors import PlanError
+from riera.expr import Expr
 
 _ids = itertools.count(1)
 
@@ -142,6 +143,7 @@ class FileGroupSource(Node):
 @dataclass(frozen=True, eq=False)
 class MapRows(Node):
     fn: Callable[[dict[str, Any]], dict[str, Any]]
+    schema: pa.Schema | None = None  # declared by the user: the output is conformed to it
     kind = "map"
 
     def label(self) -> str:
@@ -151,6 +153,7 @@ class MapRows(Node):
 @dataclass(frozen=True, eq=False)
 class FlatMapRows(Node):
     fn: Callable[[dict[str, Any]], Any]
+    schema: pa.Schema | None = None
     kind = "flat_map"
 
     def label(self) -> str:
@@ -173,6 +176,7 @@ class MapBatches(Node):
     fn_kwargs: tuple[tuple[str, Any], ...] = ()
     batch_size: int | None = None
     lineage: Literal["none", "one_to_one", "index"] = "none"
+    schema: pa.Schema | None = None
     kind = "map_batches"
 
     def label(self) -> str:
@@ -184,6 +188,66 @@ class MapBatches(Node):
             "batch_size": self.batch_size,
             "lineage": self.lineage,
         }
+
+
+@dataclass(frozen=True, eq=False)
+class FilterExpr(Node):
+    """``filter(expr)``: the rows where a column expression is true (null counts as false)."""
+
+    predicate: Expr
+    kind = "filter"
+
+    def label(self) -> str:
+        return "filter"
+
+    def params(self) -> dict[str, Any]:
+        return {"predicate": self.predicate}
+
+
+@dataclass(frozen=True, eq=False)
+class Project(Node):
+    """``with_columns`` (``keep``: every input column stays, these replace or follow them) or
+    ``select`` with expressions (only these columns, in this order)."""
+
+    exprs: tuple[tuple[str, Expr], ...]
+    keep: bool
+    kind = "project"
+
+    def label(self) -> str:
+        return "with_columns" if self.keep else "select"
+
+    def params(self) -> dict[str, Any]:
+        return {name: e for name, e in self.exprs}
+
+
+@dataclass(frozen=True, eq=False)
+class Rename(Node):
+    mapping: tuple[tuple[str, str], ...]
+    kind = "rename"
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.mapping)
+
+
+@dataclass(frozen=True, eq=False)
+class Drop(Node):
+    columns: tuple[str, ...]
+    kind = "drop"
+
+    def params(self) -> dict[str, Any]:
+        return {"columns": list(self.columns)}
+
+
+@dataclass(frozen=True, eq=False)
+class Explode(Node):
+    """One row per element of a list column (other columns repeated; empty or null lists give a
+    row with a null, as in Polars)."""
+
+    column: str
+    kind = "explode"
+
+    def label(self) -> str:
+        return f"explode({self.column})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -257,7 +321,7 @@ class ProvenanceMark(Node):
 
 # -- all-to-all operators -------------------------------------------------------------------------
 
-AGG_FUNCS = ("count", "sum", "min", "max", "mean", "list")
+AGG_FUNCS = ("count", "sum", "min", "max", "mean", "first", "list")
 
 
 @dataclass(frozen=True)
@@ -333,21 +397,39 @@ JOIN_TYPES = {
     "outer": "full outer",
     "semi": "left semi",
     "anti": "left anti",
+    "cross": "cross",
 }
 
 
 @dataclass(frozen=True, eq=False)
 class Join(Node):
+    """``on``: the left keys; ``right_on``: the right side's (empty: the same names). A cross
+    join has no keys."""
+
     on: tuple[str, ...]
-    how: Literal["inner", "left", "right", "outer", "semi", "anti"]
+    how: Literal["inner", "left", "right", "outer", "semi", "anti", "cross"]
     partitions: int | None = None
+    right_on: tuple[str, ...] = ()
+    suffix: str = "_right"
     kind = "join"
 
+    @property
+    def right_keys(self) -> tuple[str, ...]:
+        return self.right_on or self.on
+
     def label(self) -> str:
-        return f"join({','.join(self.on)},{self.how})"
+        if self.how == "cross":
+            return "join(cross)"
+        keys = ",".join(self.on) + (f"={','.join(self.right_on)}" if self.right_on else "")
+        return f"join({keys},{self.how})"
 
     def params(self) -> dict[str, Any]:
-        return {"on": list(self.on), "how": self.how}
+        out: dict[str, Any] = {"on": list(self.on), "how": self.how}
+        if self.right_on:
+            out["right_on"] = list(self.right_on)
+        if self.suffix != "_right":
+            out["suffix"] = self.suffix
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -390,7 +472,8 @@ class Write(Node):
         return {"path": self.path, "mode": self.mode, **dict(self.options)}
 
 
-NARROW = (MapRows, FlatMapRows, FilterRows, MapBatches, Select, RunProgram, Domain, ProvenanceMark)
+NARROW = (MapRows, FlatMapRows, FilterRows, MapBatches, Select, RunProgram, Domain, ProvenanceMark,
+          FilterExpr, Project, Rename, Drop, Explode)  # fmt: skip
 SOURCES = (TableSource, RangeSource, FileSource, FileGroupSource)
 
 

@@ -21,9 +21,11 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 from riera.config import Settings
 from riera.errors import PlanError
-from riera.exec import ops
+from riera.exec import columnar, ops
 from riera.exec import physical as ph
 from riera.io import readers
 from riera.plan import nodes as n
@@ -184,17 +186,38 @@ class Planner:
         o.nodes.append(node.name)
         return o
 
+    def _conformed(self, node: n.Node, op: ops.Op, schema: pa.Schema | None) -> _Open:
+        o = self._narrow(node, op)
+        if schema is not None:  # a declared output schema: names and types made to match
+            o.ops.append(columnar.ConformOp(node.name, schema))
+        return o
+
     def _plan_MapRows(self, node: n.MapRows) -> _Open:
-        return self._narrow(node, ops.MapOp(node.name, node.fn))
+        return self._conformed(node, ops.MapOp(node.name, node.fn), node.schema)
 
     def _plan_FlatMapRows(self, node: n.FlatMapRows) -> _Open:
-        return self._narrow(node, ops.FlatMapOp(node.name, node.fn))
+        return self._conformed(node, ops.FlatMapOp(node.name, node.fn), node.schema)
+
+    def _plan_FilterExpr(self, node: n.FilterExpr) -> _Open:
+        return self._narrow(node, columnar.FilterExprOp(node.name, node.predicate))
+
+    def _plan_Project(self, node: n.Project) -> _Open:
+        return self._narrow(node, columnar.ProjectOp(node.name, node.exprs, node.keep))
+
+    def _plan_Rename(self, node: n.Rename) -> _Open:
+        return self._narrow(node, columnar.RenameOp(node.name, node.mapping))
+
+    def _plan_Drop(self, node: n.Drop) -> _Open:
+        return self._narrow(node, columnar.DropOp(node.name, node.columns))
+
+    def _plan_Explode(self, node: n.Explode) -> _Open:
+        return self._narrow(node, columnar.ExplodeOp(node.name, node.column))
 
     def _plan_FilterRows(self, node: n.FilterRows) -> _Open:
         return self._narrow(node, ops.FilterOp(node.name, node.fn))
 
     def _plan_MapBatches(self, node: n.MapBatches) -> _Open:
-        return self._narrow(
+        return self._conformed(
             node,
             ops.MapBatchesOp(
                 node.name,
@@ -204,6 +227,7 @@ class Planner:
                 node.batch_size,
                 node.lineage,
             ),
+            node.schema,
         )
 
     def _plan_Select(self, node: n.Select) -> _Open:
@@ -277,16 +301,16 @@ class Planner:
     def _plan_Join(self, node: n.Join) -> _Open:
         left = self._open(node.inputs[0])
         right = self._open(node.inputs[1])
+        op = ph.JoinOp(node.name, node.on, node.how, node.right_keys, node.suffix)
+        if node.how == "cross":  # each left partition meets the whole right side
+            lid = self._close(left, ph.OneWriter())
+            rid = self._close(right, ph.OneWriter())
+            reader = ph.JoinReader(lid, rid, left.num_tasks, broadcast_right=True)
+            return _Open(reader, left.num_tasks, (lid, rid), [op], [node.name])
         parts = self._partitions(node.partitions, left.num_tasks, right.num_tasks)
         lid = self._close(left, ph.HashWriter(node.on, parts))
-        rid = self._close(right, ph.HashWriter(node.on, parts))
-        return _Open(
-            ph.JoinReader(lid, rid, parts),
-            parts,
-            (lid, rid),
-            [ph.JoinOp(node.name, node.on, node.how)],
-            [node.name],
-        )
+        rid = self._close(right, ph.HashWriter(node.right_keys, parts))
+        return _Open(ph.JoinReader(lid, rid, parts), parts, (lid, rid), [op], [node.name])
 
     def _plan_Union(self, node: n.Union) -> _Open:
         ids, total = [], 0

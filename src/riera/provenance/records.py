@@ -159,16 +159,12 @@ def apply_traced(op: ops.Op, table: Any) -> tuple[Any, tuple[np.ndarray, np.ndar
         return out, _key_relation(table, out, keys) if keys and out.num_rows else None
     if isinstance(op, ph.JoinOp):
         return _join_traced(op, table)
-    if isinstance(op, ops.MapBatchesOp):  # only what the function declared (``lineage=``)
-        out, came_from = op.apply_traced(table)
-        return out, None if came_from is None else (_arange(len(came_from)), came_from)
-    out = op.apply(table)
-    one_to_one = isinstance(
-        op, ops.MapOp | ops.SelectOp | RunProgramOp | DomainOp
-    ) and out.num_rows == getattr(table, "num_rows", -1)
-    if one_to_one:
-        return out, (_arange(out.num_rows), _arange(out.num_rows))
-    return out, None
+    if isinstance(op, ops.MapOp | ops.SelectOp | RunProgramOp | DomainOp):
+        out = op.apply(table)
+        if out.num_rows == getattr(table, "num_rows", -1):
+            return out, (_arange(out.num_rows), _arange(out.num_rows))
+        return out, None
+    return op.traced(table)  # what the operator itself says (None: it cannot)
 
 
 def _join_traced(op: ph.JoinOp, pair: Any) -> tuple[pa.Table, tuple[np.ndarray, np.ndarray] | None]:
