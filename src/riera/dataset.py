@@ -592,7 +592,7 @@ class Dataset(Actions):
         source._require_columns("sort", keys)
         for k in keys:
             t = source.schema.field(k).type if source.schema is not None else None
-            if t is not None and (pa.types.is_nested(t) or pa.types.is_null(t)):
+            if t is not None and pa.types.is_nested(t):
                 raise PlanError(f"sort: cannot order by {k!r}, a {t} column")
         ordered = Dataset(n.Sort((source.node,), keys, desc, partitions))
         return ordered.drop(*computed) if computed else ordered

@@ -34,6 +34,26 @@ def _mask(table: pa.Table, predicate: Expr, where: str) -> pa.Array | pa.Chunked
     return pc.fill_null(mask, False)  # null is not true: the row goes
 
 
+def filter_table(table: pa.Table, mask: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """``table.filter(mask)`` for every column type, view types included (Arrow has no filter
+    kernel for them: they are filtered as their plain types and cast back)."""
+    views = [i for i, t in enumerate(table.schema.types) if _is_view(t)]
+    if not views:
+        return table.filter(mask)
+    columns = list(table.columns)
+    for i in views:
+        plain = pa.large_string() if pa.types.is_string_view(columns[i].type) else pa.large_binary()
+        columns[i] = columns[i].cast(plain).filter(mask).cast(columns[i].type)
+    for i, c in enumerate(columns):
+        if i not in views:
+            columns[i] = c.filter(mask)
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
+def _is_view(t: pa.DataType) -> bool:
+    return pa.types.is_string_view(t) or pa.types.is_binary_view(t)
+
+
 @dataclass(frozen=True)
 class FilterExprOp(Op):
     predicate: Expr
@@ -41,14 +61,15 @@ class FilterExprOp(Op):
     def apply(self, table: pa.Table) -> pa.Table:
         if table.num_columns == 0:
             return table
-        return table.filter(_mask(table, self.predicate, self.name))
+        return filter_table(table, _mask(table, self.predicate, self.name))
 
     def traced(self, table: pa.Table) -> tuple[pa.Table, Relation | None]:
         if table.num_columns == 0:
             return table, _same_rows(0)
         mask = _mask(table, self.predicate, self.name)
         kept = np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))
-        return table.filter(mask), (np.arange(len(kept), dtype=np.int64), kept.astype(np.int64))
+        out = filter_table(table, mask)
+        return out, (np.arange(len(kept), dtype=np.int64), kept.astype(np.int64))
 
 
 @dataclass(frozen=True)

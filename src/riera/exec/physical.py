@@ -34,13 +34,24 @@ class Reader:
 
 @dataclass(frozen=True)
 class FileReader(Reader):
+    """``columns``: only these are decoded (the plan reads no others); ``predicate``: a filter
+    that follows the read, whose Arrow form lets a Parquet reader skip row groups by their
+    statistics (the filter itself still runs after the read, exactly)."""
+
     format: str
     splits: tuple[readers.Split, ...]
     schema: pa.Schema | None
     options: tuple[tuple[str, Any], ...] = ()
+    columns: tuple[str, ...] | None = None
+    predicate: Any = None  # riera.expr.Expr
 
     def describe(self) -> str:
-        return f"read {self.format} ({len(self.splits)} splits)"
+        extra = ""
+        if self.columns is not None and self.schema is not None:
+            extra += f", {len(self.columns)} of {len(self.schema)} columns"
+        if self.predicate is not None:
+            extra += f", row groups pruned by {self.predicate!r}"
+        return f"read {self.format} ({len(self.splits)} splits{extra})"
 
     def read(self, task_input: readers.Split, exchange: Exchange) -> pa.Table:
         try:
@@ -59,15 +70,29 @@ class FileReader(Reader):
             return readers.read_text_split(
                 task_input, opts.get("whole_files", False), opts.get("include_paths", False)
             )
+        columns = list(self.columns) if self.columns is not None else None
         if self.format == "csv":
-            return readers.read_csv_split(task_input, list(opts["column_names"]), self.schema, opts)
+            return readers.read_csv_split(
+                task_input, list(opts["column_names"]), self.schema, opts, columns
+            )
         if self.format == "json":
-            return readers.read_json_split(task_input, self.schema)
+            table = readers.read_json_split(task_input, self.schema)
+            if columns is not None and table.num_columns:
+                return table.select([c for c in columns if c in table.column_names])
+            return table
         if self.format == "parquet":
-            return readers.read_parquet_split(task_input, opts.get("columns"))
+            return readers.read_parquet_split(task_input, columns, self._arrow_filter())
         if self.format == "files":
             return readers.read_files_split(task_input)
         raise ValueError(f"unknown format {self.format}")
+
+    def _arrow_filter(self) -> Any:
+        """The conjuncts of ``predicate`` Arrow's Parquet scanner can evaluate, or None."""
+        if self.predicate is None or self.schema is None:
+            return None
+        from riera.kernels.evaluate import pushable_conjuncts
+
+        return pushable_conjuncts(self.predicate, self.schema)
 
 
 @dataclass(frozen=True)

@@ -292,6 +292,7 @@ def _parse_csv(
     schema: pa.Schema | None,
     options: dict[str, Any],
     first_split: bool,
+    columns: list[str] | None = None,
 ) -> pa.Table:
     header = options.get("header", True)
     # Single-threaded: a task is already one core, and only then does Arrow say "Row #N".
@@ -302,9 +303,13 @@ def _parse_csv(
         use_threads=False,
     )
     po = pacsv.ParseOptions(delimiter=options.get("delimiter", ","))
-    co = pacsv.ConvertOptions(column_types=schema, strings_can_be_null=False)
+    co = pacsv.ConvertOptions(
+        column_types=schema, strings_can_be_null=False, include_columns=columns
+    )
     if len(data) == 0:
-        return (schema or pa.schema([(n, pa.string()) for n in names])).empty_table()
+        full = schema or pa.schema([(n, pa.string()) for n in names])
+        keep = columns if columns is not None else full.names
+        return pa.schema([full.field(c) for c in keep]).empty_table()
     try:
         return pacsv.read_csv(
             pa.BufferReader(pa.py_buffer(data)),
@@ -327,18 +332,24 @@ def _parse_csv(
 
 
 def read_csv_split(
-    split: Split, names: list[str], schema: pa.Schema | None, options: dict[str, Any]
+    split: Split,
+    names: list[str],
+    schema: pa.Schema | None,
+    options: dict[str, Any],
+    columns: list[str] | None = None,
 ) -> pa.Table:
+    """A split's rows; ``columns``: only these are converted (the others are skipped by the
+    parser, not decoded and dropped)."""
     if split.files:  # split=False: whole files
         parts = []
         for f in split.files:
             with open(f, "rb") as fh:
                 data = fh.read()
             start = 3 if data.startswith(BOM) else 0
-            parts.append(_parse_csv(data[start:], f, 0, names, schema, options, first_split=True))
+            parts.append(_parse_csv(data[start:], f, 0, names, schema, options, True, columns))
         return pa.concat_tables(parts)
     lines, pos = read_line_range(split.path, split.start, split.end)
-    return _parse_csv(lines, split.path, pos, names, schema, options, first_split=pos <= 3)
+    return _parse_csv(lines, split.path, pos, names, schema, options, pos <= 3, columns)
 
 
 def check_csv_headers(files: tuple[tuple[str, int], ...], options: dict[str, Any]) -> list[str]:
@@ -428,8 +439,30 @@ def parquet_schema(files: tuple[tuple[str, int], ...]) -> pa.Schema:
     return schema
 
 
-def read_parquet_split(split: Split, columns: list[str] | None) -> pa.Table:
-    return pq.ParquetFile(split.path).read_row_groups(list(split.row_groups), columns=columns)
+def read_parquet_split(
+    split: Split, columns: list[str] | None, arrow_filter: Any = None
+) -> pa.Table:
+    """The split's row groups (only ``columns``); with ``arrow_filter``, the row groups whose
+    statistics rule the filter out are not read at all."""
+    groups = list(split.row_groups)
+    file = pq.ParquetFile(split.path)
+    if arrow_filter is not None and groups:
+        import pyarrow.dataset as pds
+
+        from pyarrow import fs
+
+        fragment = pds.ParquetFileFormat().make_fragment(
+            split.path, filesystem=fs.LocalFileSystem(), row_groups=groups
+        )
+        try:
+            groups = [rg.id for rg in fragment.subset(arrow_filter).row_groups]
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            pass  # statistics of a type the scanner cannot compare: read every group
+        if not groups:
+            schema = file.schema_arrow
+            keep = columns if columns is not None else schema.names
+            return pa.schema([schema.field(c) for c in keep]).empty_table()
+    return file.read_row_groups(groups, columns=columns)
 
 
 def _fmt(schema: pa.Schema) -> str:

@@ -437,3 +437,25 @@ def to_arrow_filter(e: Expr, schema: pa.Schema) -> pc.Expression:
         raise NotPushable(repr(x))
 
     return go(e)
+
+
+def conjuncts(e: Expr) -> list[Expr]:
+    """``a & b & c`` as ``[a, b, c]``."""
+    if e.op == "call" and e.value == "and":
+        return [*conjuncts(e.args[0]), *conjuncts(e.args[1])]
+    if e.op == "alias":
+        return conjuncts(e.args[0])
+    return [e]
+
+
+def pushable_conjuncts(e: Expr, schema: pa.Schema) -> pc.Expression | None:
+    """The conjunction of those conjuncts of ``e`` that :func:`to_arrow_filter` translates (a
+    filter implied by ``e``, so skipping what it rules out loses nothing), or None."""
+    out = None
+    for c in conjuncts(e):
+        try:
+            arrow = to_arrow_filter(c, schema)
+        except NotPushable:
+            continue
+        out = arrow if out is None else out & arrow
+    return out

@@ -17,6 +17,7 @@ one with a matching reader:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from riera.exec import columnar, ops
 from riera.exec import physical as ph
 from riera.io import readers
 from riera.plan import nodes as n
+from riera.plan.columns import needed_columns
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Planner:
         self._steps: dict[str, int] = {}  # program step names, made unique within the plan
 
     def build(self, root: n.Node, final_op: ops.Op | None = None) -> PhysicalPlan:
+        self._needed = needed_columns(root)
         if isinstance(root, n.Write):
             if self.temp_dir is None:
                 raise PlanError("internal: a write plan needs its temporary directory")
@@ -145,8 +148,15 @@ class Planner:
             splits = readers.file_groups(node.files, target)
         else:
             splits = readers.byte_splits(node.files, target)
+        columns = None
+        needed = self._needed.get(id(node))
+        if needed is not None and node.schema is not None and node.format != "text":
+            available = node.option("columns") or node.schema.names
+            columns = tuple(c for c in available if c in needed)
+        elif node.option("columns"):
+            columns = tuple(node.option("columns"))
         return _Open(
-            ph.FileReader(node.format, tuple(splits), node.schema, node.options),
+            ph.FileReader(node.format, tuple(splits), node.schema, node.options, columns),
             len(splits),
             (),
             nodes=[node.name],
@@ -164,8 +174,6 @@ class Planner:
 
     # narrow
     def _plan_RunProgram(self, node: n.RunProgram) -> _Open:
-        import dataclasses
-
         from riera.exec.programs import RunProgramOp, default_staging_dir
 
         step = node.spec.step
@@ -199,7 +207,17 @@ class Planner:
         return self._conformed(node, ops.FlatMapOp(node.name, node.fn), node.schema)
 
     def _plan_FilterExpr(self, node: n.FilterExpr) -> _Open:
-        return self._narrow(node, columnar.FilterExprOp(node.name, node.predicate))
+        o = self._narrow(node, columnar.FilterExprOp(node.name, node.predicate))
+        # Filters straight after a Parquet read also tell the reader which row groups their
+        # statistics rule out (the filters still run, exactly, after the read).
+        r = o.reader
+        filters = [op for op in o.ops if isinstance(op, columnar.FilterExprOp)]
+        if isinstance(r, ph.FileReader) and r.format == "parquet" and len(filters) == len(o.ops):
+            predicate = filters[0].predicate
+            for f in filters[1:]:
+                predicate = predicate & f.predicate
+            o.reader = dataclasses.replace(r, predicate=predicate)
+        return o
 
     def _plan_Project(self, node: n.Project) -> _Open:
         return self._narrow(node, columnar.ProjectOp(node.name, node.exprs, node.keep))
