@@ -365,7 +365,7 @@ def test_csv_and_json_read_only_the_columns_used(tmp_path: Path) -> None:
     ds = riera.read_csv(str(tmp_path / "a.csv"), schema={"v": pa.int64(), "junk": pa.int64()})
     # "junk" would fail to convert to int64; pruned, it is never decoded.
     assert ds.select("k", "v").collect() == [{"k": "a", "v": 1}, {"k": "b", "v": 2}]
-    with pytest.raises(riera.SourceError, match="line 2.*conversion"):
+    with pytest.raises(riera.SourceError, match=r"line 2.*conversion"):
         ds.collect()
     (tmp_path / "b.json").write_text('{"k": "a", "v": 1, "w": 2}\n{"k": "b", "v": 3, "w": 4}\n')
     assert riera.read_json(str(tmp_path / "b.json")).select("v").collect() == [{"v": 1}, {"v": 3}]

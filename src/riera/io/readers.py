@@ -448,7 +448,6 @@ def read_parquet_split(
     file = pq.ParquetFile(split.path)
     if arrow_filter is not None and groups:
         import pyarrow.dataset as pds
-
         from pyarrow import fs
 
         fragment = pds.ParquetFileFormat().make_fragment(
