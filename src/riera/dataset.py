@@ -13,6 +13,7 @@ option raises :class:`~riera.errors.PlanError` naming the operator and the likel
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -164,9 +165,28 @@ class Dataset(Actions):
         plan_schema.check(node, op)
         return Dataset(node)
 
+    def named(self, name: str) -> Dataset:
+        """The same dataset, its last operator called ``name`` (instead of the id derived from
+        the plan's structure) in ``explain()``, errors, progress and provenance.
+
+        >>> import riera
+        >>> riera.range(3).map(lambda r: r).named("identity").name
+        'identity'
+        """
+        if not isinstance(name, str) or not re.fullmatch(r"[^\s#~][^#~]*", name):
+            raise PlanError(f"named: expected a non-empty name without '#' or '~'; got {name!r}")
+        return Dataset(dataclasses.replace(self._node, name=name))
+
+    def _maybe_named(self, name: str | None) -> Dataset:
+        return self if name is None else self.named(name)
+
     # -- row and batch operators --------------------------------------------------------------
     def map(
-        self, fn: Callable[[dict[str, Any]], dict[str, Any]], *, schema: SchemaLike | None = None
+        self,
+        fn: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        schema: SchemaLike | None = None,
+        name: str | None = None,
     ) -> Dataset:
         """Apply ``fn`` to every row (a dict); it returns the new row (a dict).
 
@@ -174,21 +194,25 @@ class Dataset(Actions):
         result is made to match (a missing column or a value that does not convert fails,
         naming the operator)."""
         n.require_callable("map", fn, "pass a function taking a row dict and returning a dict")
-        return Dataset(n.MapRows((self._node,), fn, _schema("map", schema)))
+        return Dataset(n.MapRows((self._node,), fn, _schema("map", schema)))._maybe_named(name)
 
     def flat_map(
         self,
         fn: Callable[[dict[str, Any]], Iterable[dict[str, Any]]],
         *,
         schema: SchemaLike | None = None,
+        name: str | None = None,
     ) -> Dataset:
         """Apply ``fn`` to every row; it returns an iterable of zero or more rows."""
         n.require_callable(
             "flat_map", fn, "pass a function taking a row dict and returning a list of dicts"
         )
-        return Dataset(n.FlatMapRows((self._node,), fn, _schema("flat_map", schema)))
+        node = n.FlatMapRows((self._node,), fn, _schema("flat_map", schema))
+        return Dataset(node)._maybe_named(name)
 
-    def filter(self, predicate: Expr | Callable[[dict[str, Any]], bool]) -> Dataset:
+    def filter(
+        self, predicate: Expr | Callable[[dict[str, Any]], bool], *, name: str | None = None
+    ) -> Dataset:
         """Keep the rows where ``predicate`` holds: a column expression (vectorized; a null
         counts as false), or a Python function of a row dict (the escape hatch).
 
@@ -198,11 +222,12 @@ class Dataset(Actions):
         3
         """
         if isinstance(predicate, Expr):
-            return self._checked(n.FilterExpr((self._node,), predicate), "filter", [predicate])
+            node: n.Node = n.FilterExpr((self._node,), predicate)
+            return self._checked(node, "filter", [predicate])._maybe_named(name)
         n.require_callable(
             "filter", predicate, "pass an expression such as col('x') > 0, or a function of a row"
         )
-        return Dataset(n.FilterRows((self._node,), predicate))
+        return Dataset(n.FilterRows((self._node,), predicate))._maybe_named(name)
 
     def with_columns(self, *exprs: Expr | str, **named: Any) -> Dataset:
         """Add or replace columns computed by expressions (``name=expr``, or positional
@@ -304,6 +329,7 @@ class Dataset(Actions):
         batch_size: int | None = None,
         lineage: Literal["none", "one_to_one", "index"] = "none",
         schema: SchemaLike | None = None,
+        name: str | None = None,
         **fn_kwargs: Any,
     ) -> Dataset:
         """Apply ``fn`` to batches of each partition: a pandas DataFrame (numeric columns are
@@ -348,7 +374,7 @@ class Dataset(Actions):
                 lineage,
                 _schema("map_batches", schema),
             )
-        )
+        )._maybe_named(name)
 
     # -- black-box programs and provenance -----------------------------------------------------
     def run_program(

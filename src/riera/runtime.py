@@ -139,15 +139,15 @@ class Runtime:
             plan = planner.build(
                 root, self.settings, temp_dir=temp, final_op=final_op, exchange=chosen
             )
-            info.plan = planner.plan_json(root)
-            info.root = root
+            info.plan = planner.plan_json(plan.root)
+            info.root = plan.root
             info.stage_ops = {s.id: list(s.nodes) for s in plan.stages}
             info.stage_capture = {s.id: s.capture for s in plan.stages}
             self.hooks.on_run_start(info)
             if self.provenance is not None:  # a declaration conflict fails before any task runs
                 from riera.provenance.capture import domain_declarations
 
-                for dataset, columns in domain_declarations(root):
+                for dataset, columns in domain_declarations(plan.root):
                     self.provenance.declare(dataset, columns)
             # A preview (head/take of a Limit) stops the stage that feeds the final gather as
             # soon as its first partitions hold the rows: the stages before it run whole.

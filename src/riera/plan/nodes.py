@@ -7,7 +7,9 @@ the planner (:mod:`riera.plan.stages`) turns nodes into stages; nothing here run
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,11 +19,39 @@ import pyarrow as pa
 from riera.errors import PlanError
 from riera.expr import Expr
 
-_ids = itertools.count(1)
+
+def fn_fingerprint(fn: Any) -> str:
+    """Text that identifies a function's code in any process: module, name, and its bytecode
+    and constants (so two lambdas doing different things differ, the same one is the same)."""
+    target = fn if hasattr(fn, "__code__") else type(fn).__dict__.get("__call__", fn)
+    code = getattr(target, "__code__", None)
+    parts = [str(getattr(fn, "__module__", "")), fn_label(fn)]
+    if code is not None:
+        parts += [code.co_code.hex(), repr(_stable(code.co_consts))]
+    return "|".join(parts)
 
 
-def _uid(label: str) -> str:
-    return f"{label}#{next(_ids)}"
+def _stable(value: Any) -> Any:
+    """A process-independent rendering of a node parameter (no ids, no addresses)."""
+    if isinstance(value, Expr):
+        return value.key()
+    if isinstance(value, Node):
+        return value.name
+    if isinstance(value, pa.Table):
+        return f"table[{value.schema}; {value.num_rows} rows]"
+    if isinstance(value, pa.Schema | pa.DataType):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_stable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _stable(v) for k, v in value.items()}
+    if hasattr(value, "co_code"):  # a nested code object among constants
+        return value.co_code.hex()
+    if callable(value) and not isinstance(value, type):
+        return fn_fingerprint(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _stable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return repr(value)
 
 
 def fn_label(fn: Callable[..., Any]) -> str:
@@ -32,7 +62,14 @@ def fn_label(fn: Callable[..., Any]) -> str:
 
 @dataclass(frozen=True, eq=False)
 class Node:
-    """Base of all plan nodes. Identity equality: two nodes are the same only if they are one object."""
+    """Base of all plan nodes. Identity equality: two nodes are the same only if they are one
+    object.
+
+    The name is the operator's id: ``label#digest``, the digest taken over the node's kind, its
+    parameters and its inputs' names — the plan's structure, never a counter — so the same
+    pipeline gets the same ids in every run and provenance can compare runs. A user's
+    ``name=`` replaces it. Two distinct nodes of one plan with the same structure are told apart
+    by the planner (:func:`unique_names`)."""
 
     inputs: tuple[Node, ...]
     name: str = field(default="", kw_only=True)
@@ -41,7 +78,19 @@ class Node:
 
     def __post_init__(self) -> None:
         if not self.name:
-            object.__setattr__(self, "name", _uid(self.label()))
+            digest = hashlib.sha1(
+                json.dumps(self.identity(), sort_keys=True, default=str).encode()
+            ).hexdigest()[:8]
+            object.__setattr__(self, "name", f"{self.label()}#{digest}")
+
+    def identity(self) -> Any:
+        """What the id is derived from: kind, label, parameters and the inputs' names."""
+        params = {
+            f.name: _stable(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name not in ("inputs", "name")
+        }
+        return [self.kind, self.label(), params, [i.name for i in self.inputs]]
 
     def label(self) -> str:
         return self.kind
@@ -110,6 +159,10 @@ class FileSource(Node):
 
     def option(self, key: str, default: Any = None) -> Any:
         return dict(self.options).get(key, default)
+
+    def identity(self) -> Any:  # the files' paths, not their sizes (data, not structure)
+        return [self.kind, self.label(), [p for p, _ in self.files], _stable(self.options),
+                str(self.schema), self.partition_bytes]  # fmt: skip
 
     def params(self) -> dict[str, Any]:
         total = sum(s for _, s in self.files)
@@ -475,6 +528,34 @@ class Write(Node):
 NARROW = (MapRows, FlatMapRows, FilterRows, MapBatches, Select, RunProgram, Domain, ProvenanceMark,
           FilterExpr, Project, Rename, Drop, Explode)  # fmt: skip
 SOURCES = (TableSource, RangeSource, FileSource, FileGroupSource)
+
+
+def unique_names(root: Node) -> Node:
+    """``root`` itself when every node reachable from it has its own name; otherwise a copy of
+    the plan in which the second, third… distinct node sharing a name (two identical sub-plans
+    built separately) is called ``name~2``, ``name~3`` in walk order — deterministic for a
+    given pipeline."""
+    owners: dict[str, int] = {}
+    clash = False
+    for node in walk(root):
+        if owners.setdefault(node.name, id(node)) != id(node):
+            clash = True
+    if not clash:
+        return root
+    copies: dict[int, Node] = {}
+    seen: dict[str, int] = {}
+
+    def copy(node: Node) -> Node:
+        if id(node) in copies:
+            return copies[id(node)]
+        inputs = tuple(copy(i) for i in node.inputs)
+        count = seen.get(node.name, 0) + 1
+        seen[node.name] = count
+        name = node.name if count == 1 else f"{node.name}~{count}"
+        copies[id(node)] = dataclasses.replace(node, inputs=inputs, name=name)
+        return copies[id(node)]
+
+    return copy(root)
 
 
 def walk(node: Node) -> list[Node]:

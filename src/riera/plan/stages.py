@@ -65,6 +65,7 @@ class Planner:
         self._steps: dict[str, int] = {}  # program step names, made unique within the plan
 
     def build(self, root: n.Node, final_op: ops.Op | None = None) -> PhysicalPlan:
+        root = n.unique_names(root)
         self._needed = needed_columns(root)
         if isinstance(root, n.Write):
             if self.temp_dir is None:
