@@ -3,9 +3,11 @@
 - ``riera_session`` (session, autouse): shuts the runtime down at the end of the session, then
   checks that no shared-memory segment created by this process (``riera-<pid>-*.arrow`` in
   ``/dev/shm``) survived — every run must release what it put in the exchange.
-- ``workers``: parametrized over 1 and 2 worker processes; (re)initialises the runtime only when
-  the worker count changes (or someone else replaced the runtime), since starting workers costs time.
-  The parameter lives on a module-scoped fixture so pytest groups a module's tests by worker count.
+- ``workers``: the executor conformance fixture: every test using it runs under the local pool
+  with 1 and with 2 worker processes and under the in-process executor (ids ``w1``, ``w2``,
+  ``inproc``); it (re)initialises the runtime only when that choice changes (or someone else
+  replaced the runtime), since starting workers costs time. The parameter lives on a
+  module-scoped fixture so pytest groups a module's tests by executor.
 - ``out_dir``: a fresh directory under ``tmp_path`` for tests that write files.
 
 The session sets ``RIERA_HOME`` to a temporary directory of its own (removed at the end).
@@ -25,7 +27,7 @@ import riera
 from riera import runtime as _rt
 
 SHM_DIR = Path("/dev/shm")
-WORKER_COUNTS = (1, 2)
+EXECUTORS = (("local", 1), ("local", 2), ("inprocess", 1))  # (executor, workers)
 _TEST_HOME = tempfile.mkdtemp(prefix="riera-test-home-")
 
 
@@ -76,34 +78,40 @@ def riera_session(_shm_leak_check: None) -> Iterator[None]:
 class _RuntimeState:
     """What the ``workers`` fixture last started (module-level, shared by all tests)."""
 
-    workers: int | None = None
+    workers: tuple[str, int] | None = None
     runtime: object | None = None
 
 
 _state = _RuntimeState()
 
 
-def ensure_runtime(workers: int) -> _rt.Runtime:
-    """Initialise the runtime with ``workers`` workers unless that runtime is already current."""
+def ensure_runtime(workers: int, executor: str = "local") -> _rt.Runtime:
+    """Initialise the runtime with ``workers`` workers under ``executor`` unless it is current."""
     current = _rt._runtime
-    if current is None or current is not _state.runtime or _state.workers != workers:
-        current = riera.init(workers=workers, progress="off")
-        _state.workers, _state.runtime = workers, current
-    assert current.settings.workers == workers
+    if current is None or current is not _state.runtime or _state.workers != (executor, workers):
+        current = riera.init(workers=workers, executor=executor, progress="off")
+        _state.workers, _state.runtime = (executor, workers), current
+    assert current.settings.workers == workers and current.settings.executor == executor
     return current
 
 
-@pytest.fixture(scope="module", params=WORKER_COUNTS, ids=lambda w: f"w{w}")
-def _worker_count(request: pytest.FixtureRequest) -> int:
-    count: int = request.param
-    return count
+@pytest.fixture(
+    scope="module",
+    params=EXECUTORS,
+    ids=lambda p: "inproc" if p[0] == "inprocess" else f"w{p[1]}",
+)
+def _executor(request: pytest.FixtureRequest) -> tuple[str, int]:
+    choice: tuple[str, int] = request.param
+    return choice
 
 
 @pytest.fixture
-def workers(_worker_count: int) -> Iterator[int]:
-    """Run the test against a runtime with 1, then 2, worker processes; yields the count."""
-    ensure_runtime(_worker_count)
-    yield _worker_count
+def workers(_executor: tuple[str, int]) -> Iterator[int]:
+    """Run the test under every executor (local with 1 and 2 workers, in-process); yields the
+    worker count."""
+    executor, count = _executor
+    ensure_runtime(count, executor)
+    yield count
 
 
 @pytest.fixture

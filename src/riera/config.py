@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         le=1024,
         description="worker processes in the local pool",
     )
+    executor: str = Field(
+        "local",
+        description="what runs the tasks: local (a pool of worker processes) or inprocess (the "
+        "driver itself, one task at a time: breakpoints and pdb work, same semantics)",
+    )
     exchange: str = Field(
         "auto",
         description="how stages pass data: auto (shared memory when the run fits, else the "

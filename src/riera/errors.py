@@ -133,3 +133,9 @@ class ProgramError(RieraError):
 class DomainError(RieraError):
     """A domain extractor returned attributes that do not fit the declared schema (names the
     dataset, the attribute and the row)."""
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread on SIGTERM, so a run releases its data like on Ctrl-C and the
+    process then exits with status 143 (128 + SIGTERM) after its ``atexit`` shutdown. A
+    ``SystemExit``, not a :class:`RieraError`: it ends the program."""

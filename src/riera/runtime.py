@@ -26,14 +26,14 @@ import pyarrow as pa
 
 from riera import __version__
 from riera.config import Settings, load_settings
-from riera.errors import ExchangeError, RieraError, RunCancelled
+from riera.errors import ExchangeError, RieraError, RunCancelled, Terminated
 from riera.exchange import available as available_exchanges
 from riera.exchange import policy
 from riera.exchange.base import Ref, SegmentKey
+from riera.exec import base as executors
 from riera.exec import ops
 from riera.exec import physical as ph
 from riera.exec.hooks import HookList, Hooks, RunInfo, StageInfo
-from riera.exec.local import WorkerPool
 from riera.exec.worker import TaskResult
 from riera.io import sinks
 from riera.plan import nodes as n
@@ -75,7 +75,7 @@ class Runtime:
             shm.sweep_dead_owners(d)
             shm.claim_owner(d)
         _handle_sigterm()
-        self.pool = WorkerPool(settings)
+        self.executor: executors.Executor = executors.create(settings)
         self.hooks = HookList(hooks or [])
         if _progress_enabled(settings):
             from riera.exec.progress import ProgressHook
@@ -86,7 +86,7 @@ class Runtime:
             if settings.provenance != "off":
                 self.provenance = _start_provenance(settings, self.hooks)
         except BaseException:  # a half-built runtime gives back what it took
-            self.pool.shutdown()
+            self.executor.shutdown()
             for d in self._owned_dirs:
                 shm.release_owner(d)
             raise
@@ -99,7 +99,7 @@ class Runtime:
 
     def shutdown(self) -> None:
         self.closed = True
-        self.pool.shutdown()
+        self.executor.shutdown()
         if self.provenance is not None:
             self.provenance.close()
         from riera.exchange import shm
@@ -220,7 +220,7 @@ class Runtime:
                 return SegmentKey(owner, run_id, _sid, index, attempt)
 
             try:
-                results[stage.id] = self.pool.run_stage(
+                results[stage.id] = self.executor.run_stage(
                     stage,
                     stage_key,
                     inputs,
@@ -244,7 +244,7 @@ class Runtime:
                 raise
             finally:
                 sinfo.ended = time.time()
-                self.pool.forget(stage_key)
+                self.executor.forget(stage_key)
                 self.hooks.on_stage_end(sinfo)
             self.exchange.release(own_refs)
             for up in stage.upstream:
@@ -346,11 +346,6 @@ def _progress_enabled(settings: Settings) -> bool:
 
 
 # -- SIGTERM --------------------------------------------------------------------------------------
-
-
-class Terminated(SystemExit):
-    """Raised in the main thread on SIGTERM, so a run releases its data like on Ctrl-C and the
-    process then exits with status 143 (128 + SIGTERM) after its ``atexit`` shutdown."""
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

@@ -68,7 +68,7 @@ def test_a_run_records_plan_run_stages_tasks_and_elements(home: Path, tmp_path: 
     tasks = rows(home, "SELECT * FROM tasks WHERE run_id = :r", r=info.run_id)
     assert len(tasks) == info.tasks
     assert all(t["status"] == "ok" and t["worker_pid"] > 0 for t in tasks)
-    assert {t["worker_pid"] for t in tasks} <= {w.pid for w in riera.get_runtime().pool.workers}
+    assert {t["worker_pid"] for t in tasks} <= {w.pid for w in riera.get_runtime().executor.workers}
 
     # Every task used something; the map side generated hashed partitions the reducers used.
     used = rows(home, "SELECT task_id, count(*) AS n FROM used WHERE run_id = :r GROUP BY 1",

@@ -20,7 +20,6 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
-import pickle
 import signal
 import sys
 import time
@@ -30,9 +29,10 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from riera.config import Settings
-from riera.errors import RieraError, TaskError, WorkerLostError
+from riera.errors import RieraError, WorkerLostError
 from riera.exchange.base import Exchange, SegmentKey
 from riera.exec import worker as worker_mod
+from riera.exec.base import fill, prefix_rows, to_exception
 from riera.exec.hooks import Hooks, StageInfo, TaskInfo
 from riera.exec.physical import Stage
 from riera.exec.worker import TaskFailure, TaskResult
@@ -131,18 +131,10 @@ class _Worker:
         self.conn.close()
 
 
-def _prefix_rows(results: Sequence[TaskResult | None]) -> int:
-    """Rows of the finished tasks from partition 0 up to the first one not finished."""
-    rows = 0
-    for r in results:
-        if r is None:
-            break
-        rows += r.rows_out
-    return rows
-
-
 class WorkerPool:
     """Warm worker processes, started on first use and kept across stages and runs."""
+
+    name = "local"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -258,12 +250,12 @@ class WorkerPool:
                         w.task = None
                         del running[id(w)]
                         results[outcome.index] = outcome
-                        _fill(task, outcome)
+                        fill(task, outcome)
                         task.input = inputs[outcome.index]
                         info.rows_out += outcome.rows_out
                         info.bytes_out += outcome.bytes_out
                         hooks.on_task_end(task)
-                        if rows_needed is not None and _prefix_rows(results) >= rows_needed:
+                        if rows_needed is not None and prefix_rows(results) >= rows_needed:
                             pending.clear()
                     elif isinstance(outcome, TaskFailure):
                         w.task = None
@@ -272,7 +264,7 @@ class WorkerPool:
                         task.error = f"{outcome.error_type}: {outcome.message}"
                         task.records = outcome.records
                         hooks.on_task_end(task)
-                        raise _to_exception(outcome, stage)
+                        raise to_exception(outcome, stage)
                     else:  # the worker died
                         del running[id(w)]
                         code = w.process.exitcode
@@ -346,17 +338,6 @@ class WorkerPool:
 _NOT_YET = object()
 
 
-def _fill(task: TaskInfo, r: TaskResult) -> None:
-    task.status = "ok"
-    task.worker_pid = r.pid
-    task.started, task.ended = r.started, r.ended
-    task.rows_in, task.rows_out = r.rows_in, r.rows_out
-    task.bytes_in, task.bytes_out = r.bytes_in, r.bytes_out
-    task.phases = r.phases
-    task.refs, task.hashes, task.part = r.refs, r.hashes, r.part
-    task.records = r.records
-
-
 def _exit_reason(code: int | None) -> str:
     if code is None:
         return "still running"
@@ -366,22 +347,6 @@ def _exit_reason(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
-
-
-def _to_exception(f: TaskFailure, stage: Stage) -> BaseException:
-    original: BaseException | None = None
-    if f.exception is not None:
-        try:
-            original = pickle.loads(f.exception)
-        except Exception:
-            original = None
-    if isinstance(original, RieraError):
-        original.add_note(f"(in operator {f.operator!r}, stage {stage.id}, partition {f.index})")
-        return original
-    err = TaskError(f.operator, stage.id, f.index, f.error_type, f.message, f.traceback)
-    if original is not None:
-        err.__cause__ = original
-    return err
 
 
 def _dumps(stage: Stage) -> bytes:

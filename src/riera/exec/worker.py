@@ -23,7 +23,7 @@ from typing import Any, cast
 import cloudpickle
 
 from riera.config import Settings
-from riera.errors import RieraError
+from riera.errors import RieraError, Terminated
 from riera.exchange.base import Exchange, Ref, SegmentKey
 from riera.exchange.policy import Exchanges
 from riera.exec.physical import Stage
@@ -60,6 +60,9 @@ class TaskFailure:
     traceback: str
     exception: bytes | None  # pickled original exception, when picklable
     records: list[Any] = field(default_factory=list)  # provenance records made before the failure
+    # The exception itself, traceback included, for an executor in the same process (pdb);
+    # a worker process clears it before sending the failure.
+    original: BaseException | None = None
 
 
 def run_task(
@@ -111,6 +114,10 @@ def run_task(
             records=taskctx.end(),
             spans=out.spans,
         )
+    except (KeyboardInterrupt, Terminated):  # the driver's own stop (in-process executor)
+        exchange.release_task(key)
+        taskctx.end()
+        raise
     except BaseException as exc:  # even sys.exit() in user code: report it, keep the worker
         exchange.release_task(key)
         try:
@@ -120,8 +127,9 @@ def run_task(
             payload = None
         tb = "".join(traceback.format_exception(exc))
         return TaskFailure(
-            index, attempt, current, type(exc).__qualname__, str(exc), tb, payload, taskctx.end()
-        )
+            index, attempt, current, type(exc).__qualname__, str(exc), tb, payload, taskctx.end(),
+            original=exc,
+        )  # fmt: skip
 
 
 def _run(
@@ -232,6 +240,8 @@ def main(conn: Connection, settings_fields: dict[str, Any], driver_pid: int) -> 
                     )
                 else:
                     result = _run(stage, index, attempt, task_input, key, exchange, exchanges)
+            if isinstance(result, TaskFailure):
+                result.original = None  # travels pickled in ``exception``, when it can
             try:
                 conn.send(("result", result))
             except (BrokenPipeError, OSError):
