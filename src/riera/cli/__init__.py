@@ -175,11 +175,10 @@ def shm_sweep() -> None:
 
 
 def _register() -> None:
-    from riera.cli import bench, demo, prov, terasort
+    from riera.cli import demo, prov, terasort
 
     app.add_typer(terasort.app, name="terasort")
     app.add_typer(prov.app, name="prov")
-    app.add_typer(bench.app, name="bench", help="Benchmarks (medians of repeated runs).")
     app.command()(demo.demo)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from markdown_report import RANGE, run_cli, sections, table
 from riera.apps.wordcount import corpus
-from riera.bench import core, measure
+from riera_bench import core, measure
 
 SHM_DIR = Path("/dev/shm")
 NUMBER = re.compile(r"^-?[\d,]*\.?\d+$")
