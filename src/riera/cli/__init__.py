@@ -17,10 +17,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from riera import __version__
+from riera.cli.plugins import PluginGroup
 from riera.errors import RieraError
 
 app = typer.Typer(
     name="riera",
+    cls=PluginGroup,  # adds the commands of other distributions (riera bench: riera-bench)
     help="Parallel dataflows with zero-copy shared-memory exchange.",
     no_args_is_help=True,
     add_completion=False,
