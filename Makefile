@@ -7,7 +7,7 @@ ci:
 	bash .ci/run
 
 venv:
-	python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]'
+	python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' -e ./benchmarks
 
 test: venv
 	$(PY) -m pytest
@@ -16,8 +16,8 @@ demo: venv
 	.venv/bin/riera demo
 
 lint: venv
-	.venv/bin/ruff check src tests examples
-	.venv/bin/ruff format --check src tests examples
+	.venv/bin/ruff check src tests benchmarks examples
+	.venv/bin/ruff format --check src tests benchmarks examples
 
 typecheck: venv
 	.venv/bin/mypy

@@ -31,7 +31,6 @@ from typing import Any
 
 import pytest
 
-from riera.bench.measure import stop_process
 from riera.config import load_settings
 from riera.exchange import create
 from riera.exchange.base import Exchange
@@ -41,6 +40,16 @@ REDIS_DB = 15
 S3_BUCKET = "riera-test-exchange"
 S3_CREDENTIALS = {"s3_access_key": "testing", "s3_secret_key": "testing"}
 _START_TIMEOUT = 15.0
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a server process started for the tests; kill it after 5 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _free_port() -> int:

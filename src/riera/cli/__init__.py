@@ -17,10 +17,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from riera import __version__
+from riera.cli.plugins import PluginGroup
 from riera.errors import RieraError
 
 app = typer.Typer(
     name="riera",
+    cls=PluginGroup,  # adds the commands of other distributions (riera bench: riera-bench)
     help="Parallel dataflows with zero-copy shared-memory exchange.",
     no_args_is_help=True,
     add_completion=False,
@@ -175,11 +177,10 @@ def shm_sweep() -> None:
 
 
 def _register() -> None:
-    from riera.cli import bench, demo, prov, terasort
+    from riera.cli import demo, prov, terasort
 
     app.add_typer(terasort.app, name="terasort")
     app.add_typer(prov.app, name="prov")
-    app.add_typer(bench.app, name="bench", help="Benchmarks (medians of repeated runs).")
     app.command()(demo.demo)
 
 

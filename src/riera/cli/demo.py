@@ -15,10 +15,9 @@ import pyarrow as pa
 import typer
 from rich.table import Table
 
-from riera import __version__
+from riera import Hooks, RunInfo, __version__
 from riera.cli import Workers, err, fail, out, start
 from riera.errors import RieraError
-from riera.exec.hooks import Hooks, RunInfo
 from riera.exec.progress import human_bytes
 
 

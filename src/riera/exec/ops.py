@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from riera.exec import memory
+from riera import memory
 from riera.plan.nodes import JOIN_TYPES, AggSpec
 
 if TYPE_CHECKING:  # pandas loads lazily, in the tasks that need it

@@ -25,8 +25,8 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from riera import memory
 from riera.errors import SchemaMismatchError, SourceError
-from riera.exec import memory
 
 BOM = b"\xef\xbb\xbf"
 

@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from riera.exec import memory
+from riera import memory
 
 __all__ = [
     "KEY_SIZE",

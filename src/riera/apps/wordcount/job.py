@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import riera
-from riera.exec import memory
+from riera import memory
 
 PUNCTUATION = string.punctuation + "“”‘’«»—–…¡¿"
 SCHEMA = pa.schema([("word", pa.string()), ("count", pa.int64())])

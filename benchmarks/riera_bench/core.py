@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from riera.apps.wordcount.corpus import TextGenerator, expected_order, reference_counts
-from riera.bench.measure import (
+from riera_bench.measure import (
     GB,
     MB,
     MemoryPeak,

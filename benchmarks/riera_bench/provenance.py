@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from riera.bench.measure import GB, MB, Options, Stats, machine_info, timed
+from riera_bench.measure import GB, MB, Options, Stats, machine_info, timed
 
 MODES = ("off", "tasks", "records")
 JOBS = ("terasort", "wordcount", "wordcount-rows")

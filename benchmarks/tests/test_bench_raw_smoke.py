@@ -10,7 +10,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from markdown_report import run_cli, table
-from riera.bench import raw
+from riera_bench import raw
 
 SECONDS = re.compile(r"^\d+\.\d{3}( \(\d+\.\d+–\d+\.\d+\))?$")
 

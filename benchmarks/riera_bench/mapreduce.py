@@ -4,13 +4,13 @@ The job, the same for every engine: read ``key,value`` CSV files, range-partitio
 (sort by ``key``), write the sorted rows as Parquet files into an output directory. Every output is
 read back and verified (untimed) before its time counts: files sorted and in key order, the input's
 row count, and an order-independent checksum of the rows equal to the input's
-(:func:`riera.bench.peers.verify_output`). A wrong result is reported as such, never as a timing.
+(:func:`riera_bench.peers.verify_output`). A wrong result is reported as such, never as a timing.
 
 - **Riera**, in this process, once per exchange backend (``shm``, ``shm-pickle``, ``disk``,
   ``redis``, ``s3``): ``riera.init(workers=P, exchange=backend)`` then
   ``read_csv(files).sort("key").write_parquet(out)``. ``s3`` talks to a moto server started here on
   127.0.0.1; ``redis`` to the server at ``--redis-url``.
-- **Peers**, each in a child process per P (``riera.bench.peers``): Lithops (localhost backend and
+- **Peers**, each in a child process per P (``riera_bench.peers``): Lithops (localhost backend and
   storage: mappers range-partition, reducers sort, as the document did), Dask (a ``LocalCluster``
   of P processes), Ray Data (``num_cpus=P``), PySpark (``local[P]``), and Polars (one process, P
   threads) as the single-process bar. A peer that is not installed or does not start is reported
@@ -18,7 +18,7 @@ row count, and an order-independent checksum of the rows equal to the input's
 
 Each engine is started (timed apart: the *start* column) and warmed up by an untimed job on the
 first input file; then ``repeats`` timed jobs. Input: gensort records converted to 100-byte CSV
-lines (:func:`riera.bench.peers.make_lines`), split into files of about 128 MB (at least one per
+lines (:func:`riera_bench.peers.make_lines`), split into files of about 128 MB (at least one per
 process).
 
 :func:`run` measures and returns a :class:`MapReduceReport`; :func:`render` makes it markdown.
@@ -46,7 +46,7 @@ from typing import Any
 
 import psutil
 
-from riera.bench.measure import (
+from riera_bench.measure import (
     GB,
     MB,
     Options,
@@ -57,7 +57,7 @@ from riera.bench.measure import (
     stop_process,
     timed,
 )
-from riera.bench.peers import (
+from riera_bench.peers import (
     INSTALL_HINT,
     PEER_LABELS,
     PEER_MODULES,
@@ -396,7 +396,7 @@ def measure_peer(
     log = tmp / "log.txt"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "riera.bench.peers", str(tmp / "spec.json")],
+            [sys.executable, "-m", "riera_bench.peers", str(tmp / "spec.json")],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

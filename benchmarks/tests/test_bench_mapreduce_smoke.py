@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from markdown_report import CLI, RANGE, sections, tables
-from riera.bench import mapreduce, peers
+from riera_bench import mapreduce, peers
 
 NUMBER = re.compile(r"^-?[\d,]*\.?\d+$")
 HAS_POLARS = importlib.util.find_spec("polars") is not None
@@ -151,4 +151,4 @@ def test_missing_peer_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch) -> 
         unavailable={"Dask (distributed)": peers.INSTALL_HINT},
     )
     text = mapreduce.render(report)
-    assert "| Dask (distributed) | – | not installed (pip install 'riera[bench]') |" in text
+    assert "| Dask (distributed) | – | not installed (pip install 'riera-bench[peers]') |" in text

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from riera.bench.measure import MB, Options, Stats, machine_info, timed
+from riera_bench.measure import MB, Options, Stats, machine_info, timed
 
 Progress = Callable[[str], None]
 # No round() in SQL: a mean of two 6-digit values is often an exact tie at the 7th digit, and engines

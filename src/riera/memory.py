@@ -5,6 +5,10 @@ glibc returns the pages to the OS when the array dies, so the next task faults a
 Riera targets that costs ~1 s per 500 MB (measured: 1.2 s to touch 550 MB). Arrow's pool
 (mimalloc or jemalloc) maps large blocks with huge pages and keeps freed pages for reuse: the same
 touch costs 0.05 s the first time and ~0 after. Kernels use :func:`empty` for their big outputs.
+
+Public: Riera's own operators and readers use it, and so may any batch function
+(``map_batches``) that builds large numpy scratch arrays, as the word count and TeraSort apps do.
+It depends only on numpy and pyarrow (the bottom layer, beside ``errors`` and ``config``).
 """
 
 from __future__ import annotations

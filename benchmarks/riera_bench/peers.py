@@ -13,7 +13,7 @@ file boundaries in order, no nulls, every key and value of the expected length, 
 and an order-independent checksum of the rows (:func:`row_checksum`) equal to the input's — so a
 lost, duplicated or altered row is caught, not only a wrong order.
 
-The peers run in a child process each (``python -m riera.bench.peers SPEC.json``), one per engine
+The peers run in a child process each (``python -m riera_bench.peers SPEC.json``), one per engine
 and process count, so that no engine's threads, JVM or daemons outlive its measurement or disturb
 the next one. The child starts the engine (timed apart), does one untimed warm-up job on the first
 input file, then the timed runs, verifying each output; it writes its results as JSON to the path
@@ -50,7 +50,7 @@ HEADER = b"key,value\n"
 ALPHABET = b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
 
 PEERS = ("lithops", "dask", "ray", "spark", "polars")
-INSTALL_HINT = "not installed (pip install 'riera[bench]')"
+INSTALL_HINT = "not installed (pip install 'riera-bench[peers]')"
 # Modules each peer needs (checked with importlib.util.find_spec, without importing them).
 PEER_MODULES: dict[str, tuple[str, ...]] = {
     "lithops": ("lithops",),
@@ -672,7 +672,7 @@ def _error(e: BaseException) -> str:
 
 def run_spec(spec: dict[str, Any]) -> PeerResult:
     """Start the engine, warm it up, time and verify the runs; see the module docstring."""
-    from riera.bench.measure import PeakMemory, timed
+    from riera_bench.measure import PeakMemory, timed
 
     engine, procs = spec["engine"], int(spec["procs"])
     start, job, stop = ENGINES[engine]
@@ -735,7 +735,7 @@ def run_spec(spec: dict[str, Any]) -> PeerResult:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m riera.bench.peers SPEC.json", file=sys.stderr)
+        print("usage: python -m riera_bench.peers SPEC.json", file=sys.stderr)
         return 2
     spec = json.loads(Path(args[0]).read_text())
     t0 = time.perf_counter()

@@ -6,7 +6,6 @@ sections, tables, numeric cells — never a timing: benchmarks do not fail tests
 
 from __future__ import annotations
 
-import collections
 import re
 import time
 from pathlib import Path
@@ -14,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from markdown_report import RANGE, run_cli, sections, table
-from riera.apps.wordcount import corpus
-from riera.bench import core, measure
+from riera_bench import core, measure
 
 SHM_DIR = Path("/dev/shm")
 NUMBER = re.compile(r"^-?[\d,]*\.?\d+$")
@@ -131,20 +129,6 @@ def test_peak_memory_sees_an_allocation() -> None:
     assert mem.peak.samples >= 2
     assert mem.peak.rss_sum >= 64_000_000
     assert mem.peak.footprint >= 64_000_000
-
-
-def test_text_generator_counts_are_exact(tmp_path: Path) -> None:
-    path = tmp_path / "text.txt"
-    stats = corpus.TextGenerator(vocab_size=2_000).write(path, 300_000)
-    data = path.read_bytes()
-    assert len(data) == stats.nbytes <= 300_000 and data.endswith(b"\n")
-    lines = data.decode("utf-8").splitlines()
-    assert len(lines) == stats.lines
-    assert 60 <= sum(map(len, lines)) / len(lines) <= 130
-    assert collections.Counter(stats.counts) == corpus.reference_counts(data.decode("utf-8"))
-    # Deterministic.
-    again = corpus.TextGenerator(vocab_size=2_000).write(tmp_path / "again.txt", 300_000)
-    assert (tmp_path / "again.txt").read_bytes() == data and again.counts == stats.counts
 
 
 # -- a wrong result is never reported as a timing -----------------------------------------------------

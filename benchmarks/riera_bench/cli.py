@@ -1,4 +1,10 @@
-"""``riera bench …``: benchmarks of Riera itself; markdown reports on stdout, progress on stderr."""
+"""``riera bench …``: benchmarks of Riera itself; markdown reports on stdout, progress on stderr.
+
+The ``riera`` command finds this app through the ``riera.commands`` entry point that
+``benchmarks/pyproject.toml`` declares (``bench = "riera_bench.cli:app"``); it is loaded only when
+``riera bench`` runs or ``riera --help`` lists the commands. The studies themselves are imported
+by each command, so ``riera bench --help`` stays quick.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,11 @@ import typer
 from riera.cli import err, fail
 from riera.errors import RieraError
 
-app = typer.Typer(help="Benchmarks of Riera itself (markdown reports).", no_args_is_help=True)
+app = typer.Typer(
+    help="Benchmarks of Riera itself (markdown reports).",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 
 @app.callback()
@@ -121,7 +131,7 @@ def core(
 
     Results are checked: a wrong sort or count stops the benchmark with exit code 1.
     """
-    from riera.bench import core as bench_core
+    from riera_bench import core as bench_core
 
     config = bench_core.CoreConfig.quick_defaults() if quick else bench_core.CoreConfig()
     sections = None
@@ -215,7 +225,7 @@ def exchange(
 
     Every read is compared with what was written: a difference stops the study with exit code 1.
     """
-    from riera.bench import exchange_study as study
+    from riera_bench import exchange_study as study
 
     config = study.ExchangeConfig.quick_defaults() if quick else study.ExchangeConfig()
     config = config.with_options(
@@ -288,8 +298,8 @@ def mapreduce(
     Every output is verified before its time counts. The markdown report goes to stdout,
     progress to stderr; exit code 1 if a Riera job produced a wrong result.
     """
-    from riera.bench import mapreduce as study
-    from riera.bench.measure import GB, MB
+    from riera_bench import mapreduce as study
+    from riera_bench.measure import GB, MB
 
     def names(value: str | None, option: str, known: tuple[str, ...]) -> tuple[str, ...] | None:
         if value is None:
@@ -367,7 +377,7 @@ def provenance(
     Modes are interleaved within each repeat; every result is verified before its time counts.
     The markdown report goes to stdout, progress to stderr.
     """
-    from riera.bench import provenance as study
+    from riera_bench import provenance as study
 
     config = study.ProvenanceConfig.quick_defaults() if quick else study.ProvenanceConfig()
     config = config.with_options(
@@ -402,7 +412,7 @@ def raw(
 
     Both paths must give the same answers. The markdown report goes to stdout, progress to stderr.
     """
-    from riera.bench import raw as study
+    from riera_bench import raw as study
 
     config = study.RawConfig.quick_defaults() if quick else study.RawConfig()
     config = config.with_options(

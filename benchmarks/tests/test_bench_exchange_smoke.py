@@ -16,8 +16,8 @@ import pytest
 
 from markdown_report import RANGE, run_cli, table
 from markdown_report import sections as split_sections
-from riera.bench import doc002, exchange_study
-from riera.bench.core import BenchmarkError
+from riera_bench import doc002, exchange_study
+from riera_bench.core import BenchmarkError
 
 NUMBER = re.compile(r"^[+-]?[\d,]*\.?\d+×?$")
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -115,7 +115,9 @@ def test_quick_report_sections_and_numbers(quick: dict[str, Any]) -> None:
 @pytest.mark.slow
 def test_quick_plots(quick: dict[str, Any]) -> None:
     if not HAS_MATPLOTLIB:
-        pytest.skip("matplotlib is not installed (pip install 'riera[bench]'): no plots to check")
+        pytest.skip(
+            "matplotlib is not installed (pip install 'riera-bench[plots]'): no plots to check"
+        )
     assert quick["code"] == 0, quick["stderr"]
     for dataset in ("terasort", "brain"):
         path = quick["plots"] / f"exchange-{dataset}.png"

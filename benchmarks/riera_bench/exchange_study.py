@@ -11,7 +11,7 @@ record per step the time and the change of RSS, USS and anonymous RSS, and the s
 (the kernel's high-water mark, reset before it). Every read is compared with what was written
 (rows, dtypes, hash of every value); a difference aborts: no timing of a wrong result is reported.
 :func:`run` measures, :func:`render` writes markdown with document 002's figures
-(:mod:`riera.bench.doc002`) beside ours, :func:`plot` draws one PNG per dataset.
+(:mod:`riera_bench.doc002`) beside ours, :func:`plot` draws one PNG per dataset.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ import psutil
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from riera.bench import doc002
-from riera.bench.core import BenchmarkError, _scan, _table
-from riera.bench.measure import MB, Options, Stats, fmt_bytes, machine_info, timed
 from riera.exchange.base import Ref, SegmentKey
+from riera_bench import doc002
+from riera_bench.core import BenchmarkError, _scan, _table
+from riera_bench.measure import MB, Options, Stats, fmt_bytes, machine_info, timed
 
 Progress = Callable[[str], None]
 MiB = 2**20
@@ -777,7 +777,7 @@ def require_matplotlib() -> Any:
         import matplotlib
     except ImportError as err:
         raise BenchmarkError(
-            "plots need matplotlib, which is not installed: pip install 'riera[bench]'"
+            "plots need matplotlib, which is not installed: pip install 'riera-bench[plots]'"
         ) from err
     matplotlib.use("Agg")
     return matplotlib

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from markdown_report import RANGE, run_cli, table
-from riera.bench import provenance as study
+from riera_bench import provenance as study
 
 NUMBER = re.compile(r"^\d+\.\d+$")
 OVERHEAD = re.compile(r"^[+-]\d+\.\d%$")
