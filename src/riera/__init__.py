@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from riera.dataset import Dataset, GroupedDataset
 from riera.errors import (
     ConfigError,
@@ -42,6 +40,7 @@ from riera.sources import (
     read_parquet,
     read_text,
 )
+from riera.version import __version__
 
 
 def add_hooks(*hooks: Hooks) -> None:

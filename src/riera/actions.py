@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from riera.errors import PlanError
-from riera.exec import physical as ph
+from riera.physical import planner
+from riera.physical import stage as ph
 from riera.plan import nodes as n
-from riera.plan import stages as planner
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -28,9 +28,9 @@ from riera.errors import PlanError
 from riera.expr import Expr, col, to_type
 from riera.expr import named as named_exprs
 from riera.grouped import GroupedDataset
+from riera.physical import schema as plan_schema
+from riera.physical.schema import column_names, schema_of
 from riera.plan import nodes as n
-from riera.plan import schema as plan_schema
-from riera.plan.schema import column_names, schema_of
 
 PathLike = str | os.PathLike[str]
 Paths = PathLike | Sequence[PathLike]
@@ -414,7 +414,7 @@ class Dataset(Actions):
         >>> [(r["group"], r["files"][0]["data"]) for r in out.collect()]
         [('a.txt', b'a\\nb\\n')]
         """
-        from riera.exec.programs import RESERVED, ProgramSpec
+        from riera.blackbox.programs import RESERVED, ProgramSpec
 
         op = "run_program"
         spec_argv: Any
@@ -502,7 +502,7 @@ class Dataset(Actions):
         >>> ds.count()
         1
         """
-        from riera.provenance.domain import check_declaration
+        from riera.physical.domain import check_declaration
 
         columns = check_declaration(dataset, attributes)
         if extract is None:

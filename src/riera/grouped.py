@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from riera.errors import PlanError
 from riera.expr import Expr, col
+from riera.physical import schema as plan_schema
 from riera.plan import nodes as n
-from riera.plan import schema as plan_schema
 
 if TYPE_CHECKING:
     from riera.dataset import Dataset

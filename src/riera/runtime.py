@@ -11,6 +11,7 @@ returns, and a write that did not complete is rolled back.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import secrets
@@ -24,20 +25,19 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from riera import __version__
 from riera.config import Settings, load_settings
 from riera.errors import ExchangeError, RieraError, RunCancelled, Terminated
 from riera.exchange import available as available_exchanges
 from riera.exchange import policy
 from riera.exchange.base import Ref, SegmentKey
 from riera.exec import base as executors
-from riera.exec import ops
-from riera.exec import physical as ph
 from riera.exec.hooks import HookList, Hooks, RunInfo, StageInfo
 from riera.exec.worker import TaskResult
 from riera.io import sinks
+from riera.physical import ops, planner
+from riera.physical import stage as ph
 from riera.plan import nodes as n
-from riera.plan import stages as planner
+from riera.version import __version__
 
 if TYPE_CHECKING:
     from riera.provenance.capture import Collector
@@ -129,7 +129,7 @@ class Runtime:
     ) -> RunOutput:
         run_id = time.strftime("%Y%m%dT%H%M%S") + secrets.token_hex(2)
         owner = os.getpid()
-        chosen = policy.choose(self.settings, policy.estimate_bytes(root), self.shm_budget)
+        chosen = policy.choose(self.settings, n.source_bytes(root), self.shm_budget)
         self.exchange = self.exchanges.writer(chosen)
         info = RunInfo(run_id, action, self.settings.workers, chosen, time.time())
         write = root if isinstance(root, n.Write) else None
@@ -139,6 +139,7 @@ class Runtime:
             plan = planner.build(
                 root, self.settings, temp_dir=temp, final_op=final_op, exchange=chosen
             )
+            plan = _instrumented(plan)
             info.plan = planner.plan_json(plan.root)
             info.root = plan.root
             info.stage_ops = {s.id: list(s.nodes) for s in plan.stages}
@@ -316,6 +317,16 @@ class Runtime:
         if isinstance(r, ph.UnionReader):
             return [res.refs[0] for up in r.upstreams for res in results[up]], []
         raise TypeError(f"no inputs rule for {type(r).__name__}")
+
+
+def _instrumented(plan: planner.PhysicalPlan) -> planner.PhysicalPlan:
+    """The plan with each stage's provenance instrument attached (from its capture mode)."""
+    from riera.provenance.instrument import for_stage
+
+    stages = tuple(
+        dataclasses.replace(s, instrument=for_stage(s.capture, s.sample)) for s in plan.stages
+    )
+    return dataclasses.replace(plan, stages=stages)
 
 
 def _start_provenance(settings: Settings, hooks: HookList) -> Collector:

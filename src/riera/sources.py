@@ -14,8 +14,8 @@ import pyarrow as pa
 
 from riera.dataset import Dataset, Paths, _default_partitions, _names, _positive
 from riera.errors import PlanError
-from riera.exec import ops
 from riera.io import readers
+from riera.physical import ops
 from riera.plan import nodes as n
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ def read_file_groups(
     >>> [(r["group"], [f["name"] for f in r["files"]]) for r in ds.collect()]
     [('s1', ['s1.R1.fq', 's1.R2.fq']), ('s2', ['s2.R1.fq'])]
     """
-    from riera.io import filegroups
+    from riera.blackbox import filegroups
 
     files = readers.expand_paths(paths, "read_file_groups")
     _positive("read_file_groups", "partition_bytes", partition_bytes)

@@ -11,6 +11,7 @@ import riera
 from riera.config import load_settings
 from riera.errors import ExchangeError
 from riera.exchange import policy
+from riera.plan import nodes as n
 
 
 def test_choose_follows_the_documented_order() -> None:
@@ -44,7 +45,7 @@ def test_estimate_counts_every_source(tmp_path: Path) -> None:
     ds = riera.read_text(tmp_path / "a.txt").union(
         riera.range(100), riera.from_arrow(pa.table({"v": list(range(10))}))
     )
-    assert policy.estimate_bytes(ds.node) == 1000 + 800 + 80
+    assert n.source_bytes(ds.node) == 1000 + 800 + 80
 
 
 def test_auto_uses_disk_when_the_run_does_not_fit_and_shm_when_it_does(tmp_path: Path) -> None:

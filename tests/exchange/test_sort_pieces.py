@@ -19,7 +19,7 @@ import pytest
 import riera
 import riera.provenance as prov
 from riera.config import load_settings
-from riera.exec import ops
+from riera.physical import ops
 
 ROWS = 6000
 

@@ -29,7 +29,6 @@ import pyarrow as pa
 from riera.config import Settings
 from riera.errors import ExchangeError
 from riera.exchange.base import Exchange, Ref, SegmentKey, create
-from riera.plan import nodes as n
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +45,6 @@ def default_shm_budget(settings: Settings) -> int:
     except OSError:
         return 0
     return int(st.f_bavail * st.f_frsize * 0.8)
-
-
-def estimate_bytes(root: n.Node) -> int:
-    """Bytes the run's sources hold (a lower bound of what its stages exchange)."""
-    total = 0
-    for node in n.walk(root):
-        if isinstance(node, n.FileSource):
-            total += sum(size for _, size in node.files)
-        elif isinstance(node, n.TableSource):
-            total += node.table.nbytes
-        elif isinstance(node, n.FileGroupSource):
-            total += sum(g.size for g in node.groups)
-        elif isinstance(node, n.RangeSource):
-            total += 8 * max(0, (node.stop - node.start) // node.step)
-    return total
 
 
 def is_loopback_host(host: str | None) -> bool:

@@ -28,8 +28,8 @@ from riera.config import Settings
 from riera.errors import ConfigError, RieraError, TaskError
 from riera.exchange.base import Exchange, SegmentKey
 from riera.exec.hooks import Hooks, StageInfo, TaskInfo
-from riera.exec.physical import Stage
 from riera.exec.worker import TaskFailure, TaskResult
+from riera.physical.stage import Stage
 
 
 class Executor(Protocol):

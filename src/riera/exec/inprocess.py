@@ -21,15 +21,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from riera import taskctx
 from riera.config import Settings
 from riera.exchange.base import Exchange, SegmentKey
 from riera.exchange.policy import Exchanges
 from riera.exec import worker
 from riera.exec.base import fill, prefix_rows, to_exception
 from riera.exec.hooks import Hooks, StageInfo, TaskInfo
-from riera.exec.physical import Stage
 from riera.exec.worker import TaskFailure, TaskResult
-from riera.provenance import taskctx
+from riera.physical.stage import Stage
 
 
 class InProcessExecutor:

@@ -34,8 +34,8 @@ from riera.exchange.base import Exchange, SegmentKey
 from riera.exec import worker as worker_mod
 from riera.exec.base import fill, prefix_rows, to_exception
 from riera.exec.hooks import Hooks, StageInfo, TaskInfo
-from riera.exec.physical import Stage
 from riera.exec.worker import TaskFailure, TaskResult
+from riera.physical.stage import Stage
 
 log = logging.getLogger(__name__)
 

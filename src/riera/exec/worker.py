@@ -18,16 +18,17 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any, cast
+from typing import Any
 
 import cloudpickle
 
+from riera import taskctx
 from riera.config import Settings
 from riera.errors import RieraError, Terminated
 from riera.exchange.base import Exchange, Ref, SegmentKey
 from riera.exchange.policy import Exchanges
-from riera.exec.physical import Stage
-from riera.provenance import records, taskctx
+from riera.exec.instrument import PLAIN, Instrument
+from riera.physical.stage import Stage
 
 
 @dataclass
@@ -66,37 +67,36 @@ class TaskFailure:
 
 
 def run_task(
-    stage: Stage, index: int, attempt: int, task_input: Any, key: SegmentKey, exchange: Exchange
+    stage: Stage,
+    index: int,
+    attempt: int,
+    task_input: Any,
+    key: SegmentKey,
+    exchange: Exchange,
+    exchanges: Exchanges | None = None,
 ) -> TaskResult | TaskFailure:
+    """Read, apply the stage's operators, write; a failure is returned, not raised (but Ctrl-C
+    and SIGTERM in the driver's own process propagate). The stage's instrument, if any, sees
+    each step (:mod:`riera.exec.instrument`)."""
     started = time.time()
     current = stage.nodes[0] if stage.nodes else stage.id
-    ctx = taskctx.begin(stage.id, index, stage.capture)
-    traced: records.Relation | None = None
+    inst: Instrument = stage.instrument or PLAIN
+    taskctx.begin(stage.id, index, stage.capture)
+    observed = inst.observe(exchange)
     try:
-        if stage.capture == "records":
-            table, traced = records.read_traced(stage.reader, task_input, exchange)
-        else:
-            table = stage.reader.read(task_input, exchange)
+        table, state = inst.read(stage.reader, task_input, observed)
         t_read = time.time()
         rows_in, bytes_in = table.num_rows, table.nbytes
         for op in stage.ops:
             current = op.name
-            if stage.capture == "records":
-                table, step = records.apply_traced(op, table)
-                traced = None if traced is None or step is None else records.compose(traced, step)
-            else:
-                table = op.apply(table)
+            table, state = inst.apply(op, table, state)
         t_ops = time.time()
         current = stage.nodes[-1] if stage.nodes else stage.id
-        out = stage.writer.write(table, exchange, key, index)
-        if traced is not None:
-            derived = records.finish(
-                traced, stage.writer, table, stage.sample, index, max(1, len(out.refs))
-            )
-            if derived is not None:
-                ctx.record("derivations", derived)
+        out = stage.writer.write(table, observed, key, index)
+        inst.finish(state, stage.writer, table, out, index)
         ended = time.time()
         phases = {"read": t_read - started, "ops": t_ops - t_read, "write": ended - t_ops}
+        hashes = _hashes(inst, observed, out.refs, exchanges) if exchanges is not None else []
         return TaskResult(
             index,
             attempt,
@@ -111,6 +111,7 @@ def run_task(
             out.sample,
             out.part,
             phases,
+            hashes,
             records=taskctx.end(),
             spans=out.spans,
         )
@@ -141,27 +142,16 @@ def _run(
     exchange: Exchange,
     exchanges: Exchanges,
 ) -> TaskResult | TaskFailure:
-    """``run_task``, plus the content hash of each table the task stored when capture is on."""
-    if stage.capture == "off":
-        return run_task(stage, index, attempt, task_input, key, exchange)
-    from riera.provenance.hashing import HashingExchange
-
-    hashing = HashingExchange(exchange)  # hashes what the task stores, while it is in memory
-    result = run_task(stage, index, attempt, task_input, key, cast(Exchange, hashing))
-    if isinstance(result, TaskResult):
-        if len(hashing.hashes) == len(result.refs):
-            result.hashes = hashing.hashes
-        else:  # the writer stored something besides its refs: read the refs back
-            result.hashes = _hashes(result.refs, exchanges)
-    return result
+    """One task attempt, as every executor runs it."""
+    return run_task(stage, index, attempt, task_input, key, exchange, exchanges)
 
 
-def _hashes(refs: list[Ref], exchanges: Exchanges) -> list[str | None]:
+def _hashes(
+    inst: Instrument, observed: Exchange, refs: list[Ref], exchanges: Exchanges
+) -> list[str | None]:
     """Content hashes of a task's outputs for provenance; never fails the task."""
-    from riera.provenance.hashing import ref_hashes
-
     try:
-        return ref_hashes(refs, exchanges)
+        return list(inst.hashes(observed, refs, exchanges))
     except Exception:  # a hash is a nicety; the result is what matters
         return [None] * len(refs)
 

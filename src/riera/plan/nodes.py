@@ -2,7 +2,7 @@
 
 A plan is data. Each node names itself uniquely and readably (``map(parse)#3``), holds its inputs and
 parameters, and is validated when created, so a wrong argument fails on the line that wrote it. Only
-the planner (:mod:`riera.plan.stages`) turns nodes into stages; nothing here runs user code.
+the planner (:mod:`riera.physical.planner`) turns nodes into stages; nothing here runs user code.
 """
 
 from __future__ import annotations
@@ -99,6 +99,10 @@ class Node:
         """Parameters shown by ``explain()`` and stored as prospective provenance."""
         return {}
 
+    def source_bytes(self) -> int:
+        """Bytes a source node holds (0 for operators): what the exchange policy sizes by."""
+        return 0
+
 
 # -- sources ----------------------------------------------------------------------------------
 
@@ -116,6 +120,9 @@ class TableSource(Node):
     def label(self) -> str:
         return self.origin
 
+    def source_bytes(self) -> int:
+        return int(self.table.nbytes)
+
     def params(self) -> dict[str, Any]:
         return {"rows": self.table.num_rows, "partitions": self.partitions}
 
@@ -129,6 +136,9 @@ class RangeSource(Node):
     column: str = "id"
 
     kind = "range"
+
+    def source_bytes(self) -> int:
+        return 8 * max(0, (self.stop - self.start) // self.step)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -160,6 +170,9 @@ class FileSource(Node):
     def option(self, key: str, default: Any = None) -> Any:
         return dict(self.options).get(key, default)
 
+    def source_bytes(self) -> int:
+        return sum(size for _, size in self.files)
+
     def identity(self) -> Any:  # the files' paths, not their sizes (data, not structure)
         return [self.kind, self.label(), [p for p, _ in self.files], _stable(self.options),
                 str(self.schema), self.partition_bytes]  # fmt: skip
@@ -173,13 +186,16 @@ class FileSource(Node):
 class FileGroupSource(Node):
     """File groups (``riera.read_file_groups``): ``groups`` are grouped and named by the driver."""
 
-    groups: tuple[Any, ...]  # riera.io.filegroups.GroupSpec
+    groups: tuple[Any, ...]  # riera.blackbox.filegroups.GroupSpec
     partition_bytes: int | None = None
 
     kind = "read"
 
     def label(self) -> str:
         return "read_file_groups"
+
+    def source_bytes(self) -> int:
+        return sum(g.size for g in self.groups)
 
     def params(self) -> dict[str, Any]:
         files = sum(len(g.files) for g in self.groups)
@@ -316,7 +332,7 @@ class Select(Node):
 class RunProgram(Node):
     """A black-box program run once per file group (``Dataset.run_program``)."""
 
-    spec: Any  # riera.exec.programs.ProgramSpec
+    spec: Any  # riera.blackbox.programs.ProgramSpec
     kind = "program"
 
     def label(self) -> str:
@@ -556,6 +572,11 @@ def unique_names(root: Node) -> Node:
         return copies[id(node)]
 
     return copy(root)
+
+
+def source_bytes(root: Node) -> int:
+    """Bytes the sources of a plan hold (a lower bound of what its stages exchange)."""
+    return sum(node.source_bytes() for node in walk(root))
 
 
 def walk(node: Node) -> list[Node]:

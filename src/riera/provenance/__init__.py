@@ -128,7 +128,7 @@ def checkout(
     ``stage``: a stage id (``stage-2`` or ``2``; files land as ``<step>/<group>/<file>``) or a
     step name (``input``, or a ``run_program`` name; files land as ``<group>/<file>``). Returns
     the restored paths, relative to ``directory`` (which must not exist or be empty)."""
-    from riera.provenance.versioning import restore
+    from riera.blackbox.versioning import restore
 
     settings = settings or load_settings()
     repo = settings.versions_dir or settings.home / "versions.git"

@@ -457,8 +457,8 @@ class ProvenanceHook(Hooks):
 
     def _inputs(self, task_input: Any) -> Iterator[_Input]:
         """The data elements a task's scheduled input names (walks tuples and lists)."""
+        from riera.blackbox.filegroups import GroupSpec
         from riera.exchange.base import Ref
-        from riera.io.filegroups import GroupSpec
         from riera.io.readers import Split
 
         if isinstance(task_input, Ref):
@@ -517,7 +517,7 @@ class Versions:
     def __init__(self, repo: Any, run_id: str) -> None:
         import tempfile
 
-        from riera.provenance.versioning import branch_of
+        from riera.blackbox.versioning import branch_of
 
         self.repo = repo
         self.run_id = run_id
@@ -530,8 +530,8 @@ class Versions:
     @classmethod
     def start(cls, settings: Settings, run: RunInfo) -> Versions | None:
         """Versions for ``run`` when it has file groups and versioning is on (else None)."""
+        from riera.blackbox.versioning import GitRepo, git_available
         from riera.plan import nodes as n
-        from riera.provenance.versioning import GitRepo, git_available
 
         repo_path = settings.versions_repo
         if repo_path is None or run.root is None:
@@ -688,6 +688,6 @@ def _user() -> str:
 
 
 def _riera_version() -> str:
-    from riera import __version__
+    from riera.version import __version__
 
     return __version__

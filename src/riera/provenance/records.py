@@ -36,8 +36,8 @@ import numpy as np
 import pyarrow as pa
 
 from riera.exchange.base import Exchange
-from riera.exec import ops
-from riera.exec import physical as ph
+from riera.physical import ops
+from riera.physical import stage as ph
 from riera.provenance import blocks
 
 SHIFT = 40
@@ -128,8 +128,8 @@ def _key_relation(
 
 def apply_traced(op: ops.Op, table: Any) -> tuple[Any, tuple[np.ndarray, np.ndarray] | None]:
     """``op.apply(table)`` and the relation ``(out_rows, in_rows)``; None when untraceable."""
-    from riera.exec.programs import RunProgramOp
-    from riera.provenance.domain import DomainOp
+    from riera.blackbox.programs import RunProgramOp
+    from riera.physical.domain import DomainOp
 
     if isinstance(op, ops.FilterOp):
         mask = np.asarray(op.mask(table), dtype=bool)

@@ -1,7 +1,7 @@
 """Column-expression operators: filter, projections, rename, drop, explode, declared schemas.
 
 Each evaluates whole columns with :mod:`riera.kernels.evaluate` — no Python per row — and says,
-through :meth:`~riera.exec.ops.Op.traced`, how its output rows relate to its input rows, so record
+through :meth:`~riera.physical.ops.Op.traced`, how its output rows relate to its input rows, so record
 lineage follows them without knowing the operator.
 """
 
@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from riera.errors import SchemaError
-from riera.exec.ops import Op
 from riera.expr import Expr
 from riera.kernels.evaluate import Evaluator
+from riera.physical.ops import Op
 
 Relation = tuple[np.ndarray, np.ndarray]
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from riera import taskctx
 from riera.errors import DomainError, PlanError
-from riera.exec.ops import Op
-from riera.provenance import taskctx
+from riera.physical.ops import Op
 
 TYPES = ("int", "float", "str", "bool", "bytes", "timestamp")
 FIXED = ("run_id", "element_id", "row_no")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from riera.physical.schema import column_names
 from riera.plan import nodes as n
-from riera.plan.schema import column_names
 
 Needed = frozenset[str] | None  # None: every column
 

@@ -46,9 +46,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from riera import taskctx
 from riera.errors import ProgramError
-from riera.exec.ops import Op
-from riera.provenance import taskctx
+from riera.kernels.op import Op
 
 FILE = pa.struct(
     [pa.field("name", pa.string(), nullable=False), pa.field("data", pa.large_binary())]
@@ -417,7 +417,7 @@ class RunProgramOp(Op):
     ) -> dict[str, str]:
         if ctx is None or ctx.versions is None or not outputs:
             return {}
-        from riera.provenance.versioning import store_or_warn
+        from riera.blackbox.versioning import store_or_warn
 
         names = [n for n, _ in outputs]
         ids = store_or_warn(ctx.versions, [os.path.join(root, n) for n in names])

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from riera import memory
+from riera.kernels.op import Op
 from riera.plan.nodes import JOIN_TYPES, AggSpec
 
 if TYPE_CHECKING:  # pandas loads lazily, in the tasks that need it
@@ -120,19 +121,6 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
 
 
 # -- row and batch operators ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Op:
-    name: str
-
-    def apply(self, table: pa.Table) -> pa.Table:
-        raise NotImplementedError
-
-    def traced(self, table: Any) -> tuple[Any, tuple[np.ndarray, np.ndarray] | None]:
-        """``apply`` and the relation ``(out_rows, in_rows)`` between output and input rows,
-        for record lineage; None: this operator cannot say (the stage is then opaque)."""
-        return self.apply(table), None
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Physical stages: what each task of a stage reads, the fused operators it applies, where it writes.
 
-A :class:`Stage` is a reader, a chain of :mod:`~riera.exec.ops`, and a writer. The driver computes a
+A :class:`Stage` is a reader, a chain of :mod:`~riera.physical.ops`, and a writer. The driver computes a
 small per-task input (a file split, a list of refs); the worker calls ``reader.read`` → ops →
 ``writer.write``. Readers and writers are frozen dataclasses, picklable, so a stage is shipped to each
 worker once and tasks only carry their small input.
@@ -17,8 +17,8 @@ import pyarrow as pa
 
 from riera.errors import SourceError
 from riera.exchange.base import Exchange, Ref, SegmentKey
-from riera.exec import ops
 from riera.io import readers, sinks
+from riera.physical import ops
 
 # -- readers --------------------------------------------------------------------------------------
 
@@ -105,7 +105,7 @@ class FileGroupReader(Reader):
         return f"read file groups ({sum(len(t) for t in self.tasks)} groups)"
 
     def read(self, task_input: tuple[Any, ...], exchange: Exchange) -> pa.Table:
-        from riera.io.filegroups import read_groups
+        from riera.blackbox.filegroups import read_groups
 
         return read_groups(task_input)
 
@@ -407,6 +407,9 @@ class Stage:
     exchange: str = "shm"  # the backend this run writes to (reads follow each ref's backend)
     capture: str = "tasks"  # provenance of this stage: off | tasks | records
     sample: float | None = None  # records: the fraction of rows whose lineage is kept
+    # What observes the tasks (riera.exec.instrument.Instrument; attached by the runtime from
+    # ``capture``); None: nothing does.
+    instrument: Any = None
 
     @property
     def label(self) -> str:

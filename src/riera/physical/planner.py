@@ -26,11 +26,11 @@ import pyarrow as pa
 
 from riera.config import Settings
 from riera.errors import PlanError
-from riera.exec import columnar, ops
-from riera.exec import physical as ph
 from riera.io import readers
+from riera.physical import columnar, ops
+from riera.physical import stage as ph
+from riera.physical.columns import needed_columns
 from riera.plan import nodes as n
-from riera.plan.columns import needed_columns
 
 
 @dataclass
@@ -164,7 +164,7 @@ class Planner:
         )
 
     def _plan_FileGroupSource(self, node: n.FileGroupSource) -> _Open:
-        from riera.io import filegroups
+        from riera.blackbox import filegroups
 
         total = sum(g.size for g in node.groups)
         target = node.partition_bytes or max(
@@ -175,7 +175,7 @@ class Planner:
 
     # narrow
     def _plan_RunProgram(self, node: n.RunProgram) -> _Open:
-        from riera.exec.programs import RunProgramOp, default_staging_dir
+        from riera.blackbox.programs import RunProgramOp, default_staging_dir
 
         step = node.spec.step
         seen = self._steps.get(step, 0)
@@ -185,7 +185,7 @@ class Planner:
         return self._narrow(node, RunProgramOp(node.name, spec, staging))
 
     def _plan_Domain(self, node: n.Domain) -> _Open:
-        from riera.provenance.domain import DomainOp
+        from riera.physical.domain import DomainOp
 
         return self._narrow(node, DomainOp(node.name, node.dataset, node.columns, node.fn))
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from riera import taskctx
+from riera.blackbox.programs import FILES, check_name
 from riera.errors import PlanError, SourceError
-from riera.exec.programs import FILES, check_name
-from riera.provenance import taskctx
 
 GroupBy = str | re.Pattern[str] | Callable[[str], str] | None
 
@@ -148,7 +148,7 @@ def read_groups(groups: tuple[GroupSpec, ...]) -> pa.Table:
                 ) from err
         rows.append({"group": g.key, "files": files, **dict(g.meta)})
         if ctx is not None and ctx.versions is not None and g.files:
-            from riera.provenance.versioning import store_or_warn
+            from riera.blackbox.versioning import store_or_warn
 
             blobs = store_or_warn(ctx.versions, [p for _, p, _ in g.files])
             for (name, path, _), blob, f in zip(g.files, blobs, files, strict=True):

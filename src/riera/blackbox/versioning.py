@@ -218,7 +218,7 @@ def restore(
     import re
     import tempfile
 
-    from riera.exec.programs import check_name
+    from riera.blackbox.programs import check_name
 
     rows = store.sql(
         "SELECT stage_id, step, op_id, path, blob FROM file_versions WHERE run_id = :r "

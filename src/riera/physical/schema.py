@@ -84,7 +84,7 @@ def _file_schema(node: n.FileSource) -> pa.Schema | None:
 
 def _by_kernel(node: n.Node) -> pa.Schema | None:
     """Run the node's operator over empty inputs of the known schemas."""
-    from riera.exec import columnar, ops
+    from riera.physical import columnar, ops
 
     inputs = [schema_of(i) for i in node.inputs]
     if any(s is None for s in inputs):
