@@ -369,3 +369,24 @@ def test_csv_and_json_read_only_the_columns_used(tmp_path: Path) -> None:
         ds.collect()
     (tmp_path / "b.json").write_text('{"k": "a", "v": 1, "w": 2}\n{"k": "b", "v": 3, "w": 4}\n')
     assert riera.read_json(str(tmp_path / "b.json")).select("v").collect() == [{"v": 1}, {"v": 3}]
+
+
+def test_cache_computes_once_and_unpersist_forgets() -> None:
+    calls: list[int] = []
+
+    class Runs(riera.Hooks):
+        def on_run_start(self, run: riera.RunInfo) -> None:
+            calls.append(1)
+
+    riera.add_hooks(Runs())
+    try:
+        base = riera.range(1000, partitions=4).with_columns(k=col("id") % 10).cache()
+        assert base.count() == 1000 and len(calls) == 2  # the cache's own run, then the count
+        out = base.group_by("k").agg(n=col("id").count()).sort("k").collect()
+        assert [r["n"] for r in out] == [100] * 10 and len(calls) == 3  # no recomputation
+        assert base.filter(col("k") == 3).count() == 100 and len(calls) == 4
+        assert base.unpersist() and not base.unpersist()
+        assert base.count() == 1000 and len(calls) == 6  # computed again
+    finally:
+        riera.get_runtime().hooks.hooks.pop()
+        base.unpersist()

@@ -724,6 +724,30 @@ class Dataset(Actions):
             return self
         return Dataset(n.Union((self._node, *(o._node for o in others))))
 
+    def cache(self) -> Dataset:
+        """This dataset, kept by the session once an action has computed it: later actions on
+        it (or on datasets built from it) read the kept result instead of running its plan
+        again. The result lives in memory (Arrow, zero-copy from the run's shared memory) until
+        :meth:`unpersist` or the end of the session.
+
+        >>> import riera
+        >>> squares = riera.range(5).map(lambda r: {"sq": r["id"] ** 2}).cache()
+        >>> squares.count(), squares.filter(lambda r: r["sq"] > 4).count()
+        (5, 2)
+        >>> squares.unpersist()
+        True
+        """
+        return Dataset(n.Cache((self._node,)))
+
+    def unpersist(self) -> bool:
+        """Drop the result :meth:`cache` kept (True if there was one); the next action computes
+        it again."""
+        from riera.runtime import get_runtime
+
+        if not isinstance(self._node, n.Cache):
+            raise PlanError("unpersist: this dataset is not a cache(); call it on ds.cache()")
+        return get_runtime().unpersist(self._node.name)
+
     def limit(self, count: int) -> Dataset:
         """The first ``count`` rows (in partition order)."""
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:

@@ -91,6 +91,7 @@ class Runtime:
                 shm.release_owner(d)
             raise
         self.last_run: RunInfo | None = None
+        self.cached: dict[str, pa.Table] = {}  # cache() results by node name, for the session
         self.closed = False
         self._lock = threading.Lock()
 
@@ -122,7 +123,30 @@ class Runtime:
                 "run through riera.get_runtime() or the runtime riera.init() returned last"
             )
         with self._lock:
-            return self._execute(root, action, final_op, preview)
+            return self._execute(self._with_caches(root), action, final_op, preview)
+
+    # -- cache() -------------------------------------------------------------------------------
+    def _with_caches(self, root: n.Node) -> n.Node:
+        """``root`` with every ``cache()`` node replaced by its kept result, computing (and
+        keeping) the results not kept yet — inner caches first."""
+
+        def replace(node: n.Node) -> n.Node | None:
+            if not isinstance(node, n.Cache):
+                return None
+            table = self.cached.get(node.name)
+            if table is None:
+                inner = n.substitute(node.inputs[0], replace)
+                table = self._execute(inner, "cache", None).table
+                assert table is not None
+                self.cached[node.name] = table
+            partitions = max(1, min(self.settings.workers, table.num_rows))
+            return n.TableSource((), table, partitions, "cache", name=node.name)
+
+        return n.substitute(root, replace)
+
+    def unpersist(self, name: str) -> bool:
+        """Forget a cached result (its memory is freed when no table refers to it any more)."""
+        return self.cached.pop(name, None) is not None
 
     def _execute(
         self, root: n.Node, action: str, final_op: ops.Op | None, preview: int | None = None

@@ -57,7 +57,7 @@ def _asks(node: n.Node, needed: Needed) -> list[Needed]:
         return [frozenset([*node.keys, *(a.column for a in node.aggs if a.column != "*")])]
     if isinstance(node, n.Join):
         return _join_asks(node, needed)
-    return [None] * len(node.inputs)  # a Python function, distinct, a program: everything
+    return [None] * len(node.inputs)  # a function, distinct, a program, a cache: everything
 
 
 def _join_asks(node: n.Join, needed: Needed) -> list[Needed]:

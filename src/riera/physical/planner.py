@@ -189,6 +189,11 @@ class Planner:
 
         return self._narrow(node, DomainOp(node.name, node.dataset, node.columns, node.fn))
 
+    def _plan_Cache(self, node: n.Cache) -> _Open:  # not yet computed (explain): its input
+        o = self._open(node.inputs[0])
+        o.nodes.append(node.name)
+        return o
+
     def _plan_ProvenanceMark(self, node: n.ProvenanceMark) -> _Open:
         o = self._open(node.inputs[0])
         o.capture, o.sample = node.capture, node.sample

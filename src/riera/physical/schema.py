@@ -23,7 +23,7 @@ from riera.plan import nodes as n
 _memo: weakref.WeakKeyDictionary[n.Node, pa.Schema | None] = weakref.WeakKeyDictionary()
 
 _PASSTHROUGH = (n.FilterRows, n.FilterExpr, n.Sort, n.Repartition, n.Distinct, n.Limit, n.Domain,
-                n.ProvenanceMark)  # fmt: skip
+                n.ProvenanceMark, n.Cache)  # fmt: skip
 
 
 def schema_of(node: n.Node) -> pa.Schema | None:

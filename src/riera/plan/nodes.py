@@ -502,6 +502,14 @@ class Join(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class Cache(Node):
+    """``Dataset.cache()``: computed by the first action that needs it, then kept by the session
+    and read by later actions instead of being computed again (until ``unpersist()``)."""
+
+    kind = "cache"
+
+
+@dataclass(frozen=True, eq=False)
 class Distinct(Node):
     partitions: int | None = None
     kind = "distinct"
@@ -572,6 +580,25 @@ def unique_names(root: Node) -> Node:
         return copies[id(node)]
 
     return copy(root)
+
+
+def substitute(root: Node, replace: Callable[[Node], Node | None]) -> Node:
+    """A copy of the plan in which each node for which ``replace`` gives a node is that node
+    (names kept; shared sub-plans stay shared); ``root`` itself when nothing changes."""
+    done: dict[int, Node] = {}
+
+    def visit(node: Node) -> Node:
+        if id(node) in done:
+            return done[id(node)]
+        new = replace(node)
+        if new is None:
+            inputs = tuple(visit(i) for i in node.inputs)
+            changed = any(a is not b for a, b in zip(inputs, node.inputs, strict=True))
+            new = dataclasses.replace(node, inputs=inputs) if changed else node
+        done[id(node)] = new
+        return new
+
+    return visit(root)
 
 
 def source_bytes(root: Node) -> int:
