@@ -390,3 +390,14 @@ def test_cache_computes_once_and_unpersist_forgets() -> None:
     finally:
         riera.get_runtime().hooks.hooks.pop()
         base.unpersist()
+
+
+def test_decimal_products_wider_than_38_digits_are_capped_as_in_duckdb() -> None:
+    d = pa.decimal128(12, 2)
+    table = pa.table({"p": pa.array([decimal.Decimal("10.50")], d),
+                      "q": pa.array([decimal.Decimal("0.05")], d)})  # fmt: skip
+    e = col("p") * (1 - col("q")) * (1 + col("q"))  # (12,2)·(13,2)·(13,2): 40 digits in Arrow
+    out = riera.from_arrow(table).select(v=e)
+    assert out.schema is not None and out.schema.field("v").type == pa.decimal128(38, 6)
+    (row,) = out.collect()
+    assert row["v"] == duck("SELECT p * (1 - q) * (1 + q) FROM t", table)[0][0]

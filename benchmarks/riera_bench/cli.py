@@ -421,3 +421,34 @@ def raw(
         base_dir=directory,
     )
     _run_and_report(lambda: study.run(config, _progress), study.render, study.RawBenchError, out)
+
+
+@app.command()
+def analytics(
+    rows: Annotated[
+        int | None,
+        typer.Option("--rows", min=1, help="line items (default 8,000,000: about 1 GB of Parquet)"),
+    ] = None,
+    repeats: Annotated[int | None, typer.Option("--repeats", min=1, help="timed runs (3)")] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="threads / workers per engine (2)")
+    ] = None,
+    queries: Annotated[
+        str | None, typer.Option("--queries", help="q1,q3,q5,topk (default: all)")
+    ] = None,
+    directory: DirOption = None,
+    out: OutOption = None,
+    quick: Annotated[bool, typer.Option("--quick", help="a smoke run: 60,000 line items")] = False,
+) -> None:
+    """Analytical queries over Parquet (decimal, date32, string_view): Riera's expressions beside
+    DuckDB and Polars on the same files and threads. Answers are checked against DuckDB's."""
+    from riera_bench import analytics as study
+
+    config = study.AnalyticsConfig.quick_defaults() if quick else study.AnalyticsConfig()
+    chosen = _str_list(queries)
+    if chosen is not None and (not chosen or any(q not in study.QUERIES for q in chosen)):
+        fail(f"--queries: choose from {','.join(study.QUERIES)}; got {queries!r}")
+    config = config.with_options(
+        lineitem_rows=rows, repeats=repeats, threads=threads, queries=chosen, base_dir=directory
+    )
+    _run_and_report(lambda: study.run(config, _progress), study.render, study.AnalyticsError, out)

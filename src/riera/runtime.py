@@ -345,6 +345,8 @@ class Runtime:
 
 def _instrumented(plan: planner.PhysicalPlan) -> planner.PhysicalPlan:
     """The plan with each stage's provenance instrument attached (from its capture mode)."""
+    if all(s.capture == "off" for s in plan.stages):
+        return plan  # nothing observes: not even the instruments' module is loaded
     from riera.provenance.instrument import for_stage
 
     stages = tuple(

@@ -180,6 +180,18 @@ def _float(v: Value) -> Value:
     return pc.cast(v, pa.float64())
 
 
+def _decimal_product(a: Value, b: Value) -> Value:
+    """Decimals multiplied exactly; a result wider than 38 digits (Arrow's decimal128 would
+    refuse ``(p1 + p2 + 1)``) is computed in decimal256 and brought back to 38 digits, as
+    DuckDB caps it — a value that does not fit raises."""
+    ta, tb = a.type, b.type
+    if ta.precision + tb.precision + 1 <= 38 or pa.types.is_decimal256(ta):
+        return pc.multiply_checked(a, b)
+    wide = pc.multiply_checked(a.cast(pa.decimal256(ta.precision, ta.scale)),
+                               b.cast(pa.decimal256(tb.precision, tb.scale)))  # fmt: skip
+    return wide.cast(pa.decimal128(38, min(ta.scale + tb.scale, 38)))
+
+
 def _true_div(a: Value, b: Value) -> Value:
     decimal_only = pa.types.is_decimal(a.type) or pa.types.is_decimal(b.type)
     if decimal_only and not (pa.types.is_floating(a.type) or pa.types.is_floating(b.type)):
@@ -270,6 +282,8 @@ class Evaluator:
         if name in _COMPARE:
             return _kernel(_COMPARE[name], *args)
         if name in _ARITH:
+            if name == "mul" and all(pa.types.is_decimal(a.type) for a in args):
+                return _decimal_product(*args)
             return _kernel(_ARITH[name], *args)
         if name == "truediv":
             return _true_div(*args)
