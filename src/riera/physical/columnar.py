@@ -18,6 +18,7 @@ from riera.errors import SchemaError
 from riera.expr import Expr
 from riera.kernels.evaluate import Evaluator
 from riera.physical.ops import Op
+from riera.physical.ops import _check_columns as check_columns
 
 Relation = tuple[np.ndarray, np.ndarray]
 
@@ -104,11 +105,7 @@ class RenameOp(Op):
         if table.num_columns == 0:
             return table
         names = dict(self.mapping)
-        missing = [c for c in names if c not in table.column_names]
-        if missing:
-            raise KeyError(
-                f"{self.name}: no column(s) {missing}; the data has {table.column_names}"
-            )
+        check_columns(self.name, table, names)
         return table.rename_columns([names.get(c, c) for c in table.column_names])
 
     def traced(self, table: pa.Table) -> tuple[pa.Table, Relation | None]:
@@ -122,11 +119,7 @@ class DropOp(Op):
     def apply(self, table: pa.Table) -> pa.Table:
         if table.num_columns == 0:
             return table
-        missing = [c for c in self.columns if c not in table.column_names]
-        if missing:
-            raise KeyError(
-                f"{self.name}: no column(s) {missing}; the data has {table.column_names}"
-            )
+        check_columns(self.name, table, self.columns)
         return table.drop_columns(list(self.columns))
 
     def traced(self, table: pa.Table) -> tuple[pa.Table, Relation | None]:

@@ -16,24 +16,16 @@ from typing import Any, cast
 from riera import taskctx
 from riera.exchange.base import Exchange, Ref
 from riera.exchange.policy import Exchanges
+from riera.exec.instrument import Plain
 from riera.kernels.op import Op
 from riera.physical.stage import Reader, Writer, WriteResult
 from riera.provenance import records
 from riera.provenance.hashing import HashingExchange, ref_hashes
 
 
-class Hashes:
+class Hashes(Plain):
     def observe(self, exchange: Exchange) -> Exchange:
         return cast(Exchange, HashingExchange(exchange))
-
-    def read(self, reader: Reader, task_input: Any, exchange: Exchange) -> tuple[Any, Any]:
-        return reader.read(task_input, exchange), None
-
-    def apply(self, op: Op, table: Any, state: Any) -> tuple[Any, Any]:
-        return op.apply(table), None
-
-    def finish(self, state: Any, writer: Writer, table: Any, out: WriteResult, index: int) -> None:
-        return None
 
     def hashes(self, observed: Exchange, refs: list[Ref], exchanges: Exchanges) -> list[Any]:
         hashing = cast(HashingExchange, observed)
