@@ -126,15 +126,16 @@ def test_quick_plots(quick: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
-def test_quick_s3_clients_through_a_local_server(tmp_path: Path) -> None:
-    """Both S3 clients in the study, against the moto server the study starts and stops."""
+def test_quick_s3_clients_through_a_local_server(tmp_path: Path, s3_server: str) -> None:
+    """Both S3 clients in the study, against the session's S3 server."""
     labels = ["s3-parquet", "s3fs-parquet"]
     code, stdout, stderr, _ = run_cli(
         "bench", "exchange", "--quick", "--datasets", "brain", "--variants", "arrow",
-        "--backends", ",".join(["shm", *labels]), "--dir", str(tmp_path), cwd=tmp_path,
+        "--backends", ",".join(["shm", *labels]), "--dir", str(tmp_path),
+        "--s3-endpoint", s3_server, cwd=tmp_path,
     )  # fmt: skip
     assert code == 0, stderr
-    assert re.search(r"S3 endpoint http://127\.0\.0\.1:\d+", stdout)
+    assert f"S3 endpoint {s3_server}" in stdout
     sizes = table(split_sections(split_sections(stdout, "##")["Sizes"], "###")["brain"])
     ours = [row for row in sizes if "doc 002" not in row["source"]]
     assert ours

@@ -90,6 +90,21 @@ def _env() -> dict[str, str]:
     return env
 
 
+# A driver starts the way a program typed in a terminal does: SIGINT at its default action. A
+# process started in the background by a shell without job control (``pytest ... &``, how a long
+# suite is often run) inherits SIGINT *ignored*, and so would every driver it starts: Python then
+# installs no KeyboardInterrupt handler and the driver rightly ignores Ctrl-C. This stub restores
+# the default and execs the driver in the same process (same pid).
+_SIGINT_DEFAULT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def _command(script: Path, args: tuple[Any, ...]) -> list[str]:
+    return [sys.executable, "-c", _SIGINT_DEFAULT, sys.executable, str(script), *map(str, args)]
+
+
 def _script(tmp_path: Path, name: str, body: str) -> Path:
     path = tmp_path / name
     path.write_text(HEADER + textwrap.dedent(body))
@@ -100,7 +115,7 @@ def _run(
     tmp_path: Path, script: Path, *args: Any, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(script), *map(str, args)],
+        _command(script, args),
         cwd=tmp_path,
         env=_env(),
         capture_output=True,
@@ -117,7 +132,7 @@ def _start(tmp_path: Path, script: Path, *args: Any) -> subprocess.Popen[str]:
         (tmp_path / f"{script.stem}.err").open("w") as err,
     ):
         return subprocess.Popen(
-            [sys.executable, str(script), *map(str, args)],
+            _command(script, args),
             cwd=tmp_path,
             env=_env(),
             stdout=out,
@@ -430,6 +445,21 @@ def test_a_signal_stops_the_run_and_releases_everything(
     assert not _lock(proc.pid).exists()
     alive = _gone(descendants, timeout=15)
     assert alive == [], f"processes of the driver still running: {[p.pid for p in alive]}"
+
+
+def test_a_driver_gets_ctrl_c_even_when_the_suite_inherited_sigint_ignored(
+    tmp_path: Path,
+) -> None:
+    """The suite run in the background (``pytest ... &`` without job control) has SIGINT ignored;
+    the drivers it starts must still turn Ctrl-C into KeyboardInterrupt, or the SIGINT test above
+    waits for a run that ignores the signal."""
+    script = _script(tmp_path, "handler.py", "emit(handler=repr(signal.getsignal(signal.SIGINT)))")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = _run(tmp_path, script, timeout=60)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert _result(proc, rc=0)["handler"] == repr(signal.default_int_handler)
 
 
 def test_worker_killed_from_outside_is_retried_and_releases_everything(tmp_path: Path) -> None:

@@ -26,8 +26,6 @@ import riera.provenance as prov
 from riera.config import load_settings
 from riera.errors import ProvenanceError, ReadOnlyError, TaskError
 
-PG_DSN = os.environ.get("RIERA_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-
 
 def settings(home: Path) -> Any:
     return load_settings(home=str(home))
@@ -257,16 +255,14 @@ def test_a_killed_run_stays_readable_and_is_marked_interrupted(tmp_path: Path) -
 
 
 @pytest.mark.integration
-def test_a_run_captured_into_postgresql(tmp_path: Path, pg_available: str | None) -> None:
+def test_a_run_captured_into_postgresql(tmp_path: Path, pg_dsn: str) -> None:
     """``provenance_dsn`` sends a run's provenance to PostgreSQL (a schema of this test's own)."""
-    if pg_available is not None:
-        pytest.skip(pg_available)
     import psycopg
 
     schema = f"prov_capture_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-    dsn = f"{PG_DSN}?options=-csearch_path%3D{schema}"
+    dsn = f"{pg_dsn}?options=-csearch_path%3D{schema}"
     try:
         riera.init(workers=2, progress="off", home=str(tmp_path / "home"), provenance_dsn=dsn)
         try:
@@ -282,5 +278,5 @@ def test_a_run_captured_into_postgresql(tmp_path: Path, pg_available: str | None
         assert tasks == [(info.tasks,)]
         assert not (tmp_path / "home" / "provenance.db").exists()  # nothing went to SQLite
     finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -167,15 +168,27 @@ def test_a_failing_program_fails_the_task_with_command_and_stderr(home: Path, da
 
 
 def test_timeout_kills_the_process_group(home: Path, data: Path, tmp_path: Path) -> None:
-    marker = tmp_path / "child-survived"
-    script = f"(sleep 3; touch {marker}) & sleep 30"
+    import psutil
+
+    marker, pidfile = tmp_path / "child-survived", tmp_path / "child.pid"
+    child = f"echo $$ > {pidfile}; sleep 3; touch {marker}"
+    script = f"sh -c '{child}' & sleep 30"
     ds = riera.read_file_groups(str(data / "s3.txt")).run_program(["sh", "-c", script], timeout=0.5)
     with pytest.raises(ProgramError, match=r"did not finish within 0.5 s"):
         ds.collect()
-    import time
+    pid = int(pidfile.read_text())  # the background child started before the timeout
 
-    time.sleep(3.5)
-    assert not marker.exists(), "a child of the timed-out program outlived it"
+    def gone() -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + 10
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(), "a child of the timed-out program outlived it"
+    assert not marker.exists()
 
 
 def test_missing_program_and_missing_files_column_are_clear(home: Path, data: Path) -> None:

@@ -1,0 +1,62 @@
+"""What the service fixtures share: a free port, waiting for a server, and what to do when one is
+missing.
+
+On CI (``RIERA_TEST_REQUIRE_SERVICES=1``, set by ``.ci/run``) Redis, PostgreSQL and the S3 server
+run on every machine, so a missing one is a broken machine: the test **fails** with the reason.
+Elsewhere it skips with the reason (after the fixture tried to start a local server).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+REQUIRE_SERVICES = os.environ.get("RIERA_TEST_REQUIRE_SERVICES", "") not in ("", "0")
+START_TIMEOUT = 15.0
+
+
+def service_missing(reason: str) -> NoReturn:
+    """Skip the test, or fail it when services are required (CI)."""
+    if REQUIRE_SERVICES:
+        pytest.fail(
+            f"{reason} (RIERA_TEST_REQUIRE_SERVICES is set: services must run)", pytrace=False
+        )
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(
+    ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log: Path
+) -> None:
+    """Poll ``ready`` until it holds; fail with the server's log if it exits or takes too long."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}:\n{log.read_text()}")
+        if ready():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start within {START_TIMEOUT:.0f} s:\n{log.read_text()}")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a server started by a fixture; kill it after 5 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
