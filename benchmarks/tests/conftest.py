@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,10 @@ from pathlib import Path
 import pytest
 
 import riera
+
+# The S3 test server is the suite's one fixture (tests/services.py), shared with these tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from services import s3_server  # noqa: F401
 
 SHM_DIR = Path("/dev/shm")
 _TEST_HOME = tempfile.mkdtemp(prefix="riera-bench-test-home-")
