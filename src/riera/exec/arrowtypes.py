@@ -25,6 +25,7 @@ columns before a table goes into the exchange.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -81,9 +82,15 @@ def restore_columns(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
     return table
 
 
+def holds_views(t: pa.DataType) -> bool:
+    """A view type, or a list of one (a ``list`` aggregate of a view column)."""
+    return is_view(t) or (pa.types.is_list(t) and is_view(t.value_type))
+
+
 def take_view(col: pa.ChunkedArray | pa.Array, indices: np.ndarray) -> pa.ChunkedArray:
-    """``take`` for a view column: through its plain form, so the result is compact."""
-    out = plain(col).take(pa.array(indices, pa.int64())).cast(col.type)
+    """``take`` for a column that :func:`holds_views`: through its plain form, so the result
+    is compact."""
+    out = take_values(col, pa.array(indices, pa.int64()))
     return out if isinstance(out, pa.ChunkedArray) else pa.chunked_array([out], col.type)
 
 
@@ -220,7 +227,7 @@ def keep_types(out: pa.Table, like: pa.Schema) -> pa.Table:
     return out
 
 
-def take_values(arr: pa.Array, indices: pa.Array) -> pa.Array:
+def take_values(arr: Any, indices: pa.Array) -> Any:
     """``arr.take(indices)`` for arrays whose type, or list value type, is a view."""
     t = arr.type
     if is_view(t):
@@ -240,7 +247,8 @@ class JoinCarry:
     Arrow's join takes neither view types nor nested payload columns. View columns (keys or
     not) join in their plain form and are cast back; each nested column is replaced by its row
     numbers under a private name and gathered from the original after the join (a row number
-    of null, an unmatched outer row, gathers a null). Output names follow the join's own rule:
+    of null, an unmatched outer row, gathers a null). A key that is a view on either side keeps
+    the left side's type when both hold the same kind of values. Output names follow the join's own rule:
     a right column whose name the left side also has gets the suffix ``_right``.
     """
 
@@ -257,8 +265,8 @@ class JoinCarry:
         keys = set(on)
         for k in on:
             lt, rt = left.schema.field(k).type, right.schema.field(k).type
-            if is_view(lt) and lt == rt:
-                carry.types[k] = lt
+            if (is_view(lt) or is_view(rt)) and _family(lt) == _family(rt):
+                carry.types[k] = lt  # the coalesced key keeps the left side's type
         left = carry._hide(left, "l", keys, lambda c: c)
         right = carry._hide(
             right, "r", keys, lambda c: f"{c}_right" if c in left_names and c not in keys else c

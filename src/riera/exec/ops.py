@@ -70,7 +70,7 @@ def _fixed_width_view(arr: pa.Array) -> np.ndarray | None:
 
 
 def _take_column(col: pa.ChunkedArray, indices: np.ndarray) -> pa.Array | pa.ChunkedArray:
-    if arrowtypes.is_view(col.type):  # Arrow has no take kernel for views
+    if arrowtypes.holds_views(col.type):  # Arrow has no take kernel for views
         return arrowtypes.take_view(col, indices)
     views = [_fixed_width_view(c) for c in col.chunks]
     if not views or any(v is None for v in views):

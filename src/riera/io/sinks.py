@@ -62,7 +62,18 @@ def write_part(
     name = f"part-{index:05d}.{EXTENSIONS[fmt]}"
     path = os.path.join(tmp, name)
     if fmt == "csv":
-        pacsv.write_csv(_csv_ready(table), path)
+        ready = _csv_ready(table)
+        try:
+            pacsv.write_csv(ready, path)
+        except pa.ArrowInvalid as err:
+            binary = [f.name for f in ready.schema if pa.types.is_binary(f.type)
+                      or pa.types.is_large_binary(f.type)]  # fmt: skip
+            if "UTF8" not in str(err) or not binary:
+                raise
+            raise ColumnTypeError(
+                f"write_csv: binary column(s) {binary} hold bytes that are not UTF-8 text, which "
+                f"CSV cannot hold; write them with write_parquet, or decode them first"
+            ) from err
     elif fmt == "parquet":
         pq.write_table(table, path, compression=options.get("compression", "snappy"))
     elif fmt == "json":
