@@ -469,3 +469,23 @@ def test_parquet_from_duckdb_and_with_views(workers: int, tmp_path: Path) -> Non
             == con.sql("SELECT count(*) FROM t WHERE s IN ('k1', 'k3')").fetchall()[0][0]
         )  # type: ignore[index]
         same_type(joined, stype, "s")
+
+
+# -- view columns stay compact in the exchange ---------------------------------------------------
+
+
+def test_shuffle_pieces_of_a_view_column_carry_only_their_own_bytes() -> None:
+    """A slice of a view array keeps the parent's data buffers, and IPC writes them whole;
+    each shuffle piece must hold only its rows' bytes, or a shuffle writes the data n times."""
+    from riera.exchange.base import to_ipc
+    from riera.exec import ops
+
+    strings = [f"a value longer than twelve bytes, number {i}" for i in range(20_000)]
+    t = pa.table({"s": pa.array(strings, pa.string_view()), "i": range(20_000)})
+    whole = to_ipc(t).size
+    pieces = ops.split_by_ids(t, ops.hash_partition_ids(t, ["s"], 8), 8)
+    pieces += ops.split_even(t, 8)
+    assert sum(p.num_rows for p in pieces) == 2 * t.num_rows
+    assert all(p.schema == t.schema for p in pieces)
+    assert sum(to_ipc(p).size for p in pieces) < 2.5 * whole
+    assert sorted(v for p in pieces[:8] for v in p.column("s").to_pylist()) == sorted(strings)

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from riera.errors import ColumnTypeError
 
@@ -119,7 +118,11 @@ def _wasteful(col: pa.ChunkedArray) -> bool:
     held = sum(b.size for c in col.chunks for b in c.buffers()[2:] if b is not None)
     if held <= 1 << 16:
         return False
-    used = pc.sum(pc.binary_length(col)).as_py() or 0
+    used = 0
+    for chunk in col.chunks:  # a view is 16 bytes: int32 length first; > 12 bytes live outside
+        views = np.frombuffer(chunk.buffers()[1], dtype=np.int32).reshape(-1, 4)
+        lengths = views[chunk.offset : chunk.offset + len(chunk), 0]
+        used += int(lengths[lengths > 12].sum())
     return held > 2 * used
 
 
