@@ -244,11 +244,18 @@ def take_values(arr: Any, indices: pa.Array) -> Any:
 # -- join ---------------------------------------------------------------------------------------
 
 
+def _hidden(t: pa.DataType) -> bool:
+    """Types a join decodes: views (no kernels) and dictionaries (Arrow's join refuses chunks or
+    sides whose dictionaries differ: "Unifying differing dictionaries")."""
+    return is_view(t) or pa.types.is_dictionary(t)
+
+
 class JoinCarry:
     """What :func:`riera.exec.ops.join_tables` hides from Arrow's hash join and puts back.
 
-    Arrow's join takes neither view types nor nested payload columns. View columns (keys or
-    not) join in their plain form and are cast back; each nested column is replaced by its row
+    Arrow's join takes neither view types nor nested payload columns, nor dictionaries that
+    differ between chunks or sides. View and dictionary columns (keys or not) join in their
+    plain form and are cast back; each nested column is replaced by its row
     numbers under a private name and gathered from the original after the join (a row number
     of null, an unmatched outer row, gathers a null). A key that is a view on either side keeps
     the left side's type when both hold the same kind of values. Output names follow the join's own rule:
@@ -268,7 +275,7 @@ class JoinCarry:
         keys = set(on)
         for k in on:
             lt, rt = left.schema.field(k).type, right.schema.field(k).type
-            if (is_view(lt) or is_view(rt)) and _family(lt) == _family(rt):
+            if (_hidden(lt) or _hidden(rt)) and _family(lt) == _family(rt):
                 carry.types[k] = lt  # the coalesced key keeps the left side's type
         left = carry._hide(left, "l", keys, lambda c: c)
         right = carry._hide(
@@ -286,10 +293,10 @@ class JoinCarry:
                 self.gathered[placeholder] = (out_name(field.name), table.column(i))
                 rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
                 table = table.set_column(i, placeholder, rows)
-            elif is_view(t):
+            elif _hidden(t):
                 if field.name not in keys:  # keys: cast back only when both sides agree
                     self.types[out_name(field.name)] = t
-                table = table.set_column(i, field.name, plain(table.column(i)))
+                table = table.set_column(i, field.name, sort_form(table.column(i)))
         return table
 
     def finish(self, out: pa.Table) -> pa.Table:
