@@ -489,3 +489,14 @@ def test_shuffle_pieces_of_a_view_column_carry_only_their_own_bytes() -> None:
     assert all(p.schema == t.schema for p in pieces)
     assert sum(to_ipc(p).size for p in pieces) < 2.5 * whole
     assert sorted(v for p in pieces[:8] for v in p.column("s").to_pylist()) == sorted(strings)
+
+
+def test_duration_sum_is_a_duration(workers: int) -> None:
+    src = table("duration")
+    got = riera.from_arrow(src, partitions=3).group_by("g").sum("x").sort("g").to_arrow()
+    assert got.schema.field("sum_x").type == pa.duration("ms")
+    groups = [
+        [x for x, g in zip(values(src), values(src, "g"), strict=True) if g == k and x is not None]
+        for k in range(3)
+    ]
+    assert values(got, "sum_x") == [sum(grp, dt.timedelta(0)) for grp in groups]

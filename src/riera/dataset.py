@@ -557,6 +557,11 @@ class GroupedDataset:
         """Named aggregations: ``out=(column, func)``, func one of count, sum, min, max, mean,
         list, or a callable over the list of the group's values.
 
+        Result types follow DuckDB: ``count`` is int64; ``min``/``max`` keep the column's type
+        and ``list`` holds it; ``sum`` of ``decimal128(p, s)`` is the exact ``decimal128(38, s)``
+        (``decimal256(76, s)`` for decimal256, which DuckDB lacks); ``mean`` of a decimal is a
+        float64 (DuckDB's DOUBLE). See ``docs/types.md`` for every type.
+
         >>> import riera
         >>> ds = riera.from_items([{"k": "a", "v": 1}, {"k": "a", "v": 3}])
         >>> ds.group_by("k").agg(total=("v", "sum"), top=("v", max)).collect()
