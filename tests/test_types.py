@@ -500,3 +500,28 @@ def test_duration_sum_is_a_duration(workers: int) -> None:
         for k in range(3)
     ]
     assert values(got, "sum_x") == [sum(grp, dt.timedelta(0)) for grp in groups]
+
+
+def test_union_of_view_and_plain_strings_meets_in_large_string(workers: int) -> None:
+    views = riera.from_arrow(pa.table({"k": pa.array(["a", None], pa.string_view())}))
+    plain = riera.from_arrow(pa.table({"k": pa.array(["b"], pa.string())}))
+    out = views.union(plain).to_arrow()
+    assert out.schema.field("k").type == pa.large_string()
+    assert values(out, "k") == ["a", None, "b"]
+
+
+@pytest.mark.parametrize("type_name", ["string_view", "dictionary", "decimal128", "date64"])
+def test_reduce_by_key_keeps_the_key_type(ds: Any, type_name: str) -> None:
+    src = table(type_name)
+    got = ds(type_name).reduce_by_key("x", _add, "v").to_arrow()
+    same_type(got, src.schema.field("x").type)
+    want: dict[Any, int] = {}
+    for x, v in zip(values(src), values(src, "v"), strict=True):
+        want[x] = want.get(x, 0) + v
+    assert sorted(zip(values(got), values(got, "v"), strict=True), key=repr) == sorted(
+        want.items(), key=repr
+    )
+
+
+def _add(a: int, b: int) -> int:
+    return a + b

@@ -38,7 +38,14 @@ def concat(tables: Sequence[pa.Table]) -> pa.Table:
     nonempty = [t for t in tables if t.num_rows] or tables[:1]
     if all(t.schema == nonempty[0].schema for t in nonempty):
         return pa.concat_tables(nonempty)
-    return pa.concat_tables(nonempty, promote_options="permissive")
+    try:
+        return pa.concat_tables(nonempty, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        if not any(arrowtypes.has_views(t.schema) for t in nonempty):
+            raise
+        # Arrow does not promote a view with another string type: meet in the large_ type
+        plain = [arrowtypes.plain_table(t) for t in nonempty]
+        return pa.concat_tables(plain, promote_options="permissive")
 
 
 def rows_to_table(rows: list[dict[str, Any]], like: pa.Schema | None = None) -> pa.Table:
@@ -426,7 +433,8 @@ class ReduceByKeyOp(Op):
             table.column(self.key).to_pylist(), table.column(self.column).to_pylist(), strict=True
         ):
             acc[k] = self.fn(acc[k], v) if k in acc else v
-        return pa.table({self.key: list(acc.keys()), self.column: list(acc.values())})
+        out = pa.table({self.key: list(acc.keys()), self.column: list(acc.values())})
+        return arrowtypes.keep_types(out, table.schema)
 
 
 @dataclass(frozen=True)
