@@ -314,7 +314,13 @@ def test_nested_columns_are_carried_by_keyed_operators(ds: Any, type_name: str) 
     assert values(joined) == values(src)
     assert values(joined, "x_right") == [None] * 3 + values(src)[3:8] + [None] * 4
     same_type(joined, t, "x_right")
-    grouped = ds(type_name).group_by("g").agg(n=("x", "count")).sort("g").to_arrow()
+    grouped = ds(type_name).group_by("g").agg(n=("x", "count"), vals=("x", "list"))
+    grouped = grouped.sort("g").to_arrow()
+    assert grouped.schema.field("vals").type == pa.list_(t)
+    assert [sorted(v, key=repr) for v in values(grouped, "vals")] == [
+        sorted((x for x, g in zip(values(src), values(src, "g"), strict=True) if g == k), key=repr)
+        for k in range(3)
+    ]
     assert values(grouped, "n") == [
         sum(
             1

@@ -304,13 +304,21 @@ def _aggregate(
             names.append("count_all")
             continue
         alias = f"__a{j}"
-        cols[alias] = arrowtypes.agg_input(table.column(col))
+        if func == "list" and arrowtypes.is_nested(table.schema.field(col).type):
+            cols[alias] = pa.array(np.arange(table.num_rows))  # hash_list takes no nested input
+        else:
+            cols[alias] = arrowtypes.agg_input(table.column(col))
         agg_specs.append((alias, func))
         names.append(f"{alias}_{func}")
     grouped = pa.table(cols).group_by(list(keys), use_threads=False).aggregate(agg_specs)
     values = []
     for nm, (col, func) in zip(names, specs, strict=True):
         out = grouped.column(nm)
+        if col != "*" and func == "list" and arrowtypes.is_nested(table.schema.field(col).type):
+            rows = out.combine_chunks()  # row numbers per group: gather the nested values
+            out = pa.ListArray.from_arrays(
+                rows.offsets, table.column(col).combine_chunks().take(rows.values)
+            )
         values.append(out if col == "*" else arrowtypes.agg_output(out, func, table[col].type))
     return [grouped.column(k) for k in keys], values
 
