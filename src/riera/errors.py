@@ -16,6 +16,11 @@ class PlanError(RieraError, ValueError):
     """A dataset was built with invalid arguments; raised where the user wrote the call."""
 
 
+class ColumnTypeError(RieraError, TypeError):
+    """An operator was given a column whose type it cannot work with in that role (a ``list`` as
+    a sort key, a nested column in a CSV file); names the operator, the column and its type."""
+
+
 class SourceError(RieraError):
     """An input path, file or record could not be read (names the file and, where known, the row)."""
 

@@ -103,6 +103,21 @@ def all_types_table() -> pa.Table:
                 pa.map_(pa.string(), pa.int64()),
             ),
             "dict": pa.array(["red", "green", None, "red", "blue"]).dictionary_encode(),
+            "sview": pa.array(["a", "longer than twelve bytes", None, "", "ü"], pa.string_view()),
+            "bview": pa.array([b"\x00", b"", None, b"\xff" * 13, b"z"], pa.binary_view()),
+            "lbin": pa.array([b"a", None, b"", b"\xff", b"z"], pa.large_binary()),
+            "dec256": pa.array(
+                [decimal.Decimal("1e30"), None, decimal.Decimal("-0.001"), 0, 1],
+                pa.decimal256(40, 3),
+            ),
+            "date64": pa.array([dt.date(2024, 2, 29), None, dt.date(1900, 1, 1)] * 2, pa.date64())[
+                :5
+            ],
+            "ts_naive": pa.array([1, None, -(10**18), 0, 10**18], pa.timestamp("ns")),
+            "ts_paris": pa.array([1, None, 0, 3, 4], pa.timestamp("s", tz="Europe/Paris")),
+            "time32": pa.array([0, 86399, None, 1, 2], pa.time32("s")),
+            "time64": pa.array([0, 86_399_999_999_999, None, 1, 2], pa.time64("ns")),
+            "null": pa.nulls(5),
             "nested": pa.array(
                 [[{"x": [1]}], None, [], [{"x": []}, {"x": None}], [{"x": [2, 3]}]],
                 pa.list_(pa.struct([("x", pa.list_(pa.int16()))])),

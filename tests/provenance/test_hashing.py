@@ -3,6 +3,7 @@ the same table read back from a segment, whatever Arrow drops or keeps on the wa
 
 from __future__ import annotations
 
+import decimal
 import os
 from pathlib import Path
 
@@ -31,7 +32,36 @@ def tables() -> dict[str, pa.Table]:
         "nested": pa.table({"l": [[1, 2], None, [3]] * 50, "st": [{"x": 1}, {"x": None}] * 75}),
         "chunks": pa.concat_tables([pa.table({"i": [1, 2]}), pa.table({"i": [3]})]),
         "empty": pa.table({"i": pa.array([], pa.int64())}),
+        "views": pa.table({"s": _VIEWS, "b": _VIEWS.cast(pa.binary_view())}),
+        "view slice": pa.table({"s": _VIEWS}).slice(10, 500),
+        "types": pa.table(
+            {
+                "dec": pa.array([decimal.Decimal("1.25"), None] * 50, pa.decimal256(40, 2)),
+                "ts": pa.array([1, None] * 50, pa.timestamp("ns", tz="Europe/Paris")),
+                "t32": pa.array([1, None] * 50, pa.time32("s")),
+                "d64": pa.array([86_400_000, None] * 50, pa.date64()),
+                "dur": pa.array([-1, None] * 50, pa.duration("us")),
+                "lbin": pa.array([b"\xff", None] * 50, pa.large_binary()),
+            }
+        ),
     }
+
+
+_VIEWS = pa.array(
+    [None if i % 9 == 0 else f"value {i} " * (i % 4) for i in range(1000)], pa.string_view()
+)
+
+
+def test_a_view_column_hashes_by_its_values_whatever_its_layout() -> None:
+    """Views point into data buffers in any layout; equal values must hash alike."""
+    strings = [f"value {i} " * (i % 4) for i in range(300)]
+    direct = pa.table({"s": pa.array(strings, pa.string_view())})
+    via_cast = pa.table({"s": pa.array(strings, pa.large_string()).cast(pa.string_view())})
+    sliced = pa.table({"s": pa.array(["x" * 40, *strings], pa.string_view())}).slice(1)
+    assert via_cast.column(0).chunk(0).buffers()[2:] != direct.column(0).chunk(0).buffers()[2:]
+    assert table_hash(direct) == table_hash(via_cast) == table_hash(sliced)
+    changed = pa.table({"s": pa.array([*strings[:-1], "other"], pa.string_view())})
+    assert table_hash(changed) != table_hash(direct)
 
 
 @pytest.mark.parametrize("backend", ["shm", "disk"])

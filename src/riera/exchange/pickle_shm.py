@@ -20,6 +20,7 @@ import pyarrow as pa
 from riera.config import Settings
 from riera.errors import ExchangeError, ShmFullError
 from riera.exchange.base import PerPartitionObjects, Ref, SegmentKey, register
+from riera.kernels import arrowtypes  # a leaf module: pyarrow and riera.errors only
 
 
 class PickleShmExchange(PerPartitionObjects):
@@ -36,7 +37,12 @@ class PickleShmExchange(PerPartitionObjects):
     def put_partition(self, table: pa.Table, key: SegmentKey, partition: int) -> Ref:
         if table.get_total_buffer_size() > 2 * table.nbytes + 4096:
             # A slice pickles with its parent's whole buffers; copy out just its rows first.
-            table = table.take(pa.array(np.arange(table.num_rows)))
+            rows = np.arange(table.num_rows)
+            table = pa.Table.from_arrays(
+                [arrowtypes.take_view(c, rows) if arrowtypes.holds_views(c.type)
+                 else c.take(pa.array(rows)) for c in table.columns],
+                schema=table.schema,
+            )  # fmt: skip
         data = pickle.dumps(table, protocol=5)
         path = self.directory / f"{key.task_prefix}-p{partition}{self.suffix}"
         try:

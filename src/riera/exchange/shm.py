@@ -96,6 +96,8 @@ class ShmExchange:
             if t.schema != schema:
                 t = t.cast(schema)
             batch_lists.append(t.to_batches())
+        if any(pa.types.is_dictionary(f.type) for f in schema):
+            batch_lists = _one_dictionary(schema, batch_lists)
         path = self.directory / f"{key.task_prefix}{self.suffix}"
         size = _ipc_size(schema, batch_lists)
         if self._spill_factory is not None and self._over_budget(size, key.owner):
@@ -317,6 +319,23 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _one_dictionary(
+    schema: pa.Schema, batch_lists: list[list[pa.RecordBatch]]
+) -> list[list[pa.RecordBatch]]:
+    """The batches with one dictionary per dictionary column: an IPC *file* holds one (no
+    replacements), but partitions (or chunks of one) may carry different dictionaries."""
+    flat = [b for batches in batch_lists for b in batches]
+    if len(flat) < 2:
+        return batch_lists
+    unified = pa.Table.from_batches(flat, schema).unify_dictionaries()
+    out, start = [], 0
+    for batches in batch_lists:
+        rows = sum(b.num_rows for b in batches)
+        out.append(unified.slice(start, rows).to_batches() if rows else batches)
+        start += rows
+    return out
 
 
 def _ipc_size(schema: pa.Schema, batch_lists: list[list[pa.RecordBatch]]) -> int:

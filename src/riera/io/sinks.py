@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from riera.errors import SinkError
+from riera.errors import ColumnTypeError, SinkError
 
 EXTENSIONS = {"csv": "csv", "parquet": "parquet", "json": "jsonl", "text": "txt", "binary": "bin"}
 SUCCESS = "_SUCCESS"
@@ -62,7 +62,18 @@ def write_part(
     name = f"part-{index:05d}.{EXTENSIONS[fmt]}"
     path = os.path.join(tmp, name)
     if fmt == "csv":
-        pacsv.write_csv(table, path)
+        ready = _csv_ready(table)
+        try:
+            pacsv.write_csv(ready, path)
+        except pa.ArrowInvalid as err:
+            binary = [f.name for f in ready.schema if pa.types.is_binary(f.type)
+                      or pa.types.is_large_binary(f.type)]  # fmt: skip
+            if "UTF8" not in str(err) or not binary:
+                raise
+            raise ColumnTypeError(
+                f"write_csv: binary column(s) {binary} hold bytes that are not UTF-8 text, which "
+                f"CSV cannot hold; write them with write_parquet, or decode them first"
+            ) from err
     elif fmt == "parquet":
         pq.write_table(table, path, compression=options.get("compression", "snappy"))
     elif fmt == "json":
@@ -81,6 +92,22 @@ def write_part(
     else:  # pragma: no cover - validated when the plan is built
         raise SinkError(f"unknown format {fmt!r}")
     return {"file": name, "rows": table.num_rows, "bytes": os.path.getsize(path)}
+
+
+def _csv_ready(table: pa.Table) -> pa.Table:
+    """``table`` in types Arrow's CSV writer takes: views as their ``large_`` counterparts
+    (the text is the same); a nested column has no CSV form, so it is refused by name."""
+    for i, field in enumerate(table.schema):
+        t = field.type
+        if pa.types.is_nested(t) or pa.types.is_union(t):
+            raise ColumnTypeError(
+                f"write_csv: column {field.name!r} has type {t}, which CSV cannot hold; "
+                f"write it with write_parquet or write_json, or select the other columns"
+            )
+        if pa.types.is_string_view(t) or pa.types.is_binary_view(t):
+            plain = pa.large_string() if pa.types.is_string_view(t) else pa.large_binary()
+            table = table.set_column(i, field.name, table.column(i).cast(plain))
+    return table
 
 
 def _single_column(table: pa.Table, column: str | None, op: str) -> pa.ChunkedArray:
@@ -107,6 +134,8 @@ def _write_binary_chunk(fh: Any, chunk: pa.Array) -> None:
         or pa.types.is_large_binary(t)
         or pa.types.is_string(t)
         or pa.types.is_large_string(t)
+        or pa.types.is_string_view(t)
+        or pa.types.is_binary_view(t)
     ):
         for v in chunk.to_pylist():
             if v is not None:

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from riera.errors import SchemaError
 from riera.expr import Expr
 from riera.kernels.evaluate import Evaluator
-from riera.physical.ops import Op
+from riera.physical.ops import Op, filter_table
 from riera.physical.ops import _check_columns as check_columns
 
 Relation = tuple[np.ndarray, np.ndarray]
@@ -28,31 +28,12 @@ def _same_rows(n: int) -> Relation:
     return rows, rows
 
 
-def _mask(table: pa.Table, predicate: Expr, where: str) -> pa.Array | pa.ChunkedArray:
+def _mask(table: pa.Table, predicate: Expr, where: str) -> np.ndarray:
     mask = Evaluator(table, where).array(predicate)
     if not pa.types.is_boolean(mask.type):
         raise TypeError(f"{where}: the predicate {predicate!r} gives {mask.type}, not booleans")
-    return pc.fill_null(mask, False)  # null is not true: the row goes
-
-
-def filter_table(table: pa.Table, mask: pa.Array | pa.ChunkedArray) -> pa.Table:
-    """``table.filter(mask)`` for every column type, view types included (Arrow has no filter
-    kernel for them: they are filtered as their plain types and cast back)."""
-    views = [i for i, t in enumerate(table.schema.types) if _is_view(t)]
-    if not views:
-        return table.filter(mask)
-    columns = list(table.columns)
-    for i in views:
-        plain = pa.large_string() if pa.types.is_string_view(columns[i].type) else pa.large_binary()
-        columns[i] = columns[i].cast(plain).filter(mask).cast(columns[i].type)
-    for i, c in enumerate(columns):
-        if i not in views:
-            columns[i] = c.filter(mask)
-    return pa.Table.from_arrays(columns, schema=table.schema)
-
-
-def _is_view(t: pa.DataType) -> bool:
-    return pa.types.is_string_view(t) or pa.types.is_binary_view(t)
+    # null is not true: the row goes
+    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -68,7 +49,7 @@ class FilterExprOp(Op):
         if table.num_columns == 0:
             return table, _same_rows(0)
         mask = _mask(table, self.predicate, self.name)
-        kept = np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))
+        kept = np.flatnonzero(mask)
         out = filter_table(table, mask)
         return out, (np.arange(len(kept), dtype=np.int64), kept.astype(np.int64))
 

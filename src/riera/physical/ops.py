@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from riera import memory
+from riera.kernels import arrowtypes
+from riera.kernels.keyhash import _column_hash, hash_partition_ids  # noqa: F401 (public here too)
 from riera.kernels.op import Op
 from riera.plan.nodes import JOIN_TYPES, AggSpec
 
@@ -38,7 +40,14 @@ def concat(tables: Sequence[pa.Table]) -> pa.Table:
     nonempty = [t for t in tables if t.num_rows] or tables[:1]
     if all(t.schema == nonempty[0].schema for t in nonempty):
         return pa.concat_tables(nonempty)
-    return pa.concat_tables(nonempty, promote_options="permissive")
+    try:
+        return pa.concat_tables(nonempty, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        if not any(arrowtypes.has_views(t.schema) for t in nonempty):
+            raise
+        # Arrow does not promote a view with another string type: meet in the large_ type
+        plain = [arrowtypes.plain_table(t) for t in nonempty]
+        return pa.concat_tables(plain, promote_options="permissive")
 
 
 def rows_to_table(rows: list[dict[str, Any]], like: pa.Schema | None = None) -> pa.Table:
@@ -70,6 +79,8 @@ def _fixed_width_view(arr: pa.Array) -> np.ndarray | None:
 
 
 def _take_column(col: pa.ChunkedArray, indices: np.ndarray) -> pa.Array | pa.ChunkedArray:
+    if arrowtypes.holds_views(col.type):  # Arrow has no take kernel for views
+        return arrowtypes.take_view(col, indices)
     views = [_fixed_width_view(c) for c in col.chunks]
     if not views or any(v is None for v in views):
         return col.take(pa.array(indices))
@@ -86,11 +97,20 @@ def _take_column(col: pa.ChunkedArray, indices: np.ndarray) -> pa.Array | pa.Chu
 
 
 def take(table: pa.Table, indices: np.ndarray) -> pa.Table:
-    """``table.take`` with numpy fast paths for fixed-width columns without nulls."""
+    """``table.take`` with numpy fast paths for fixed-width columns without nulls; view columns
+    are taken through their plain form (:mod:`riera.kernels.arrowtypes`) and stay views."""
     indices = np.asarray(indices, dtype=np.int64)
     return pa.Table.from_arrays(
         [_take_column(c, indices) for c in table.columns], schema=table.schema
     )
+
+
+def filter_table(table: pa.Table, mask: np.ndarray) -> pa.Table:
+    """``table.filter(mask)`` for every column type: view columns (which Arrow filters with a
+    ``take`` it lacks for them) go through :func:`take`."""
+    if not arrowtypes.has_views(table.schema):
+        return table.filter(pa.array(mask, pa.bool_()))
+    return take(table, np.flatnonzero(mask))
 
 
 def to_pandas(table: pa.Table) -> pd.DataFrame:
@@ -111,6 +131,11 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
             columns[name] = col.to_pandas(split_blocks=True)
         elif pa.types.is_string(t) or pa.types.is_large_string(t):
             columns[name] = col.to_pandas(types_mapper={t: pd.StringDtype("pyarrow")}.get)
+        elif pa.types.is_string_view(t):  # pandas' string dtype holds large_string, not views
+            plain = col.cast(pa.large_string())
+            columns[name] = plain.to_pandas(
+                types_mapper={plain.type: pd.StringDtype("pyarrow")}.get
+            )
         elif pa.types.is_temporal(t) and not pa.types.is_time(t):
             columns[name] = col.to_pandas()
         else:
@@ -136,7 +161,7 @@ class MapOp(Op):
                     f"{self.name} must return a dict per row; got {type(r).__name__} {_short(r)}"
                 )
             out.append(r)
-        return rows_to_table(out)
+        return arrowtypes.keep_types(rows_to_table(out), table.schema)
 
 
 @dataclass(frozen=True)
@@ -173,7 +198,7 @@ class FilterOp(Op):
     fn: Callable[[dict[str, Any]], bool]
 
     def apply(self, table: pa.Table) -> pa.Table:
-        return table.filter(pa.array(self.mask(table), pa.bool_()))
+        return filter_table(table, np.asarray(self.mask(table), dtype=bool))
 
     def mask(self, table: pa.Table) -> list[bool]:
         return [bool(self.fn(row)) for row in table.to_pylist()]
@@ -225,7 +250,10 @@ class MapBatchesOp(Op):
                     f"{self.name} must return a pandas DataFrame; got {type(out).__name__}"
                 )
             rows = self._declared_rows(table.num_rows, len(out), out.index)
-            return pa.Table.from_pandas(out, preserve_index=False), rows
+            kept = arrowtypes.keep_types(
+                pa.Table.from_pandas(out, preserve_index=False), table.schema
+            )
+            return kept, rows
         out = self.fn(table, **kw)
         if isinstance(out, pa.RecordBatch):
             out = pa.Table.from_batches([out])
@@ -307,6 +335,7 @@ def _aggregate(
 
     Columns are aliased so output names are unique whatever the version's naming and ordering.
     """
+    arrowtypes.check_keys("group_by", table.schema, keys, "grouping")
     cols: dict[str, Any] = {k: canonical_key(table.column(k)) for k in keys}
     agg_specs: list[tuple[Any, ...]] = []
     names: list[str] = []
@@ -325,14 +354,26 @@ def _aggregate(
             names.append("__row_min")
             continue
         alias = f"__a{j}"
-        cols[alias] = table.column(col)
+        if func == "list" and arrowtypes.is_nested(table.schema.field(col).type):
+            cols[alias] = pa.array(np.arange(table.num_rows))  # hash_list takes no nested input
+        else:
+            cols[alias] = arrowtypes.agg_input(table.column(col))
         agg_specs.append((alias, func))
         names.append(f"{alias}_{func}")
     grouped = pa.table(cols).group_by(list(keys), use_threads=False).aggregate(agg_specs)
-    out = [grouped.column(nm) for nm in names]
-    for j, col in firsts.items():
-        out[j] = table.column(col).take(out[j])
-    return [grouped.column(k) for k in keys], out
+    values = []
+    for j, (nm, (col, func)) in enumerate(zip(names, specs, strict=True)):
+        out = grouped.column(nm)
+        if j in firsts:  # the group's first row number: gather its value (any type)
+            values.append(arrowtypes.take_values(table.column(col), out.combine_chunks()))
+            continue
+        if col != "*" and func == "list" and arrowtypes.is_nested(table.schema.field(col).type):
+            rows = out.combine_chunks()  # row numbers per group: gather the nested values
+            out = pa.ListArray.from_arrays(
+                rows.offsets, table.column(col).combine_chunks().take(rows.values)
+            )
+        values.append(out if col == "*" else arrowtypes.agg_output(out, func, table[col].type))
+    return [grouped.column(k) for k in keys], values
 
 
 @dataclass(frozen=True)
@@ -399,7 +440,8 @@ class FinalAggOp(Op):
             rows = rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows
             for name in list_states:
                 col = table.column(name).combine_chunks()
-                nested = pa.ListArray.from_arrays(rows.offsets, col.take(rows.values))
+                values = arrowtypes.take_values(col, rows.values)
+                nested = pa.ListArray.from_arrays(rows.offsets, values)
                 states[name] = _flatten_one_level(nested)
         out_cols: list[Any] = list(key_cols)
         out_names = list(self.keys)
@@ -453,7 +495,8 @@ class ReduceByKeyOp(Op):
             table.column(self.key).to_pylist(), table.column(self.column).to_pylist(), strict=True
         ):
             acc[k] = self.fn(acc[k], v) if k in acc else v
-        return pa.table({self.key: list(acc.keys()), self.column: list(acc.values())})
+        out = pa.table({self.key: list(acc.keys()), self.column: list(acc.values())})
+        return arrowtypes.keep_types(out, table.schema)
 
 
 @dataclass(frozen=True)
@@ -461,6 +504,7 @@ class DistinctOp(Op):
     def apply(self, table: pa.Table) -> pa.Table:
         if table.num_columns == 0 or table.num_rows == 0:
             return table
+        arrowtypes.check_keys(self.name, table.schema, table.column_names, "distinct")
         table = pa.Table.from_arrays(
             [canonical_key(c) for c in table.columns], names=table.column_names
         )
@@ -480,6 +524,13 @@ def sort_indices(table: pa.Table, keys: Sequence[str], descending: Sequence[bool
     Rows with equal keys come in no guaranteed order (as in pandas' default sort and Spark): the
     single-key paths use numpy's SIMD quicksort, 2-3x faster than a stable sort.
     """
+    arrowtypes.check_keys("sort", table.schema, keys, "sort")
+    if any(arrowtypes.sort_form(table.column(k)).type != table.schema.field(k).type for k in keys):
+        # views and dictionaries: Arrow cannot sort them; sort their plain values (keys only)
+        table = pa.table(
+            {f"__k{j}": arrowtypes.sort_form(table.column(k)) for j, k in enumerate(keys)}
+        )
+        keys = [f"__k{j}" for j in range(len(keys))]
     if len(keys) == 1 and not descending[0]:
         col = table.column(keys[0])
         arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
@@ -649,7 +700,7 @@ def sample_sorted(table: pa.Table, key: str, k: int = 256) -> list[Any]:
     if valid == 0:
         return []
     idx = np.unique(np.linspace(0, valid - 1, min(k, valid)).astype(np.int64))
-    return col.take(pa.array(idx)).to_pylist()
+    return arrowtypes.take_values(col.combine_chunks(), pa.array(idx)).to_pylist()
 
 
 def range_boundaries(samples: list[Any], n: int, descending: bool) -> list[Any]:
@@ -663,87 +714,6 @@ def range_boundaries(samples: list[Any], n: int, descending: bool) -> list[Any]:
 # -- partitioning ---------------------------------------------------------------------------------
 
 
-_NULL_HASH = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser over 64-bit words (vectorized, wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
-def _column_hash(col: pa.ChunkedArray) -> np.ndarray:
-    """A per-row hash that depends only on the value, never on how a partition typed it.
-
-    Integers hash by value (all 64 bits), and floats holding an integral value hash like that
-    integer, so ``1`` in an int64 partition and ``1.0`` in a double one agree; ``-0.0`` is ``0``,
-    every NaN is one value. Times hash in one unit (ns), strings and binaries by content, nulls as
-    one constant. Collisions only put distinct keys in the same partition, which stays correct.
-    """
-    t = col.type
-    if pa.types.is_dictionary(t):
-        col = col.cast(t.value_type)
-        t = t.value_type
-    valid = None if col.null_count == 0 else pc.is_valid(col).to_numpy(zero_copy_only=False)
-    if pa.types.is_integer(t) or pa.types.is_boolean(t):
-        values = pc.fill_null(col.cast(pa.int64(), safe=False), 0).to_numpy()
-        h = _mix64(values.view(np.uint64))
-    elif pa.types.is_floating(t) or pa.types.is_decimal(t):
-        f = pc.fill_null(col.cast(pa.float64(), safe=False), 0.0).to_numpy()
-        with np.errstate(invalid="ignore"):
-            integral = (f == np.floor(f)) & (np.abs(f) < 2.0**63)
-        bits = np.where(np.isnan(f), np.float64("nan"), f).view(np.uint64)
-        as_int = np.where(integral, f, 0).astype(np.int64).view(np.uint64)
-        h = _mix64(np.where(integral, as_int, bits))
-    elif (
-        pa.types.is_string(t)
-        or pa.types.is_large_string(t)
-        or pa.types.is_binary(t)
-        or pa.types.is_large_binary(t)
-        or pa.types.is_fixed_size_binary(t)
-    ):
-        from pandas.util import hash_array
-
-        # Hash each distinct value once (Python objects only for the dictionary), then gather.
-        encoded = pc.dictionary_encode(col).combine_chunks()
-        distinct = encoded.dictionary.to_numpy(zero_copy_only=False)
-        per_value = hash_array(np.asarray(distinct, dtype=object))
-        h = (
-            per_value[pc.fill_null(encoded.indices, 0).to_numpy()]
-            if len(distinct)
-            else np.zeros(len(col), dtype=np.uint64)
-        )
-    elif pa.types.is_timestamp(t) or pa.types.is_duration(t) or pa.types.is_time(t):
-        unit = (
-            pa.timestamp("ns")
-            if pa.types.is_timestamp(t)
-            else (pa.duration("ns") if pa.types.is_duration(t) else pa.time64("ns"))
-        )
-        ns = col.cast(unit, safe=False).cast(pa.int64())
-        h = _mix64(pc.fill_null(ns, 0).to_numpy().view(np.uint64))
-    elif pa.types.is_date(t):
-        days = col.cast(pa.date32()).cast(pa.int32()).cast(pa.int64())
-        h = _mix64(pc.fill_null(days, 0).to_numpy().view(np.uint64))
-    else:
-        from pandas.util import hash_array
-
-        h = hash_array(np.asarray([repr(v) for v in col.to_pylist()], dtype=object))
-    if valid is not None:
-        h = np.where(valid, h, _NULL_HASH)
-    return h
-
-
-def hash_partition_ids(table: pa.Table, keys: Sequence[str], n: int) -> np.ndarray:
-    """Deterministic partition id per row (same key → same id in every process)."""
-    h = np.zeros(table.num_rows, dtype=np.uint64)
-    for k in keys:
-        h = h * np.uint64(1000003) ^ _column_hash(table.column(k))
-    return (h % np.uint64(n)).astype(np.int64)
-
-
 def split_by_ids(table: pa.Table, ids: np.ndarray, n: int) -> list[pa.Table]:
     if table.num_rows == 0:
         return [table] * n
@@ -751,8 +721,8 @@ def split_by_ids(table: pa.Table, ids: np.ndarray, n: int) -> list[pa.Table]:
     counts = np.bincount(ids, minlength=n)
     ordered = take(table, order)
     out, start = [], 0
-    for c in counts:
-        out.append(ordered.slice(start, int(c)))
+    for c in counts:  # a slice of a view column drags the whole data buffer along: compact
+        out.append(arrowtypes.compact(ordered.slice(start, int(c))))
         start += int(c)
     return out
 
@@ -760,7 +730,9 @@ def split_by_ids(table: pa.Table, ids: np.ndarray, n: int) -> list[pa.Table]:
 def split_even(table: pa.Table, n: int) -> list[pa.Table]:
     """Contiguous, near-equal slices (zero-copy)."""
     bounds = np.linspace(0, table.num_rows, n + 1).astype(int)
-    return [table.slice(int(a), int(b - a)) for a, b in itertools.pairwise(bounds)]
+    return [
+        arrowtypes.compact(table.slice(int(a), int(b - a))) for a, b in itertools.pairwise(bounds)
+    ]
 
 
 # -- join -----------------------------------------------------------------------------------------
@@ -789,6 +761,9 @@ def join_tables(
         return cross_join(left, right, suffix)
     _check_columns(name, left, on)
     _check_columns(name, right, right_keys)
+    arrowtypes.check_keys(name, left.schema, on, "join")
+    arrowtypes.check_keys(name, right.schema, right_keys, "join")
+    left, right, carried = arrowtypes.JoinCarry.prepare(left, right, on, right_keys, suffix)
     for k, rk in zip(on, right_keys, strict=True):  # string vs large_string, int64 vs double…
         lt, rt = left.schema.field(k).type, right.schema.field(rk).type
         if lt != rt:
@@ -803,7 +778,7 @@ def join_tables(
             right = right.set_column(
                 right.schema.get_field_index(rk), rk, right.column(rk).cast(common)
             )
-    return left.join(
+    out = left.join(
         right,
         keys=list(on),
         right_keys=right_keys,
@@ -812,14 +787,14 @@ def join_tables(
         use_threads=False,
         coalesce_keys=True,
     )
+    return carried.finish(out)
 
 
 def cross_join(left: pa.Table, right: pa.Table, suffix: str = "_right") -> pa.Table:
     """Every left row with every right row (left rows vary slowest)."""
     nl, nr = left.num_rows, right.num_rows
-    li = np.repeat(np.arange(nl, dtype=np.int64), nr)
-    ri = np.tile(np.arange(nr, dtype=np.int64), nl)
-    lt, rt = left.take(pa.array(li)), right.take(pa.array(ri))
+    lt = take(left, np.repeat(np.arange(nl, dtype=np.int64), nr))
+    rt = take(right, np.tile(np.arange(nr, dtype=np.int64), nl))
     taken = set(left.column_names)
     names = [f"{c}{suffix}" if c in taken else c for c in right.column_names]
     return pa.Table.from_arrays([*lt.columns, *rt.columns], names=[*left.column_names, *names])

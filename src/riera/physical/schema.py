@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from riera.errors import PlanError
+from riera.errors import PlanError, RieraError
 from riera.plan import nodes as n
 
 _memo: weakref.WeakKeyDictionary[n.Node, pa.Schema | None] = weakref.WeakKeyDictionary()
@@ -42,6 +42,8 @@ def check(node: n.Node, where: str) -> pa.Schema | None:
     it, not in a worker an hour later."""
     try:
         schema = _infer(node)
+    except RieraError:  # already names the operator and the fix (a list as a key…)
+        raise
     except Exception as err:
         raise PlanError(f"{where}: {err}") from err
     _memo[node] = schema

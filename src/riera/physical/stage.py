@@ -284,7 +284,7 @@ class OneWriter(Writer):
     def write(
         self, table: pa.Table, exchange: Exchange, key: SegmentKey, index: int
     ) -> WriteResult:
-        return WriteResult(refs=[exchange.put(table, key)])
+        return WriteResult(refs=[exchange.put(ops.arrowtypes.compact(table), key)])
 
 
 @dataclass(frozen=True)
@@ -354,7 +354,7 @@ class HashWriter(Writer):
         if table.num_columns == 0:
             return WriteResult(refs=exchange.put_partitioned([table] * self.partitions, key))
         keys = self.keys or tuple(table.column_names)
-        ids = ops.hash_partition_ids(table, keys, self.partitions)
+        ids = ops.hash_partition_ids(table, keys, self.partitions, self.describe())
         return WriteResult(
             refs=exchange.put_partitioned(ops.split_by_ids(table, ids, self.partitions), key)
         )

@@ -46,6 +46,11 @@ def table_hash(table: pa.Table) -> str:
 
 
 def _update_array(h: xxhash.xxh3_64, array: pa.Array) -> None:
+    if pa.types.is_string_view(array.type) or pa.types.is_binary_view(array.type):
+        # Views point into data buffers in any layout (inline or not, shared, sliced): hash
+        # the values, as offsets and bytes, so equal contents hash alike whatever the layout.
+        plain = pa.large_string() if pa.types.is_string_view(array.type) else pa.large_binary()
+        array = array.cast(plain)
     if array.offset:  # a slice: its buffers start before it; hash the exact values instead
         array = pa.concat_arrays([array])
     sizes = _used_bytes(array)

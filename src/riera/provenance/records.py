@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from riera.exchange.base import Exchange
+from riera.kernels import arrowtypes
 from riera.physical import ops
 from riera.physical import stage as ph
 from riera.provenance import blocks
@@ -115,10 +116,12 @@ def _key_relation(
     before: pa.Table, after: pa.Table, keys: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each output row to the input rows with its key (rows with a null key are not traced)."""
-    left = pa.table({**{k: ops.canonical_key(before.column(k)) for k in keys},
-                     "__in": _arange(before.num_rows)})  # fmt: skip
-    right = pa.table({**{k: ops.canonical_key(after.column(k)) for k in keys},
-                      "__out": _arange(after.num_rows)})  # fmt: skip
+
+    def key(t: pa.Table, k: str) -> Any:  # the hash join takes no view types
+        return arrowtypes.plain(ops.canonical_key(t.column(k)))
+
+    left = pa.table({**{k: key(before, k) for k in keys}, "__in": _arange(before.num_rows)})
+    right = pa.table({**{k: key(after, k) for k in keys}, "__out": _arange(after.num_rows)})
     joined = left.join(right, keys=keys, join_type="inner", use_threads=False)
     return (
         joined.column("__out").to_numpy().astype(np.int64),
@@ -134,7 +137,7 @@ def apply_traced(op: ops.Op, table: Any) -> tuple[Any, tuple[np.ndarray, np.ndar
     if isinstance(op, ops.FilterOp):
         mask = np.asarray(op.mask(table), dtype=bool)
         kept = np.flatnonzero(mask).astype(np.int64)
-        return table.filter(pa.array(mask, pa.bool_())), (_arange(len(kept)), kept)
+        return ops.take(table, kept), (_arange(len(kept)), kept)
     if isinstance(op, ops.FlatMapOp):
         rows, counts = op.expand(table.to_pylist())
         src = np.repeat(_arange(len(counts)), counts)
