@@ -54,6 +54,7 @@ import json
 import logging
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -835,7 +836,7 @@ def _open_sqlite(path: Path) -> ProvenanceStore:
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error:
             conn.close()
@@ -878,6 +879,23 @@ def _open_sqlite(path: Path) -> ProvenanceStore:
         ) from err
     log.debug("opened provenance store %s", display)
     return store
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """Switch a connection to WAL. On a new file several first opens race for the exclusive lock
+    this needs, and SQLite may answer "locked" without waiting for its busy timeout: retry until
+    the lock is free (it is held for microseconds), for as long as the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)  # a lock held by another connection: poll it with backoff
+            pause = min(pause * 2, 0.2)
 
 
 def _read_only_authorizer(
