@@ -19,6 +19,10 @@ from riera.physical.stage import Reader, Writer, WriteResult
 
 
 class Instrument(Protocol):
+    #: False when the instrument follows rows through the operators (record lineage): the
+    #: task then applies them to its whole input at once, never a row group at a time.
+    batchwise: bool
+
     def observe(self, exchange: Exchange) -> Exchange:
         """The exchange the task writes through (may wrap ``exchange``)."""
 
@@ -37,6 +41,8 @@ class Instrument(Protocol):
 
 class Plain:
     """No instrumentation."""
+
+    batchwise = True
 
     def observe(self, exchange: Exchange) -> Exchange:
         return exchange

@@ -212,10 +212,16 @@ class WorkerPool:
         pending: deque[tuple[int, int]] = deque((i, 0) for i in range(len(inputs)))
         results: list[TaskResult | None] = [None] * len(inputs)
         running: dict[int, _Worker] = {}
+        # A preview starts one wave, then four times as many tasks per round while the rows
+        # from partition 0 on still fall short (as Spark's take does): never the whole stage.
+        budget = len(self.workers) if rows_needed is not None else len(inputs)
+        started = 0
         try:
             while pending or running:
+                if not running and started >= budget:
+                    budget = started * 4
                 for w in self.workers:
-                    if not pending:
+                    if not pending or started >= budget:
                         break
                     if w.task is not None:
                         continue
@@ -234,6 +240,7 @@ class WorkerPool:
                         hooks,
                     )
                     running[id(w)] = w
+                    started += 1
                 handles: dict[Any, _Worker] = {}
                 for w in running.values():
                     handles[w.conn] = w

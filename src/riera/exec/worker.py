@@ -21,6 +21,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import cloudpickle
+import pyarrow as pa
 
 from riera import taskctx
 from riera.config import Settings
@@ -66,6 +67,16 @@ class TaskFailure:
     original: BaseException | None = None
 
 
+def _concat(outputs: list[pa.Table]) -> pa.Table:
+    nonempty = [t for t in outputs if t.num_rows] or outputs[:1]
+    if len(nonempty) == 1:
+        return nonempty[0]
+    try:
+        return pa.concat_tables(nonempty)
+    except pa.ArrowInvalid:  # batches whose outputs typed a column differently
+        return pa.concat_tables(nonempty, promote_options="permissive")
+
+
 def run_task(
     stage: Stage,
     index: int,
@@ -84,12 +95,32 @@ def run_task(
     taskctx.begin(stage.id, index, stage.capture)
     observed = inst.observe(exchange)
     try:
-        table, state = inst.read(stage.reader, task_input, observed)
-        t_read = time.time()
-        rows_in, bytes_in = table.num_rows, table.nbytes
-        for op in stage.ops:
-            current = op.name
-            table, state = inst.apply(op, table, state)
+        batches = None
+        if inst.batchwise and stage.ops and all(op.batchwise for op in stage.ops):
+            batches = stage.reader.batches(task_input, observed)
+        if batches is not None:  # a row group at a time: memory stays small and warm
+            outputs, rows_in, bytes_in, reading = [], 0, 0, 0.0
+            while True:
+                t0 = time.time()
+                current = stage.nodes[0] if stage.nodes else stage.id
+                batch = next(batches, None)
+                reading += time.time() - t0
+                if batch is None:
+                    break
+                rows_in += batch.num_rows
+                bytes_in += batch.nbytes
+                for op in stage.ops:
+                    current = op.name
+                    batch, _ = inst.apply(op, batch, None)
+                outputs.append(batch)
+            table, state, t_read = _concat(outputs), None, started + reading
+        else:
+            table, state = inst.read(stage.reader, task_input, observed)
+            t_read = time.time()
+            rows_in, bytes_in = table.num_rows, table.nbytes
+            for op in stage.ops:
+                current = op.name
+                table, state = inst.apply(op, table, state)
         t_ops = time.time()
         current = stage.nodes[-1] if stage.nodes else stage.id
         out = stage.writer.write(table, observed, key, index)

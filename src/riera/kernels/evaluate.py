@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from riera.expr import Expr
+from riera.kernels import decimals
 
 Value: TypeAlias = pa.Array | pa.ChunkedArray | pa.Scalar
 
@@ -185,11 +186,28 @@ def _decimal_product(a: Value, b: Value) -> Value:
     refuse ``(p1 + p2 + 1)``) is computed in decimal256 and brought back to 38 digits, as
     DuckDB caps it — a value that does not fit raises."""
     ta, tb = a.type, b.type
+    if pa.types.is_decimal128(ta) and pa.types.is_decimal128(tb):
+        exact = ta.precision + tb.precision + 1 <= 38
+        want = pa.decimal128(
+            ta.precision + tb.precision + 1 if exact else 38, min(ta.scale + tb.scale, 38)
+        )
+        fast = decimals.multiply(a, b, want)
+        if fast is not None:
+            return fast
     if ta.precision + tb.precision + 1 <= 38 or pa.types.is_decimal256(ta):
         return pc.multiply_checked(a, b)
     wide = pc.multiply_checked(a.cast(pa.decimal256(ta.precision, ta.scale)),
                                b.cast(pa.decimal256(tb.precision, tb.scale)))  # fmt: skip
     return wide.cast(pa.decimal128(38, min(ta.scale + tb.scale, 38)))
+
+
+def _decimal_sum(name: str, a: Value, b: Value) -> Value | None:
+    """A decimal128 ``+``/``-`` on 64-bit integers when exact; None to use Arrow's kernel."""
+    kernel = _ARITH[name]
+    want = decimals.result_type(kernel, a.type, b.type)
+    if want is None or not pa.types.is_decimal128(want):
+        return None
+    return decimals.add(a, b, want, subtract=name == "sub")
 
 
 def _true_div(a: Value, b: Value) -> Value:
@@ -205,6 +223,9 @@ class Evaluator:
     def __init__(self, table: pa.Table, where: str = "expression") -> None:
         self.table = table
         self.where = where
+        # Common subexpressions are computed once per partition: q1's ``price`` appears in two
+        # aggregates, as DuckDB and Polars also notice.
+        self._memo: dict[str, Value] = {}
 
     def column(self, name: str) -> Value:
         if name not in self.table.column_names:
@@ -235,11 +256,14 @@ class Evaluator:
             return _literal(e, like)
         if e.op == "alias":
             return self._eval(e.args[0], like)
-        if e.op == "case":
-            return self._case(e)
         if e.op == "agg":
             raise ExprError(f"{self.where}: {e!r} aggregates; use it in group_by(...).agg(...)")
-        return self._call(e)
+        key = e.key()
+        got = self._memo.get(key)
+        if got is None:
+            got = self._case(e) if e.op == "case" else self._call(e)
+            self._memo[key] = got
+        return got
 
     def _operands(self, e: Expr) -> tuple[Value, ...]:
         """Arguments, literals typed after the column they meet."""
@@ -284,6 +308,10 @@ class Evaluator:
         if name in _ARITH:
             if name == "mul" and all(pa.types.is_decimal(a.type) for a in args):
                 return _decimal_product(*args)
+            if name != "mul" and all(pa.types.is_decimal128(a.type) for a in args):
+                fast = _decimal_sum(name, *args)
+                if fast is not None:
+                    return fast
             return _kernel(_ARITH[name], *args)
         if name == "truediv":
             return _true_div(*args)

@@ -18,6 +18,12 @@ import pyarrow as pa
 class Op:
     name: str
 
+    #: True when applying the operator to consecutive slices of a partition and concatenating
+    #: the outputs gives the same result as applying it to the whole partition (filters,
+    #: projections, partial aggregates, whose partial states the final step merges anyway).
+    #: A task then streams its input through such operators a row group at a time.
+    batchwise = False
+
     def apply(self, table: pa.Table) -> pa.Table:
         raise NotImplementedError
 

@@ -38,6 +38,7 @@ def _mask(table: pa.Table, predicate: Expr, where: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FilterExprOp(Op):
+    batchwise = True
     predicate: Expr
 
     def apply(self, table: pa.Table) -> pa.Table:
@@ -57,6 +58,7 @@ class FilterExprOp(Op):
 @dataclass(frozen=True)
 class ProjectOp(Op):
     """``with_columns`` (``keep``) or ``select`` with expressions."""
+    batchwise = True
 
     exprs: tuple[tuple[str, Expr], ...]
     keep: bool
@@ -80,6 +82,7 @@ class ProjectOp(Op):
 
 @dataclass(frozen=True)
 class RenameOp(Op):
+    batchwise = True
     mapping: tuple[tuple[str, str], ...]
 
     def apply(self, table: pa.Table) -> pa.Table:
@@ -95,6 +98,7 @@ class RenameOp(Op):
 
 @dataclass(frozen=True)
 class DropOp(Op):
+    batchwise = True
     columns: tuple[str, ...]
 
     def apply(self, table: pa.Table) -> pa.Table:

@@ -110,7 +110,18 @@ def filter_table(table: pa.Table, mask: np.ndarray) -> pa.Table:
     ``take`` it lacks for them) go through :func:`take`."""
     if not arrowtypes.has_views(table.schema):
         return table.filter(pa.array(mask, pa.bool_()))
-    return take(table, np.flatnonzero(mask))
+    # Batch by batch, so the output keeps the input's chunks (a row group each, from Parquet):
+    # arrays of a few MB are recycled by the allocator, where one concatenated array of
+    # hundreds of MB is mapped afresh, page by page, by every kernel that follows.
+    batches = table.to_batches()
+    if len(batches) <= 1:
+        return take(table, np.flatnonzero(mask))
+    out, start = [], 0
+    for batch in batches:
+        part = mask[start : start + batch.num_rows]
+        start += batch.num_rows
+        out.append(take(pa.Table.from_batches([batch], table.schema), np.flatnonzero(part)))
+    return pa.concat_tables(out)
 
 
 def to_pandas(table: pa.Table) -> pd.DataFrame:
@@ -195,6 +206,7 @@ class FlatMapOp(Op):
 
 @dataclass(frozen=True)
 class FilterOp(Op):
+    batchwise = True
     fn: Callable[[dict[str, Any]], bool]
 
     def apply(self, table: pa.Table) -> pa.Table:
@@ -290,6 +302,7 @@ class MapBatchesOp(Op):
 
 @dataclass(frozen=True)
 class SelectOp(Op):
+    batchwise = True
     columns: tuple[str, ...]
 
     def apply(self, table: pa.Table) -> pa.Table:
@@ -336,7 +349,8 @@ def _aggregate(
     Columns are aliased so output names are unique whatever the version's naming and ordering.
     """
     arrowtypes.check_keys("group_by", table.schema, keys, "grouping")
-    cols: dict[str, Any] = {k: canonical_key(table.column(k)) for k in keys}
+    # Keys group in the type Acero hashes fastest (arrowtypes.hash_key), cast back below.
+    cols: dict[str, Any] = {k: arrowtypes.hash_key(canonical_key(table.column(k))) for k in keys}
     agg_specs: list[tuple[Any, ...]] = []
     names: list[str] = []
     firsts: dict[int, str] = {}  # spec -> column: "first" takes the group's first row of it
@@ -373,12 +387,13 @@ def _aggregate(
                 rows.offsets, table.column(col).combine_chunks().take(rows.values)
             )
         values.append(out if col == "*" else arrowtypes.agg_output(out, func, table[col].type))
-    return [grouped.column(k) for k in keys], values
+    return [arrowtypes.restore(grouped.column(k), table.schema.field(k).type) for k in keys], values
 
 
 @dataclass(frozen=True)
 class PartialAggOp(Op):
     """Map side of group_by: aggregate what this partition holds into partial states."""
+    batchwise = True
 
     keys: tuple[str, ...]
     aggs: tuple[AggSpec, ...]
@@ -505,14 +520,12 @@ class DistinctOp(Op):
         if table.num_columns == 0 or table.num_rows == 0:
             return table
         arrowtypes.check_keys(self.name, table.schema, table.column_names, "distinct")
+        types = {f.name: f.type for f in table.schema}
         table = pa.Table.from_arrays(
-            [canonical_key(c) for c in table.columns], names=table.column_names
+            [arrowtypes.hash_key(canonical_key(c)) for c in table.columns], names=table.column_names
         )
-        return (
-            table.group_by(table.column_names, use_threads=False)
-            .aggregate([])
-            .select(table.column_names)
-        )
+        out = table.group_by(table.column_names, use_threads=False).aggregate([])
+        return arrowtypes.restore_columns(out.select(table.column_names), types)
 
 
 # -- sort -----------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ worker once and tasks only carry their small input.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,11 @@ class Reader:
 
     def read(self, task_input: Any, exchange: Exchange) -> pa.Table:
         raise NotImplementedError
+
+    def batches(self, task_input: Any, exchange: Exchange) -> Iterator[pa.Table] | None:
+        """The task's input as consecutive tables whose concatenation is what :meth:`read`
+        returns, or None when the reader reads it in one piece."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,25 @@ class FileReader(Reader):
     def read(self, task_input: readers.Split, exchange: Exchange) -> pa.Table:
         try:
             return self._read(task_input)
+        except SourceError:
+            raise
+        except (OSError, pa.ArrowException, UnicodeError, ValueError) as err:
+            raise SourceError(
+                f"read_{self.format}: cannot read {task_input.describe()}: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+
+    def batches(self, task_input: readers.Split, exchange: Exchange) -> Iterator[pa.Table] | None:
+        if self.format != "parquet":
+            return None
+        columns = list(self.columns) if self.columns is not None else None
+        return self._guarded(
+            task_input, readers.iter_parquet_split(task_input, columns, self._arrow_filter())
+        )
+
+    def _guarded(self, task_input: readers.Split, it: Iterator[pa.Table]) -> Iterator[pa.Table]:
+        try:
+            yield from it
         except SourceError:
             raise
         except (OSError, pa.ArrowException, UnicodeError, ValueError) as err:

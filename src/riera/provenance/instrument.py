@@ -35,6 +35,8 @@ class Hashes(Plain):
 
 
 class Records(Hashes):
+    batchwise = False  # row numbers are relative to the whole partition
+
     def __init__(self, sample: float | None) -> None:
         self.sample = sample
 
