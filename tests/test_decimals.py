@@ -111,5 +111,5 @@ def test_a_product_wider_than_38_digits_is_capped_as_duckdb_does() -> None:
 
 def test_an_overflowing_product_still_raises() -> None:
     a = _dec([10**19], 20, 0)  # 10**38 has 39 digits
-    with pytest.raises(ExprError, match="precision|overflow"):
+    with pytest.raises(ExprError, match=r"precision|overflow"):
         Evaluator(_table(a, a)).array(col("a") * col("b"))

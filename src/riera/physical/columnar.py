@@ -58,6 +58,7 @@ class FilterExprOp(Op):
 @dataclass(frozen=True)
 class ProjectOp(Op):
     """``with_columns`` (``keep``) or ``select`` with expressions."""
+
     batchwise = True
 
     exprs: tuple[tuple[str, Expr], ...]

@@ -393,6 +393,7 @@ def _aggregate(
 @dataclass(frozen=True)
 class PartialAggOp(Op):
     """Map side of group_by: aggregate what this partition holds into partial states."""
+
     batchwise = True
 
     keys: tuple[str, ...]
