@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     partition_bytes: int = Field(
         64 * 2**20, ge=1024, description="target input bytes per partition when splitting files"
     )
+    broadcast_bytes: int = Field(
+        64 * 2**20,
+        ge=0,
+        description="a join side whose sources hold at most this many bytes (and are small "
+        "beside the other side) is read whole by every task of the other side instead of both "
+        "being shuffled; 0: never",
+    )
     sort_piece_bytes: int = Field(
         2**20,
         ge=1,

@@ -177,7 +177,14 @@ class Runtime:
             # A preview (head/take of a Limit) stops the stage that feeds the final gather as
             # soon as its first partitions hold the rows: the stages before it run whole.
             cut = None
-            if preview is not None and isinstance(root, n.Limit) and plan.final.upstream:
+            # Not over a sort: the planner makes that a top-k, whose partitions are each
+            # partition's own top rows, none of them a prefix of the answer.
+            if (
+                preview is not None
+                and isinstance(root, n.Limit)
+                and not isinstance(root.inputs[0], n.Sort)
+                and plan.final.upstream
+            ):
                 cut = (plan.final.upstream[0], preview)
             results = self._run_stages(plan, run_id, owner, info, cut)
             final = results[plan.final.id]
@@ -236,6 +243,12 @@ class Runtime:
         readers_left = Counter(up for s in plan.stages for up in s.upstream)
         for stage in plan.stages:
             inputs, own_refs = self._inputs(stage, plan, results, run_id, owner)
+            if stage.sides:  # broadcast joins: every task reads these stages whole
+                sides = tuple(
+                    (sid, tuple(ref for res in results[sid] for ref in res.refs))
+                    for sid in stage.sides
+                )
+                inputs = [ph.WithSides(i, sides) for i in inputs]
             sinfo = StageInfo(run_id, stage.id, stage.label, len(inputs), time.time())
             info.stages.append(sinfo)
             self.hooks.on_stage_start(sinfo)

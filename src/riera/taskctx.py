@@ -28,6 +28,19 @@ class TaskContext:
     versions: Path | None  # the Git repository that versions file groups, or None
     records: list[Record] = field(default_factory=list)
     programs: int = 0  # black-box program runs so far in this task
+    # Side inputs (a broadcast join's small side): stage id -> loader, and what was loaded.
+    side_loaders: dict[str, Any] = field(default_factory=dict)
+    side_tables: dict[str, Any] = field(default_factory=dict)
+
+    def side(self, stage_id: str) -> Any:
+        """The whole output of ``stage_id`` (an Arrow table), loaded once per task."""
+        if stage_id not in self.side_tables:
+            try:
+                load = self.side_loaders[stage_id]
+            except KeyError:
+                raise RuntimeError(f"this task was given no side input {stage_id!r}") from None
+            self.side_tables[stage_id] = load()
+        return self.side_tables[stage_id]
 
     @property
     def captures(self) -> bool:
@@ -62,4 +75,11 @@ def end() -> list[Record]:
 
 def current() -> TaskContext | None:
     """The running task's context (None outside a task, e.g. in the driver)."""
+    return _current
+
+
+def current_task() -> TaskContext:
+    """The running task's context (raises outside a task)."""
+    if _current is None:
+        raise RuntimeError("no Riera task is running in this process")
     return _current

@@ -8,6 +8,7 @@ workers behind.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import select
@@ -29,7 +30,7 @@ from riera.errors import RieraError, Terminated
 from riera.exchange.base import Exchange, Ref, SegmentKey
 from riera.exchange.policy import Exchanges
 from riera.exec.instrument import PLAIN, Instrument
-from riera.physical.stage import Stage
+from riera.physical.stage import Stage, WithSides
 
 
 @dataclass
@@ -67,6 +68,13 @@ class TaskFailure:
     original: BaseException | None = None
 
 
+def _side_table(refs: tuple[Ref, ...], exchange: Exchange) -> pa.Table:
+    tables = [t for t in (exchange.get(r) for r in refs) if t.num_columns]
+    if not tables:
+        return pa.table({})
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
 def _concat(outputs: list[pa.Table]) -> pa.Table:
     nonempty = [t for t in outputs if t.num_rows] or outputs[:1]
     if len(nonempty) == 1:
@@ -92,11 +100,19 @@ def run_task(
     started = time.time()
     current = stage.nodes[0] if stage.nodes else stage.id
     inst: Instrument = stage.instrument or PLAIN
-    taskctx.begin(stage.id, index, stage.capture)
+    ctx = taskctx.begin(stage.id, index, stage.capture)
+    if isinstance(task_input, WithSides):
+        for sid, refs in task_input.sides:
+            ctx.side_loaders[sid] = functools.partial(_side_table, refs, exchange)
+        task_input = task_input.input
     observed = inst.observe(exchange)
     try:
+        # The leading batchwise operators run a row group at a time; the rest on the whole.
+        prefix = 0
+        while prefix < len(stage.ops) and stage.ops[prefix].batchwise:
+            prefix += 1
         batches = None
-        if inst.batchwise and stage.ops and all(op.batchwise for op in stage.ops):
+        if inst.batchwise and prefix:
             batches = stage.reader.batches(task_input, observed)
         if batches is not None:  # a row group at a time: memory stays small and warm
             outputs, rows_in, bytes_in, reading = [], 0, 0, 0.0
@@ -109,11 +125,14 @@ def run_task(
                     break
                 rows_in += batch.num_rows
                 bytes_in += batch.nbytes
-                for op in stage.ops:
+                for op in stage.ops[:prefix]:
                     current = op.name
                     batch, _ = inst.apply(op, batch, None)
                 outputs.append(batch)
             table, state, t_read = _concat(outputs), None, started + reading
+            for op in stage.ops[prefix:]:
+                current = op.name
+                table, state = inst.apply(op, table, state)
         else:
             table, state = inst.read(stage.reader, task_input, observed)
             t_read = time.time()

@@ -260,7 +260,7 @@ def _hidden(t: pa.DataType) -> bool:
 
 
 class JoinCarry:
-    """What :func:`riera.physical.ops.join_tables` hides from Arrow's hash join and puts back.
+    """What :func:`riera.physical.joins.join_tables` hides from Arrow's hash join and puts back.
 
     Arrow's join takes neither view types nor nested payload columns, nor dictionaries that
     differ between chunks or sides. View and dictionary columns (keys or not) join in their

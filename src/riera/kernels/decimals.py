@@ -102,7 +102,7 @@ def multiply(
     """``a * b`` in ``type_`` (scale ``s1 + s2``), or None when the fast path does not apply."""
     if not (_is_dec128_array(a) and _is_dec128_array(b)):
         return None
-    pairs = _chunks(a, b)  # type: ignore[arg-type]
+    pairs = _chunks(a, b)
     if pairs is None:
         return None
     parts = []
@@ -111,7 +111,7 @@ def multiply(
         if wa is None or wb is None or _bound(wa[0]) * _bound(wb[0]) > _LIMIT:
             return None
         parts.append(_build(wa[0] * wb[0], _and(wa[1], wb[1]), type_))
-    return _wrap(a if isinstance(a, pa.ChunkedArray) else b, parts, type_)  # type: ignore[arg-type]
+    return _wrap(a if isinstance(a, pa.ChunkedArray) else b, parts, type_)
 
 
 def _side(
@@ -147,7 +147,7 @@ def add(
     if not arrays:
         return None
     if len(arrays) == 2:
-        pairs = _chunks(a, b)  # type: ignore[arg-type]
+        pairs = _chunks(a, b)
         if pairs is None:
             return None
     else:

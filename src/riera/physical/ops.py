@@ -22,7 +22,7 @@ from riera import memory
 from riera.kernels import arrowtypes
 from riera.kernels.keyhash import _column_hash, hash_partition_ids  # noqa: F401 (public here too)
 from riera.kernels.op import Op
-from riera.plan.nodes import JOIN_TYPES, AggSpec
+from riera.plan.nodes import AggSpec
 
 if TYPE_CHECKING:  # pandas loads lazily, in the tasks that need it
     import pandas as pd
@@ -747,71 +747,6 @@ def split_even(table: pa.Table, n: int) -> list[pa.Table]:
     return [
         arrowtypes.compact(table.slice(int(a), int(b - a))) for a, b in itertools.pairwise(bounds)
     ]
-
-
-# -- join -----------------------------------------------------------------------------------------
-
-
-def join_tables(
-    left: pa.Table,
-    right: pa.Table,
-    on: Sequence[str],
-    how: str,
-    name: str,
-    *,
-    right_on: Sequence[str] | None = None,
-    suffix: str = "_right",
-) -> pa.Table:
-    """One partition's join. ``right_on``: the right side's keys (default: ``on``); the output
-    keeps the left keys (coalesced for outer joins, as Polars does); other columns on both sides
-    get ``suffix`` on the right."""
-    right_keys = list(right_on) if right_on is not None else list(on)
-    # A side without columns is an empty partition whose producer emitted nothing.
-    if left.num_columns == 0:
-        return right if how in ("right", "outer") and right.num_columns else left
-    if right.num_columns == 0:
-        return left.slice(0, 0) if how in ("inner", "semi", "right", "cross") else left
-    if how == "cross":
-        return cross_join(left, right, suffix)
-    _check_columns(name, left, on)
-    _check_columns(name, right, right_keys)
-    arrowtypes.check_keys(name, left.schema, on, "join")
-    arrowtypes.check_keys(name, right.schema, right_keys, "join")
-    left, right, carried = arrowtypes.JoinCarry.prepare(left, right, on, right_keys, suffix)
-    for k, rk in zip(on, right_keys, strict=True):  # string vs large_string, int64 vs double…
-        lt, rt = left.schema.field(k).type, right.schema.field(rk).type
-        if lt != rt:
-            common = (
-                pa.unify_schemas(
-                    [pa.schema([("k", lt)]), pa.schema([("k", rt)])], promote_options="permissive"
-                )
-                .field("k")
-                .type
-            )
-            left = left.set_column(left.schema.get_field_index(k), k, left.column(k).cast(common))
-            right = right.set_column(
-                right.schema.get_field_index(rk), rk, right.column(rk).cast(common)
-            )
-    out = left.join(
-        right,
-        keys=list(on),
-        right_keys=right_keys,
-        join_type=JOIN_TYPES[how],
-        right_suffix=suffix,
-        use_threads=False,
-        coalesce_keys=True,
-    )
-    return carried.finish(out)
-
-
-def cross_join(left: pa.Table, right: pa.Table, suffix: str = "_right") -> pa.Table:
-    """Every left row with every right row (left rows vary slowest)."""
-    nl, nr = left.num_rows, right.num_rows
-    lt = take(left, np.repeat(np.arange(nl, dtype=np.int64), nr))
-    rt = take(right, np.tile(np.arange(nr, dtype=np.int64), nl))
-    taken = set(left.column_names)
-    names = [f"{c}{suffix}" if c in taken else c for c in right.column_names]
-    return pa.Table.from_arrays([*lt.columns, *rt.columns], names=[*left.column_names, *names])
 
 
 def _short(v: Any) -> str:

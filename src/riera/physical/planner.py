@@ -27,7 +27,7 @@ import pyarrow as pa
 from riera.config import Settings
 from riera.errors import PlanError
 from riera.io import readers
-from riera.physical import columnar, ops
+from riera.physical import columnar, ops, topk
 from riera.physical import stage as ph
 from riera.physical.columns import needed_columns
 from riera.plan import nodes as n
@@ -42,6 +42,7 @@ class _Open:
     nodes: list[str] = field(default_factory=list)
     capture: str | None = None  # set by Dataset.provenance(...) on a node of this stage
     sample: float | None = None
+    sides: tuple[str, ...] = ()  # stages every task reads whole (broadcast joins)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class Planner:
                 self.exchange,
                 capture,
                 op.sample,
+                sides=op.sides,
             )
         )
         return sid
@@ -331,10 +333,48 @@ class Planner:
             rid = self._close(right, ph.OneWriter())
             reader = ph.JoinReader(lid, rid, left.num_tasks, broadcast_right=True)
             return _Open(reader, left.num_tasks, (lid, rid), [op], [node.name])
+        small = None if node.partitions else self._broadcast_side(node, left, right)
+        if small is not None:
+            stream, side = (right, left) if small == "left" else (left, right)
+            sid = self._close(side, ph.OneWriter())
+            label = f"{node.name} (broadcast {small})"
+            stream.ops.append(
+                ph.BroadcastJoinOp(
+                    label, sid, small, node.on, node.how, node.right_keys, node.suffix
+                )
+            )
+            stream.nodes.append(label)
+            stream.upstream = (*stream.upstream, sid)
+            stream.sides = (*stream.sides, sid)
+            return stream
         parts = self._partitions(node.partitions, left.num_tasks, right.num_tasks)
         lid = self._close(left, ph.HashWriter(node.on, parts))
         rid = self._close(right, ph.HashWriter(node.right_keys, parts))
         return _Open(ph.JoinReader(lid, rid, parts), parts, (lid, rid), [op], [node.name])
+
+    def _broadcast_side(self, node: n.Join, left: _Open, right: _Open) -> str | None:
+        """Which side to broadcast, if any: a side whose sources hold at most
+        ``broadcast_bytes``, at most half the other, and so much smaller that every task of the
+        other side hashing it costs less than shuffling both (Spark's broadcast hash join, sized by
+        source bytes: the planner knows no row counts). Record lineage follows shuffled
+        joins only, so a run that records it never broadcasts."""
+        cap = self.settings.broadcast_bytes
+        if cap <= 0 or self.settings.provenance == "records":
+            return None
+        sizes = {"left": n.source_bytes(node.inputs[0]), "right": n.source_bytes(node.inputs[1])}
+        tasks = {"left": left.num_tasks, "right": right.num_tasks}
+        allowed = {"inner": ("left", "right"), "left": ("right",), "semi": ("right",),
+                   "anti": ("right",), "right": ("left",)}.get(node.how, ())  # fmt: skip
+        best = None
+        for small in allowed:
+            big = "right" if small == "left" else "left"
+            fits = (
+                sizes[small] <= cap
+                and sizes[small] * max(2, tasks[big] - 1) <= sizes[big]  # at most half
+            )
+            if fits and (best is None or sizes[small] < sizes[best]):
+                best = small
+        return best
 
     def _plan_Union(self, node: n.Union) -> _Open:
         ids, total = [], 0
@@ -345,6 +385,20 @@ class Planner:
         return _Open(ph.UnionReader(tuple(ids)), total, tuple(ids), nodes=[node.name])
 
     def _plan_Limit(self, node: n.Limit) -> _Open:
+        child = node.inputs[0]
+        if isinstance(child, n.Sort) and node.n <= 1_000_000:  # top-k: no global sort
+            up = self._open(child.inputs[0])
+            local = f"{child.name} (top {node.n}, local)"
+            up.ops.append(topk.TopKOp(local, child.keys, child.descending, node.n))
+            up.nodes.append(local)
+            sid = self._close(up, ph.OneWriter())
+            final = topk.TopKOp(
+                f"{child.name} (top {node.n})", child.keys, child.descending, node.n
+            )
+            return _Open(
+                ph.ShuffleReader(sid, 1), 1, (sid,), [final, ops.LimitOp(node.name, node.n)],
+                [final.name, node.name],
+            )  # fmt: skip
         up = self._open(node.inputs[0])
         up.ops.append(ops.LimitOp(f"{node.name} (local)", node.n))
         up.nodes.append(f"{node.name} (local)")

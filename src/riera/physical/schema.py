@@ -86,7 +86,7 @@ def _file_schema(node: n.FileSource) -> pa.Schema | None:
 
 def _by_kernel(node: n.Node) -> pa.Schema | None:
     """Run the node's operator over empty inputs of the known schemas."""
-    from riera.physical import columnar, ops
+    from riera.physical import columnar, joins, ops
 
     inputs = [schema_of(i) for i in node.inputs]
     if any(s is None for s in inputs):
@@ -109,7 +109,7 @@ def _by_kernel(node: n.Node) -> pa.Schema | None:
         partial = ops.PartialAggOp(node.name, node.keys, node.aggs).apply(empty[0])
         return ops.FinalAggOp(node.name, node.keys, node.aggs).apply(partial).schema
     elif isinstance(node, n.Join):
-        return ops.join_tables(
+        return joins.join_tables(
             empty[0], empty[1], node.on, node.how, node.name,
             right_on=node.right_keys, suffix=node.suffix,
         ).schema  # fmt: skip

@@ -11,15 +11,16 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
+from riera import taskctx
 from riera.errors import SourceError
 from riera.exchange.base import Exchange, Ref, SegmentKey
 from riera.io import readers, sinks
-from riera.physical import ops
+from riera.physical import joins, ops
 
 # -- readers --------------------------------------------------------------------------------------
 
@@ -258,8 +259,38 @@ class JoinOp(ops.Op):
     suffix: str = "_right"
 
     def apply(self, table: Any) -> pa.Table:
-        return ops.join_tables(
+        return joins.join_tables(
             table.left, table.right, self.on, self.how, self.name,
+            right_on=self.right_on or None, suffix=self.suffix,
+        )  # fmt: skip
+
+
+class WithSides(NamedTuple):
+    """A task's input and the side inputs every task of its stage reads whole (the refs of a
+    broadcast join's small side). A tuple, so observers walking inputs find the side refs."""
+
+    input: Any
+    sides: tuple[tuple[str, tuple[Ref, ...]], ...]
+
+
+@dataclass(frozen=True)
+class BroadcastJoinOp(ops.Op):
+    """A join against the whole output of stage ``side`` (``broadcast``: the logical side it
+    is), applied to each partition of the other side where it stands: that side is never
+    shuffled. The small side lives once in shared memory; each task hashes it."""
+
+    side: str
+    broadcast: str  # "left" | "right"
+    on: tuple[str, ...]
+    how: str
+    right_on: tuple[str, ...] = ()
+    suffix: str = "_right"
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        other = taskctx.current_task().side(self.side)
+        left, right = (other, table) if self.broadcast == "left" else (table, other)
+        return joins.join_tables(
+            left, right, self.on, self.how, self.name,
             right_on=self.right_on or None, suffix=self.suffix,
         )  # fmt: skip
 
@@ -437,6 +468,8 @@ class Stage:
     # What observes the tasks (riera.exec.instrument.Instrument; attached by the runtime from
     # ``capture``); None: nothing does.
     instrument: Any = None
+    # Stages whose whole output every task reads beside its input (WithSides).
+    sides: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
