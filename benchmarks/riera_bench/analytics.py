@@ -48,7 +48,7 @@ class AnalyticsError(RuntimeError):
 
 @dataclass(frozen=True)
 class AnalyticsConfig(Options):
-    lineitem_rows: int = 8_000_000  # about 1 GB of Parquet with the other tables
+    lineitem_rows: int = 8_000_000  # 165 MB of Parquet with the other tables, ~1 GB as Arrow
     repeats: int = 3
     threads: int = 2
     base_dir: Path | None = None

@@ -323,13 +323,13 @@ def test_reading_every_byte_maps_shared_pages_without_copying(measured: dict[str
             assert touched["uss"] - before["uss"] < 0.10 * payload, _summary(measured)
 
 
-def test_open_time_is_flat_in_the_payload_size(measured: dict[str, Any]) -> None:
+def test_what_an_open_maps_is_flat_in_the_payload_size(measured: dict[str, Any]) -> None:
+    # Speed belongs to the benchmarks (riera bench core: shm open); here the open is shown to be
+    # O(1) by what it maps: the larger payload adds (almost) no resident pages at open time.
     small, large = measured["read"]
-    ratio = large["open_median"] / small["open_median"]
-    assert ratio <= 5.0, _summary(measured)
-    # A ratio alone cannot tell O(1) from O(n) (a copy would be 2x); opening must also be far
-    # cheaper than copying the payload once.
-    assert large["open_median"] < 0.1 * large["copy_seconds"], _summary(measured)
+    grown = [r["opened"]["rss"] - r["before"]["rss"] for r in (small, large)]
+    extra_payload = measured["written"][1]["payload"] - measured["written"][0]["payload"]
+    assert grown[1] - grown[0] < 0.02 * extra_payload, _summary(measured)
 
 
 def test_writing_costs_at_most_one_extra_copy(measured: dict[str, Any]) -> None:
