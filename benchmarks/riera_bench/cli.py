@@ -427,7 +427,11 @@ def raw(
 def analytics(
     rows: Annotated[
         int | None,
-        typer.Option("--rows", min=1, help="line items (default 8,000,000: 165 MB of Parquet, about 1 GB in memory)"),
+        typer.Option(
+            "--rows",
+            min=1,
+            help="line items (default 8,000,000: 165 MB of Parquet, about 1 GB in memory)",
+        ),
     ] = None,
     repeats: Annotated[int | None, typer.Option("--repeats", min=1, help="timed runs (3)")] = None,
     threads: Annotated[
