@@ -1,5 +1,5 @@
-"""Word count of one text file with DuckDB (2 threads), with Riera's word rule (see
-wordcount_polars.py). Prints the 10 most frequent words."""
+"""Word count of one text file with DuckDB (2 threads), with Riera's word rule and a split on
+single spaces (see wordcount_polars.py). Prints the 10 most frequent words."""
 
 import string
 import sys
@@ -17,7 +17,7 @@ rows = con.execute(
     ),
     words AS (
         SELECT trim(lower(w), '{PUNCT}') AS w
-        FROM lines, unnest(regexp_split_to_array(line, '[\\x00-\\x20]+')) AS t(w)
+        FROM lines, unnest(string_split(line, ' ')) AS t(w)
     )
     SELECT w, count(*) AS n FROM words WHERE length(w) > 0
     GROUP BY w ORDER BY n DESC, w LIMIT 10
