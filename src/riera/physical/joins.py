@@ -55,16 +55,19 @@ def join_tables(
             )
     out = _swapped(left, right, list(on), right_keys, how, suffix)
     if out is None:
-        out = left.join(
-            right,
-            keys=list(on),
-            right_keys=right_keys,
-            join_type=JOIN_TYPES[how],
-            right_suffix=suffix,
-            use_threads=False,
-            coalesce_keys=True,
-        )
+        out = _acero(left, right, list(on), right_keys, JOIN_TYPES[how], right_suffix=suffix)
     return carried.finish(out)
+
+
+def _acero(
+    left: pa.Table, right: pa.Table, keys: list[str], right_keys: list[str], join_type: str,
+    *, left_suffix: str | None = None, right_suffix: str | None = None,
+) -> pa.Table:  # fmt: skip
+    """Arrow's hash join (built on ``right``), single-threaded, keys coalesced."""
+    return left.join(
+        right, keys=keys, right_keys=right_keys, join_type=join_type, left_suffix=left_suffix,
+        right_suffix=right_suffix, use_threads=False, coalesce_keys=True,
+    )  # fmt: skip
 
 
 _MIRROR = {"inner": "inner", "left": "right outer", "right": "left outer", "outer": "full outer"}
@@ -81,24 +84,9 @@ def _swapped(
         return None
     if any(rk != k and rk in left.column_names for k, rk in zip(on, right_keys, strict=True)):
         return None  # a right key named like a left column: names would not map back
-    want = left.slice(0, 0).join(
-        right.slice(0, 0),
-        keys=on,
-        right_keys=right_keys,
-        join_type=JOIN_TYPES[how],
-        right_suffix=suffix,
-        use_threads=False,
-        coalesce_keys=True,
-    )
-    out = right.join(
-        left,
-        keys=right_keys,
-        right_keys=on,
-        join_type=_MIRROR[how],
-        left_suffix=suffix,
-        use_threads=False,
-        coalesce_keys=True,
-    )
+    want = _acero(left.slice(0, 0), right.slice(0, 0), on, right_keys, JOIN_TYPES[how],
+                  right_suffix=suffix)  # fmt: skip
+    out = _acero(right, left, right_keys, on, _MIRROR[how], left_suffix=suffix)
     out = out.rename_columns(
         [dict(zip(right_keys, on, strict=True)).get(c, c) for c in out.column_names]
     )

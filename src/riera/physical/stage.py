@@ -8,6 +8,7 @@ worker once and tasks only carry their small input.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -61,15 +62,8 @@ class FileReader(Reader):
         return f"read {self.format} ({len(self.splits)} splits{extra})"
 
     def read(self, task_input: readers.Split, exchange: Exchange) -> pa.Table:
-        try:
+        with self._naming(task_input):
             return self._read(task_input)
-        except SourceError:
-            raise
-        except (OSError, pa.ArrowException, UnicodeError, ValueError) as err:
-            raise SourceError(
-                f"read_{self.format}: cannot read {task_input.describe()}: "
-                f"{type(err).__name__}: {err}"
-            ) from err
 
     def batches(self, task_input: readers.Split, exchange: Exchange) -> Iterator[pa.Table] | None:
         if self.format != "parquet":
@@ -80,8 +74,14 @@ class FileReader(Reader):
         )
 
     def _guarded(self, task_input: readers.Split, it: Iterator[pa.Table]) -> Iterator[pa.Table]:
-        try:
+        with self._naming(task_input):
             yield from it
+
+    @contextlib.contextmanager
+    def _naming(self, task_input: readers.Split) -> Iterator[None]:
+        """A read error as a SourceError naming the reader and the split."""
+        try:
+            yield
         except SourceError:
             raise
         except (OSError, pa.ArrowException, UnicodeError, ValueError) as err:
