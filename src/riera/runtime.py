@@ -174,18 +174,11 @@ class Runtime:
 
                 for dataset, columns in domain_declarations(plan.root):
                     self.provenance.declare(dataset, columns)
-            # A preview (head/take of a Limit) stops the stage that feeds the final gather as
-            # soon as its first partitions hold the rows: the stages before it run whole.
+            # A preview (head/take of a Limit) stops the stage whose partitions hold the
+            # answer's first rows as soon as they do; the stages before it run whole.
             cut = None
-            # Not over a sort: the planner makes that a top-k, whose partitions are each
-            # partition's own top rows, none of them a prefix of the answer.
-            if (
-                preview is not None
-                and isinstance(root, n.Limit)
-                and not isinstance(root.inputs[0], n.Sort)
-                and plan.final.upstream
-            ):
-                cut = (plan.final.upstream[0], preview)
+            if preview is not None and plan.prefix_stage is not None:
+                cut = (plan.prefix_stage, preview)
             results = self._run_stages(plan, run_id, owner, info, cut)
             final = results[plan.final.id]
             if write is not None:

@@ -49,6 +49,9 @@ class _Open:
 class PhysicalPlan:
     stages: tuple[ph.Stage, ...]
     root: n.Node
+    # The stage whose partitions, from 0 on, hold the first rows of the answer: a preview
+    # (head/take) may stop it early. None: no stage does (a top-k, a sort, an aggregate).
+    prefix_stage: str | None = None
 
     @property
     def final(self) -> ph.Stage:
@@ -68,6 +71,7 @@ class Planner:
     def build(self, root: n.Node, final_op: ops.Op | None = None) -> PhysicalPlan:
         root = n.unique_names(root)
         self._needed = needed_columns(root)
+        self._prefix: dict[int, str] = {}  # Limit node -> the stage its rows come from in order
         if isinstance(root, n.Write):
             if self.temp_dir is None:
                 raise PlanError("internal: a write plan needs its temporary directory")
@@ -79,7 +83,7 @@ class Planner:
             if final_op is not None:
                 op.ops.append(final_op)
             self._close(op, ph.OneWriter())
-        return PhysicalPlan(tuple(self.stages), root)
+        return PhysicalPlan(tuple(self.stages), root, self._prefix.get(id(root)))
 
     # -- helpers ---------------------------------------------------------------------------------
     def _close(self, op: _Open, writer: ph.Writer) -> str:
@@ -403,6 +407,7 @@ class Planner:
         up.ops.append(ops.LimitOp(f"{node.name} (local)", node.n))
         up.nodes.append(f"{node.name} (local)")
         sid = self._close(up, ph.OneWriter())
+        self._prefix[id(node)] = sid
         return _Open(
             ph.ShuffleReader(sid, 1), 1, (sid,), [ops.LimitOp(node.name, node.n)], [node.name]
         )
