@@ -271,7 +271,8 @@ def mapreduce(
     peers: Annotated[
         str | None,
         typer.Option(
-            "--peers", help="peer engines (default lithops,dask,ray,spark,polars; '' for none)"
+            "--peers",
+            help="peer engines (default lithops,dask,ray,spark,polars,duckdb; '' for none)",
         ),
     ] = None,
     repeats: Annotated[
@@ -293,8 +294,8 @@ def mapreduce(
 ) -> None:
     """Document 002's Terasort-style MapReduce on Riera (every exchange) and on its peers.
 
-    Lithops (localhost), Dask, Ray Data, PySpark local[P] and Polars run the same job on the
-    same CSV files; peers come from the `bench` extra and missing ones are reported.
+    Lithops (localhost), Dask, Ray Data, PySpark local[P], Polars and DuckDB run the same job
+    on the same CSV files; peers come from the `peers` extra and missing ones are reported.
     Every output is verified before its time counts. The markdown report goes to stdout,
     progress to stderr; exit code 1 if a Riera job produced a wrong result.
     """

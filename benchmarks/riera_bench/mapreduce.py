@@ -12,9 +12,9 @@ row count, and an order-independent checksum of the rows equal to the input's
   127.0.0.1; ``redis`` to the server at ``--redis-url``.
 - **Peers**, each in a child process per P (``riera_bench.peers``): Lithops (localhost backend and
   storage: mappers range-partition, reducers sort, as the document did), Dask (a ``LocalCluster``
-  of P processes), Ray Data (``num_cpus=P``), PySpark (``local[P]``), and Polars (one process, P
-  threads) as the single-process bar. A peer that is not installed or does not start is reported
-  and the study goes on.
+  of P processes), Ray Data (``num_cpus=P``), PySpark (``local[P]``), and Polars and DuckDB (one
+  process, P threads) as the single-process bars. A peer that is not installed or does not start
+  is reported and the study goes on.
 
 Each engine is started (timed apart: the *start* column) and warmed up by an untimed job on the
 first input file; then ``repeats`` timed jobs. Input: gensort records converted to 100-byte CSV
@@ -657,7 +657,7 @@ def render(report: MapReduceReport) -> str:
         "is the time divided by Riera's with the shm exchange at the same P (above 1: slower "
         "than Riera). MB/s = input CSV bytes (10⁶) / median. Peak RSS sums the engine's process "
         "tree. P is worker processes (Riera, Dask, Lithops), CPUs (Ray), `local[P]` threads "
-        "(Spark) or threads (Polars, one process).",
+        "(Spark) or threads (Polars and DuckDB, one process).",
     ]
     if report.notes:
         parts += [""] + [f"- {n}" for n in report.notes]

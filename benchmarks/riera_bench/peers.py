@@ -49,7 +49,7 @@ HEADER = b"key,value\n"
 # 64 characters, in byte order; none of them needs quoting in CSV.
 ALPHABET = b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
 
-PEERS = ("lithops", "dask", "ray", "spark", "polars")
+PEERS = ("lithops", "dask", "ray", "spark", "polars", "duckdb")
 INSTALL_HINT = "not installed (pip install 'riera-bench[peers]')"
 # Modules each peer needs (checked with importlib.util.find_spec, without importing them).
 PEER_MODULES: dict[str, tuple[str, ...]] = {
@@ -58,6 +58,7 @@ PEER_MODULES: dict[str, tuple[str, ...]] = {
     "ray": ("ray",),
     "spark": ("pyspark",),
     "polars": ("polars",),
+    "duckdb": ("duckdb",),
 }
 PEER_LABELS = {
     "lithops": "Lithops (localhost)",
@@ -65,6 +66,7 @@ PEER_LABELS = {
     "ray": "Ray Data",
     "spark": "PySpark",
     "polars": "Polars",
+    "duckdb": "DuckDB",
 }
 
 # -- checksum and verification -----------------------------------------------------------------------
@@ -365,6 +367,66 @@ def _polars_job(ctx: Context, files: list[str], out: Path) -> None:
     pl.scan_csv(files, schema=schema).sort("key").sink_parquet(out / "part-00000.parquet")
 
 
+def _sql_string(text: str) -> str:
+    """``text`` as an SQL string literal (quotes doubled).
+
+    >>> _sql_string("it's")
+    "'it''s'"
+    """
+    return "'" + text.replace("'", "''") + "'"
+
+
+# DuckDB: one in-process database, P threads. Its memory limit stays at DuckDB's default (80 % of
+# the RAM: it is the only engine running, and Polars has no limit at all); past it, the sort spills
+# to ``temp_directory``, which is put in the run's temporary directory (DuckDB's default, ``.tmp``
+# in the working directory, would be wherever the study was started). VARCHAR keys compare byte by
+# byte unless a collation is set, the order the verifier checks.
+
+
+def _duckdb_start(ctx: Context) -> None:
+    import duckdb
+
+    con = duckdb.connect()  # in memory
+    con.execute(f"SET threads = {int(ctx.procs)}")
+    con.execute(f"SET temp_directory = {_sql_string(str(ctx.tmp / 'duckdb'))}")
+    threads, memory, collation = con.execute(
+        "SELECT current_setting('threads'), current_setting('memory_limit'), "
+        "current_setting('default_collation')"
+    ).fetchall()[0]
+    if threads != ctx.procs or collation:
+        con.close()
+        raise RuntimeError(
+            f"duckdb runs {threads} threads (not {ctx.procs}) with default collation "
+            f"{collation!r} (expected none: byte order)"
+        )
+    ctx.handle = con
+    ctx.info = (
+        f"duckdb {duckdb.__version__}, one process, SET threads = P, memory_limit {memory} "
+        f"(its default), temp_directory in the run's directory"
+    )
+
+
+def _duckdb_job(ctx: Context, files: list[str], out: Path) -> None:
+    out.mkdir(parents=True)
+    # Every CSV option given, nothing sniffed; one output file, which keeps the ORDER BY's order
+    # (PER_THREAD_OUTPUT would write one file per thread with no key order between them).
+    sources = "[" + ", ".join(_sql_string(f) for f in files) + "]"
+    ctx.handle.execute(
+        f"""
+        COPY (
+            SELECT key, value
+            FROM read_csv({sources}, header = true, delim = ',', quote = '"', escape = '"',
+                          columns = {{'key': 'VARCHAR', 'value': 'VARCHAR'}}, auto_detect = false)
+            ORDER BY key
+        ) TO {_sql_string(str(out / "part-00000.parquet"))} (FORMAT parquet, COMPRESSION snappy)
+        """
+    )
+
+
+def _duckdb_stop(ctx: Context) -> None:
+    ctx.handle.close()
+
+
 def _dask_start(ctx: Context) -> None:
     import dask
     from distributed import Client, LocalCluster
@@ -608,6 +670,7 @@ def _nothing(ctx: Context) -> None:
 Job = Callable[[Context, list[str], Path], None]
 ENGINES: dict[str, tuple[Callable[[Context], None], Job, Callable[[Context], None]]] = {
     "polars": (_polars_start, _polars_job, _nothing),
+    "duckdb": (_duckdb_start, _duckdb_job, _duckdb_stop),
     "dask": (_dask_start, _dask_job, _dask_stop),
     "ray": (_ray_start, _ray_job, _ray_stop),
     "spark": (_spark_start, _spark_job, _spark_stop),

@@ -1,8 +1,10 @@
 """Smoke tests of ``riera bench mapreduce`` (tiny sizes), its data and its verifier.
 
 The study runs in a subprocess, as a user would run it; only the report's shape and its
-verification claims are checked, never a timing. No peer engine is required: Polars is measured
-when it is importable, otherwise the study runs with ``--peers ''``.
+verification claims are checked, never a timing. No peer engine is required: Polars and DuckDB
+are measured when they are importable, otherwise the study runs with ``--peers ''``. DuckDB's job
+is also run in this process on a few small files and its output verified (DuckDB comes with
+``riera[raw]``, a dependency of the benchmarks).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from riera_bench import mapreduce, peers
 
 NUMBER = re.compile(r"^-?[\d,]*\.?\d+$")
 HAS_POLARS = importlib.util.find_spec("polars") is not None
+HAS_DUCKDB = importlib.util.find_spec("duckdb") is not None
 
 
 @pytest.mark.slow
 def test_bench_mapreduce_quick(tmp_path: Path) -> None:
     data_dir, out = tmp_path / "data", tmp_path / "report.md"
-    peer_list = "polars" if HAS_POLARS else ""
+    peer_list = ",".join(p for p, has in (("polars", HAS_POLARS), ("duckdb", HAS_DUCKDB)) if has)
     args = ["bench", "mapreduce", "--quick", "--backends", "shm,disk", "--peers", peer_list]
     args += ["--dir", str(data_dir), "--out", str(out)]
     proc = subprocess.run(
@@ -44,7 +47,9 @@ def test_bench_mapreduce_quick(tmp_path: Path) -> None:
     assert {"4 MB", "Beside document 002", "Engines"} <= set(secs)
 
     summary, detail = tables(secs["4 MB"])
-    engines = {("Riera", "shm"), ("Riera", "disk")} | ({("Polars", "–")} if HAS_POLARS else set())
+    engines = {("Riera", "shm"), ("Riera", "disk")}
+    engines |= {("Polars", "–")} if HAS_POLARS else set()
+    engines |= {("DuckDB", "–")} if HAS_DUCKDB else set()
     assert {(r["engine"], r["exchange"]) for r in summary} == engines
     assert {(r["engine"], r["exchange"], r["P"]) for r in detail} == {
         (e, x, p) for e, x in engines for p in ("1", "2")
@@ -73,6 +78,32 @@ def test_bench_mapreduce_quick(tmp_path: Path) -> None:
     assert {r["engine"] for r in engines_table} >= {"Riera (shm)", "Riera (disk)"}
     assert all(r["status"] == "ran" for r in engines_table)
     assert not list(data_dir.glob("riera-bench-mapreduce-*"))  # the data directory is removed
+
+
+def test_duckdb_job_verifies(tmp_path: Path) -> None:
+    # A quote in the path: the file names reach DuckDB as SQL string literals.
+    inp = peers.generate(tmp_path / "it's input", 3_000 * peers.LINE_LEN, 3)
+    start, job, stop = peers.ENGINES["duckdb"]
+    ctx = peers.Context(procs=2, tmp=tmp_path / "tmp", ram=2**30)
+    start(ctx)
+    try:
+        assert "duckdb" in ctx.info and "threads = P" in ctx.info
+        threads, temp = ctx.handle.execute(
+            "SELECT current_setting('threads'), current_setting('temp_directory')"
+        ).fetchall()[0]
+        assert threads == 2 and Path(temp) == ctx.tmp / "duckdb"
+        job(ctx, inp.files[:1], tmp_path / "warm-up")  # the warm-up job: the first file
+        v = peers.verify_output(tmp_path / "warm-up").expect(inp.first_rows, inp.first_checksum)
+        assert v.ok, v.problems
+        job(ctx, inp.files, tmp_path / "out")
+        v = peers.verify_output(tmp_path / "out").expect(inp.rows, inp.checksum)
+        assert v.ok and v.rows == 3_000 and v.order == "file names", v.problems
+    finally:
+        stop(ctx)
+    table = pq.read_table(tmp_path / "out")
+    assert table.schema.field("key").type == pa.string()
+    keys = table.column("key").to_pylist()
+    assert keys == sorted(keys, key=str.encode)  # byte order
 
 
 def _write_parquet(rows: pa.Table, out: Path, parts: list[tuple[int, int]]) -> None:
