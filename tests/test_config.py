@@ -53,3 +53,28 @@ def test_settings_are_frozen_and_replace_validates() -> None:
 
 def test_home_is_expanded() -> None:
     assert "~" not in str(load_settings(home="~/x").home)
+
+
+def test_env_values_are_parsed_by_type_and_names_ignore_case(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RIERA_SPILL", "false")
+    monkeypatch.setenv("riera_inline_bytes", "0")
+    monkeypatch.setenv("RIERA_SHM_BUDGET", "1048576")
+    monkeypatch.setenv("RIERA_NOT_A_SETTING", "whatever")  # other RIERA_* variables are not ours
+    s = load_settings()
+    assert (s.spill, s.inline_bytes, s.shm_budget) == (False, 0, 1048576)
+    sources = setting_sources(s)
+    assert sources["spill"] == sources["inline_bytes"] == sources["shm_budget"] == "env"
+    monkeypatch.setenv("RIERA_WORKERS", "many")
+    with pytest.raises(ConfigError, match=r"'workers' \(env RIERA_WORKERS.*got 'many'"):
+        load_settings()
+
+
+def test_a_broken_settings_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    bad = tmp_path / "conf.toml"
+    bad.write_text("workers = \n")
+    monkeypatch.setenv("RIERA_CONFIG", str(bad))
+    with pytest.raises(ConfigError, match=r"cannot read the settings file .*conf\.toml"):
+        load_settings()
