@@ -49,12 +49,10 @@ converted to that text on SQLite.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import re
 import sqlite3
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -64,15 +62,15 @@ from types import TracebackType
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from riera.errors import ProvenanceError, ReadOnlyError
 from riera.exchange.policy import redact_url
+from riera.provenance import connect
 from riera.provenance import schema as s
+from riera.provenance.connect import MAX_IDENT, check_name, message
+from riera.provenance.sqlguard import NOT_QUERIES, first_keyword, is_read_only_violation
 
 __all__ = ["Columns", "Event", "ProvenanceStore", "QueryResult", "open_store"]
 
@@ -83,65 +81,10 @@ Event = tuple[str, str, dict[str, Any]]
 
 VERBS = ("put", "add")
 BULK_ROWS = 200_000  # rows of a bulk (Columns) event sent to the database per statement
-BUSY_TIMEOUT_S = 5.0
-PG_CONNECT_TIMEOUT_S = 5
 _DDL_LOCK = 0x52494552  # "RIER": the advisory lock serialising table creation on PostgreSQL
-_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-_MAX_IDENT = 63  # PostgreSQL's identifier limit
-_MAX_DATASET = _MAX_IDENT - len("ix_domain_")  # the domain table's index name must fit too
+_MAX_DATASET = MAX_IDENT - len("ix_domain_")  # the domain table's index name must fit too
 _INTERNAL_TABLES = ("schema_version", "domain_datasets")  # written by the store itself
 _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_PG_FIX = (
-    "set `provenance_dsn` (env RIERA_PROVENANCE_DSN) to a reachable PostgreSQL server, e.g. "
-    "postgresql://user@host:5432/db, or unset it to use the SQLite file under `home`"
-)
-_SQLITE_FIX = (
-    "set `home` (env RIERA_HOME) to a writable directory, or `provenance_dsn` "
-    "(env RIERA_PROVENANCE_DSN) to use a PostgreSQL server"
-)
-# PRAGMAs that take an argument yet only read (table_info(tasks), …); any other PRAGMA with an
-# argument is an assignment and refused on the query connection.
-_READ_PRAGMAS = frozenset(
-    {
-        "table_info",
-        "table_xinfo",
-        "table_list",
-        "index_list",
-        "index_info",
-        "index_xinfo",
-        "foreign_key_list",
-        "foreign_key_check",
-        "integrity_check",
-        "quick_check",
-    }
-)
-# First keywords of statements that are not queries: sql() refuses them up front with a clear
-# message. The database enforces read-only access on its own (see the module docstring); this list
-# also stops what a read-only transaction allows, such as PostgreSQL's COPY … TO a file, DO and
-# CALL, and transaction control.
-# fmt: off
-_NOT_QUERIES = frozenset({
-    "abort", "alter", "analyze", "attach", "begin", "call", "checkpoint", "close", "cluster",
-    "comment", "commit", "copy", "create", "deallocate", "declare", "delete", "detach", "discard",
-    "do", "drop", "end", "execute", "fetch", "grant", "import", "insert", "listen", "load",
-    "lock", "merge", "move", "notify", "prepare", "refresh", "reindex", "release", "replace",
-    "reset", "revoke", "rollback", "savepoint", "security", "set", "start", "truncate",
-    "unlisten", "update", "upsert", "vacuum",
-})
-# fmt: on
-_SQLITE_WRITES = frozenset(
-    getattr(sqlite3, name)
-    for name in dir(sqlite3)
-    if name.startswith(("SQLITE_CREATE_", "SQLITE_DROP_"))
-) | {
-    sqlite3.SQLITE_INSERT,
-    sqlite3.SQLITE_DELETE,
-    sqlite3.SQLITE_ATTACH,
-    sqlite3.SQLITE_DETACH,
-    sqlite3.SQLITE_ALTER_TABLE,
-    sqlite3.SQLITE_REINDEX,
-    sqlite3.SQLITE_ANALYZE,
-}
 
 
 @dataclass(frozen=True)
@@ -302,7 +245,7 @@ class ProvenanceStore:
             raise
         except self._errors as err:
             raise ProvenanceError(
-                f"provenance write to {self.url} failed: {_message(err)}; the batch of "
+                f"provenance write to {self.url} failed: {message(err)}; the batch of "
                 f"{len(events)} event(s) was rolled back"
             ) from err
 
@@ -414,8 +357,17 @@ class ProvenanceStore:
         pk = [c.name for c in table.primary_key.columns]
         keyed = bool(pk) or any(ix.unique for ix in table.indexes)
         dialect = self._engine.dialect
-        insert = pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert
-        stmt: Any = insert(table)
+        # The PostgreSQL dialect module is imported only for PostgreSQL stores (30 ms of a
+        # cold start otherwise).
+        stmt: Any
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            stmt = pg_insert(table)
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = sqlite_insert(table)
         copy = False
         if verb == "put":
             if not pk:
@@ -470,7 +422,7 @@ class ProvenanceStore:
         except self._errors as err:
             raise ProvenanceError(
                 f"provenance write to {self.url} failed on {plan.verb!r} of {len(rows)} row(s) "
-                f"into {plan.table!r}: {_message(err)}; the batch of {n} event(s) was rolled back"
+                f"into {plan.table!r}: {message(err)}; the batch of {n} event(s) was rolled back"
             ) from err
 
     # -- domain tables ------------------------------------------------------------------------
@@ -494,14 +446,14 @@ class ProvenanceStore:
         [(0,)]
         """
         self._check_open()
-        _check_name(dataset, "dataset name", _MAX_DATASET)
+        check_name(dataset, "dataset name", _MAX_DATASET)
         if not isinstance(columns, Mapping):
             raise ProvenanceError(
                 f"domain attributes of dataset {dataset!r} must be a mapping of name -> type, "
                 f"got {type(columns).__name__}"
             )
         for name, kind in columns.items():
-            _check_name(name, f"domain attribute of dataset {dataset!r}", _MAX_IDENT)
+            check_name(name, f"domain attribute of dataset {dataset!r}", MAX_IDENT)
             if name in s.DOMAIN_COLUMNS:
                 raise ProvenanceError(
                     f"domain attribute {name!r} of dataset {dataset!r} clashes with a fixed column "
@@ -520,7 +472,7 @@ class ProvenanceStore:
             raise
         except self._errors as err:
             raise ProvenanceError(
-                f"cannot create the domain table {table_name!r} in {self.url}: {_message(err)}"
+                f"cannot create the domain table {table_name!r} in {self.url}: {message(err)}"
             ) from err
         self._domain[table_name] = table
         return table_name
@@ -580,8 +532,8 @@ class ProvenanceStore:
         if limit is not None and limit < 0:
             raise ProvenanceError(f"limit must be >= 0 or None, got {limit}")
         statement, args = self._bind(query, params)
-        keyword = _first_keyword(query, nested_comments=self.dialect == "postgresql")
-        if keyword in _NOT_QUERIES:
+        keyword = first_keyword(query, nested_comments=self.dialect == "postgresql")
+        if keyword in NOT_QUERIES:
             raise ReadOnlyError(
                 f"provenance queries are read-only: {self.url} does not run {keyword.upper()} "
                 f"statements; use SELECT (or WITH … SELECT) queries.\nquery: {query}"
@@ -590,7 +542,7 @@ class ProvenanceStore:
             raw = self._reader.raw_connection()
         except self._errors as err:
             raise ProvenanceError(
-                f"cannot connect to the provenance store {self.url}: {_message(err)}"
+                f"cannot connect to the provenance store {self.url}: {message(err)}"
             ) from err
         try:
             cursor = raw.cursor()
@@ -627,7 +579,7 @@ class ProvenanceStore:
             values = compiled.construct_params({k: self._adapt_param(v) for k, v in params.items()})
         except sa.exc.SQLAlchemyError as err:
             raise ProvenanceError(
-                f"bad parameters for the query on {self.url}: {_message(err)}\nquery: {query}"
+                f"bad parameters for the query on {self.url}: {message(err)}\nquery: {query}"
             ) from err
         return compiled.string, tuple(values[name] for name in compiled.positiontup or ())
 
@@ -640,15 +592,15 @@ class ProvenanceStore:
         return value
 
     def _query_error(self, err: Exception, query: str) -> ProvenanceError:
-        message = _message(err)
-        if _is_read_only_violation(err):
+        text = message(err)
+        if is_read_only_violation(err):
             return ReadOnlyError(
                 f"provenance queries are read-only: {self.url} refused to run a statement that "
-                f"would change the store ({message}). Use SELECT (or WITH … SELECT) queries.\n"
+                f"would change the store ({text}). Use SELECT (or WITH … SELECT) queries.\n"
                 f"query: {query}"
             )
         return ProvenanceError(
-            f"query on the provenance store {self.url} failed: {message}\nquery: {query}"
+            f"query on the provenance store {self.url} failed: {text}\nquery: {query}"
         )
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -795,187 +747,46 @@ def open_store(target: str | Path, *, schema: str | None = None) -> ProvenanceSt
     match = _URL_SCHEME.match(text)
     scheme = match.group(1).lower() if match else ""
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
-        return _open_postgresql(text, schema)
-    if schema is not None:
-        raise ProvenanceError(
-            f"schema={schema!r} applies to PostgreSQL stores only, not to {redact_url(text)}"
+        display, engine, reader = connect.postgresql_engines(text, schema)
+        kind, fix = "PostgreSQL", connect.PG_FIX
+        errors: tuple[type[BaseException], ...] = (
+            sa.exc.SQLAlchemyError,
+            engine.dialect.loaded_dbapi.Error,
         )
-    if scheme == "sqlite":
-        text = text[len("sqlite://") :]
-        text = text[1:] if text.startswith("/") else text
-    elif scheme:
-        raise ProvenanceError(
-            f"unsupported provenance store {redact_url(text)!r} ({scheme}://); {_PG_FIX}, or "
-            f"give the path of a SQLite file"
-        )
-    if text in ("", ":memory:"):
-        raise ProvenanceError(
-            "an in-memory SQLite provenance store cannot be shared between the collector and "
-            f"queries; give a file path. To fix, {_SQLITE_FIX}"
-        )
-    return _open_sqlite(Path(text).expanduser())
-
-
-# -- SQLite ------------------------------------------------------------------------------------
-
-
-def _open_sqlite(path: Path) -> ProvenanceStore:
-    path = path.absolute()
-    display = str(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ProvenanceError(
-            f"cannot create the directory of the SQLite provenance store {display}: {err}. "
-            f"To fix, {_SQLITE_FIX}"
-        ) from err
-
-    def connect() -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            _wal(conn)
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.Error:
-            conn.close()
-            raise
-        return conn
-
-    def connect_read_only() -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            f"{path.as_uri()}?mode=ro",
-            uri=True,
-            timeout=BUSY_TIMEOUT_S,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA query_only = ON")
-        except sqlite3.Error:
-            conn.close()
-            raise
-        conn.set_authorizer(_read_only_authorizer)
-        return conn
-
-    engine = sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.QueuePool)
-    # Write transactions take the write lock up front: concurrent writers wait (busy_timeout)
-    # instead of failing when a deferred transaction tries to upgrade its lock.
-    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
-    reader = sa.create_engine("sqlite://", creator=connect_read_only, poolclass=sa.pool.QueuePool)
-    store = ProvenanceStore(display, engine, reader)
-    try:
-        store._create(None)
-    except ProvenanceError:
-        store.close()
-        raise
-    except (sqlite3.Error, sa.exc.SQLAlchemyError, OSError) as err:
-        store.close()
-        raise ProvenanceError(
-            f"cannot open the SQLite provenance store {display}: {_message(err)}. "
-            f"To fix, {_SQLITE_FIX}"
-        ) from err
-    log.debug("opened provenance store %s", display)
-    return store
-
-
-def _wal(conn: sqlite3.Connection) -> None:
-    """Switch a connection to WAL. On a new file several first opens race for the exclusive lock
-    this needs, and SQLite may answer "locked" without waiting for its busy timeout: retry until
-    the lock is free (it is held for microseconds), for as long as the busy timeout."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
-    pause = 0.005
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as err:
-            if "locked" not in str(err) or time.monotonic() > deadline:
-                raise
-            time.sleep(pause)  # a lock held by another connection: poll it with backoff
-            pause = min(pause * 2, 0.2)
-
-
-def _read_only_authorizer(
-    action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None
-) -> int:
-    """Deny every statement that would change a database on the query connection."""
-    if action in _SQLITE_WRITES:
-        return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_UPDATE and arg1 not in ("sqlite_master", "sqlite_temp_master"):
-        return sqlite3.SQLITE_DENY  # SQLite itself "updates" the schema table when it loads it
-    if action == sqlite3.SQLITE_PRAGMA and arg2 is not None and arg1 not in _READ_PRAGMAS:
-        return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK
-
-
-# -- PostgreSQL --------------------------------------------------------------------------------
-
-
-def _open_postgresql(target: str, schema: str | None) -> ProvenanceStore:
-    display = redact_url(target)
-    if schema is not None:
-        _check_name(schema, "PostgreSQL schema name", _MAX_IDENT)
-    try:
-        url = sa.make_url(target)
-    except (sa.exc.ArgumentError, ValueError) as err:
-        raise ProvenanceError(
-            f"cannot parse the provenance store URL {display}: {_message(err)}. To fix, {_PG_FIX}"
-        ) from err
-    url = url.set(drivername="postgresql+psycopg")
-    if importlib.util.find_spec("psycopg") is None:
-        raise ProvenanceError(
-            f"the provenance store {display} is PostgreSQL, which needs psycopg (not installed): "
-            f"pip install 'riera[postgres]'"
-        )
-    try:
-        engine = _pg_engine(url, schema, read_only=False)
-        reader = _pg_engine(url, schema, read_only=True)
-    except (sa.exc.SQLAlchemyError, ValueError, ImportError) as err:
-        raise ProvenanceError(
-            f"cannot use the provenance store {display}: {_message(err)}. To fix, {_PG_FIX}"
-        ) from err
+    else:
+        if schema is not None:
+            raise ProvenanceError(
+                f"schema={schema!r} applies to PostgreSQL stores only, not to {redact_url(text)}"
+            )
+        if scheme == "sqlite":
+            text = text[len("sqlite://") :]
+            text = text[1:] if text.startswith("/") else text
+        elif scheme:
+            raise ProvenanceError(
+                f"unsupported provenance store {redact_url(text)!r} ({scheme}://); "
+                f"{connect.PG_FIX}, or give the path of a SQLite file"
+            )
+        if text in ("", ":memory:"):
+            raise ProvenanceError(
+                "an in-memory SQLite provenance store cannot be shared between the collector and "
+                f"queries; give a file path. To fix, {connect.SQLITE_FIX}"
+            )
+        display, engine, reader = connect.sqlite_engines(Path(text).expanduser())
+        kind, fix = "SQLite", connect.SQLITE_FIX
+        errors = (sqlite3.Error, sa.exc.SQLAlchemyError, OSError)
     store = ProvenanceStore(display, engine, reader)
     try:
         store._create(schema)
     except ProvenanceError:
         store.close()
         raise
-    except (sa.exc.SQLAlchemyError, engine.dialect.loaded_dbapi.Error) as err:
+    except errors as err:
         store.close()
         raise ProvenanceError(
-            f"cannot open the PostgreSQL provenance store {display}: {_message(err)}. "
-            f"To fix, {_PG_FIX}"
+            f"cannot open the {kind} provenance store {display}: {message(err)}. To fix, {fix}"
         ) from err
     log.debug("opened provenance store %s", display)
     return store
-
-
-def _pg_engine(url: sa.URL, schema: str | None, *, read_only: bool) -> Engine:
-    options = []
-    given = url.query.get("options")
-    if isinstance(given, str):
-        options.append(given)
-    options.append("-c TimeZone=UTC")  # timestamps come back in UTC whatever the server's zone
-    if schema is not None:
-        options.append(f"-c search_path={schema}")
-    if read_only:
-        options.append("-c default_transaction_read_only=on")
-    connect_args: dict[str, Any] = {"options": " ".join(options)}
-    if "connect_timeout" not in url.query:
-        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
-    engine = sa.create_engine(
-        url, connect_args=connect_args, paramstyle="format", pool_pre_ping=True
-    )
-    if read_only:
-
-        def on_connect(dbapi_connection: Any, record: Any) -> None:
-            dbapi_connection.read_only = True  # every transaction starts BEGIN READ ONLY
-
-        event.listen(engine, "connect", on_connect)
-    return engine
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -985,54 +796,3 @@ def _create_table(conn: Connection, table: sa.Table) -> None:
     conn.execute(CreateTable(table, if_not_exists=True))
     for index in sorted(table.indexes, key=lambda ix: ix.name or ""):
         conn.execute(CreateIndex(index, if_not_exists=True))
-
-
-def _check_name(name: Any, what: str, max_len: int) -> None:
-    if not isinstance(name, str) or not _NAME.match(name) or len(name) > max_len:
-        raise ProvenanceError(
-            f"{what} {name!r} is not a valid name: use lowercase letters, digits and underscores, "
-            f"starting with a letter or underscore, at most {max_len} characters (so it works "
-            f"unquoted in SQL on SQLite and PostgreSQL)"
-        )
-
-
-def _first_keyword(query: str, *, nested_comments: bool) -> str:
-    """The statement's first keyword, lowercased, past whitespace, comments and parentheses."""
-    i, n = 0, len(query)
-    while i < n:
-        if query[i].isspace() or query[i] == "(":
-            i += 1
-        elif query.startswith("--", i):
-            end = query.find("\n", i)
-            i = n if end < 0 else end + 1
-        elif query.startswith("/*", i):
-            depth, i = 1, i + 2
-            while i < n and depth:
-                if nested_comments and query.startswith("/*", i):
-                    depth, i = depth + 1, i + 2
-                elif query.startswith("*/", i):
-                    depth, i = depth - 1, i + 2
-                else:
-                    i += 1
-        else:
-            break
-    match = re.match(r"[A-Za-z_]+", query[i:])
-    return match.group(0).lower() if match else ""
-
-
-def _is_read_only_violation(err: Exception) -> bool:
-    if getattr(err, "sqlstate", None) == "25006":  # PostgreSQL read_only_sql_transaction
-        return True
-    name = getattr(err, "sqlite_errorname", "") or ""
-    return (
-        name == "SQLITE_AUTH" or name.startswith("SQLITE_READONLY") or "not authorized" in str(err)
-    )
-
-
-def _message(err: BaseException) -> str:
-    """The database's own message (without SQLAlchemy's wrapping and background links)."""
-    orig = getattr(err, "orig", None)
-    if isinstance(orig, BaseException):
-        err = orig
-    text = str(err).strip() or type(err).__name__
-    return text.split("\n(Background on this error")[0]
