@@ -7,7 +7,9 @@
   with 1 and with 2 worker processes and under the in-process executor (ids ``w1``, ``w2``,
   ``inproc``); it (re)initialises the runtime only when that choice changes (or someone else
   replaced the runtime), since starting workers costs time. The parameter lives on a
-  module-scoped fixture so pytest groups a module's tests by executor.
+  module-scoped fixture so pytest groups a module's tests by executor. Under the local pool,
+  ``inline_bytes=0``: the tests' small runs of built-in operators would otherwise run in the
+  driver (``riera.exec.base.choose``) and the pool would go untested.
 - ``out_dir``: a fresh directory under ``tmp_path`` for tests that write files.
 - ``s3_server`` (session): the one S3-compatible server of the session, moto's
   (``python -m moto.server``) on 127.0.0.1 and a free port, with dummy AWS credentials in the
@@ -94,7 +96,10 @@ def ensure_runtime(workers: int, executor: str = "local") -> _rt.Runtime:
     """Initialise the runtime with ``workers`` workers under ``executor`` unless it is current."""
     current = _rt._runtime
     if current is None or current is not _state.runtime or _state.workers != (executor, workers):
-        current = riera.init(workers=workers, executor=executor, progress="off")
+        inline = 0 if executor == "local" else None
+        current = riera.init(
+            workers=workers, executor=executor, progress="off", inline_bytes=inline
+        )
         _state.workers, _state.runtime = (executor, workers), current
     assert current.settings.workers == workers and current.settings.executor == executor
     return current

@@ -75,7 +75,10 @@ class Runtime:
             shm.sweep_dead_owners(d)
             shm.claim_owner(d)
         _handle_sigterm()
-        self.executor: executors.Executor = executors.create(settings)
+        # The configured executor; small runs of built-in operators use the in-process one
+        # (``executors.choose``). Each is built on first use: a session of small runs never
+        # starts a worker process.
+        self._executors: dict[str, executors.Executor] = {}
         self.hooks = HookList(hooks or [])
         if _progress_enabled(settings):
             from riera.exec.progress import ProgressHook
@@ -86,7 +89,6 @@ class Runtime:
             if settings.provenance != "off":
                 self.provenance = _start_provenance(settings, self.hooks)
         except BaseException:  # a half-built runtime gives back what it took
-            self.executor.shutdown()
             for d in self._owned_dirs:
                 shm.release_owner(d)
             raise
@@ -98,9 +100,21 @@ class Runtime:
     def add_hooks(self, *hooks: Hooks) -> None:
         self.hooks.hooks.extend(hooks)
 
+    @property
+    def executor(self) -> executors.Executor:
+        """The configured executor (``settings.executor``)."""
+        return self.executor_named(self.settings.executor)
+
+    def executor_named(self, name: str) -> executors.Executor:
+        ex = self._executors.get(name)
+        if ex is None:
+            ex = self._executors[name] = executors.create(self.settings, name)
+        return ex
+
     def shutdown(self) -> None:
         self.closed = True
-        self.executor.shutdown()
+        for ex in self._executors.values():
+            ex.shutdown()
         if self.provenance is not None:
             self.provenance.close()
         from riera.exchange import shm
@@ -153,9 +167,12 @@ class Runtime:
     ) -> RunOutput:
         run_id = time.strftime("%Y%m%dT%H%M%S") + secrets.token_hex(2)
         owner = os.getpid()
-        chosen = policy.choose(self.settings, n.source_bytes(root), self.shm_budget)
+        size = n.source_bytes(root)
+        chosen = policy.choose(self.settings, size, self.shm_budget)
         self.exchange = self.exchanges.writer(chosen)
-        info = RunInfo(run_id, action, self.settings.workers, chosen, time.time())
+        executor = executors.choose(self.settings, size, n.user_code(root))
+        workers = 1 if executor == executors.INLINE else self.settings.workers
+        info = RunInfo(run_id, action, workers, chosen, time.time(), executor=executor)
         write = root if isinstance(root, n.Write) else None
         temp = str(sinks.prepare(write.path, write.mode, run_id)) if write else None
         out = RunOutput(info)
@@ -179,7 +196,9 @@ class Runtime:
             cut = None
             if preview is not None and plan.prefix_stage is not None:
                 cut = (plan.prefix_stage, preview)
-            results = self._run_stages(plan, run_id, owner, info, cut)
+            results = self._run_stages(
+                plan, run_id, owner, info, self.executor_named(executor), cut
+            )
             final = results[plan.final.id]
             if write is not None:
                 parts = [r.part for r in final if r.part is not None]
@@ -230,6 +249,7 @@ class Runtime:
         run_id: str,
         owner: int,
         info: RunInfo,
+        executor: executors.Executor,
         cut: tuple[str, int] | None = None,
     ) -> dict[str, list[TaskResult]]:
         results: dict[str, list[TaskResult]] = {}
@@ -251,7 +271,7 @@ class Runtime:
                 return SegmentKey(owner, run_id, _sid, index, attempt)
 
             try:
-                results[stage.id] = self.executor.run_stage(
+                results[stage.id] = executor.run_stage(
                     stage,
                     stage_key,
                     inputs,
@@ -275,7 +295,7 @@ class Runtime:
                 raise
             finally:
                 sinfo.ended = time.time()
-                self.executor.forget(stage_key)
+                executor.forget(stage_key)
                 self.hooks.on_stage_end(sinfo)
             self.exchange.release(own_refs)
             for up in stage.upstream:

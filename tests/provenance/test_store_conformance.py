@@ -118,6 +118,24 @@ def test_a_version_1_store_is_upgraded_in_place(
     assert again.sql("SELECT name FROM file_versions").rows == [("a.txt",)]
 
 
+def test_a_version_3_store_gains_the_runs_executor_column(
+    store: ProvenanceStore, store_target: StoreTarget, open_target: Callable[[], ProvenanceStore]
+):
+    """Version 4 records which executor ran each run; a version-3 store keeps its runs and gets
+    the column, empty for the runs recorded before."""
+    store.write([("put", "runs", {"run_id": "r1", "status": "ok", "workers": 2})])
+    with _transaction(store_target) as conn:
+        conn.execute("ALTER TABLE runs DROP COLUMN executor")
+        conn.execute("UPDATE schema_version SET version = 3")
+    again = open_target()
+    assert again.sql("SELECT version FROM schema_version").rows == [(SCHEMA_VERSION,)]
+    again.write([("put", "runs", {"run_id": "r2", "status": "ok", "executor": "inprocess"})])
+    assert again.sql("SELECT run_id, workers, executor FROM runs ORDER BY run_id").rows == [
+        ("r1", 2, None),
+        ("r2", None, "inprocess"),
+    ]
+
+
 def test_a_version_2_store_moves_its_derivations_into_blocks(
     store: ProvenanceStore, store_target: StoreTarget, open_target: Callable[[], ProvenanceStore]
 ):

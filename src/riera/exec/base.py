@@ -15,7 +15,15 @@ semantics every executor keeps (the conformance suite in ``tests/`` runs the sam
 - Ctrl-C and SIGTERM propagate; what a failed attempt wrote is released by its key.
 
 Executors register by name (``register``); the ``executor`` setting (env ``RIERA_EXECUTOR``)
-picks one, and :func:`create` is the only place that builds it.
+picks one, :func:`choose` decides per run (the one exception: small runs of built-in operators),
+and :func:`create` is the only place that builds one.
+
+Why small runs stay in the driver: starting worker processes costs half a second (a forkserver
+importing pyarrow, numpy and pandas), and a run over a megabyte of data without user code takes
+milliseconds in one thread. Such a run cannot crash the driver or hang in user code, and the
+semantics are the same everywhere (the conformance suite), so nothing but its speed changes —
+which is what a user of Polars or DuckDB expects of ``head()`` on a small file. The rule looks at
+the plan only, never at whether workers happen to be warm, so a run goes the same way every time.
 """
 
 from __future__ import annotations
@@ -69,15 +77,26 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create(settings: Settings) -> Executor:
-    """The executor the settings name."""
+def create(settings: Settings, name: str | None = None) -> Executor:
+    """The executor ``name`` (default: the one the settings name)."""
     _load_builtin()
-    factory = _REGISTRY.get(settings.executor)
+    name = name or settings.executor
+    factory = _REGISTRY.get(name)
     if factory is None:
-        raise ConfigError(
-            f"unknown executor {settings.executor!r}; available: {', '.join(sorted(_REGISTRY))}"
-        )
+        raise ConfigError(f"unknown executor {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     return factory(settings)
+
+
+INLINE = "inprocess"
+
+
+def choose(settings: Settings, source_bytes: int, user_code: bool) -> str:
+    """The executor of a run whose sources hold ``source_bytes`` and that calls user code (Python
+    functions, external programs) or not: the configured one, except that a run of built-in
+    operators over at most ``inline_bytes`` runs in the driver (see the module docstring)."""
+    if not user_code and source_bytes <= settings.inline_bytes:
+        return INLINE
+    return settings.executor
 
 
 def _load_builtin() -> None:

@@ -79,6 +79,7 @@ class RunInfo:
     root: Any = None  # the logical plan's root node (prospective provenance reads its operators)
     stage_ops: dict[str, list[str]] = field(default_factory=dict)  # stage id -> operator names
     stage_capture: dict[str, str] = field(default_factory=dict)  # stage id -> off|tasks|records
+    executor: str = ""  # what ran the tasks (riera.exec.base.choose)
 
     @property
     def seconds(self) -> float:

@@ -54,6 +54,16 @@ def _stable(value: Any) -> Any:
     return repr(value)
 
 
+def _holds_callable(value: Any) -> bool:
+    if isinstance(value, tuple | list):
+        return any(_holds_callable(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_callable(v) for v in value.values())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return any(_holds_callable(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return callable(value) and not isinstance(value, type | Expr)
+
+
 def fn_label(fn: Callable[..., Any]) -> str:
     """A readable name for a user callable: ``parse`` or ``<lambda>`` or ``Mapper``."""
     name = getattr(fn, "__qualname__", None) or getattr(type(fn), "__qualname__", None) or "fn"
@@ -102,6 +112,15 @@ class Node:
     def source_bytes(self) -> int:
         """Bytes a source node holds (0 for operators): what the exchange policy sizes by."""
         return 0
+
+    def user_code(self) -> bool:
+        """Whether this operator calls code of the user's (a Python function among its
+        parameters, an external program): such a run never goes to the driver's own thread."""
+        return any(
+            _holds_callable(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name not in ("inputs", "name")
+        )
 
 
 # -- sources ----------------------------------------------------------------------------------
@@ -337,6 +356,9 @@ class RunProgram(Node):
 
     def label(self) -> str:
         return f"program({self.spec.step})"
+
+    def user_code(self) -> bool:
+        return True
 
     def params(self) -> dict[str, Any]:
         return {
@@ -604,6 +626,11 @@ def substitute(root: Node, replace: Callable[[Node], Node | None]) -> Node:
 def source_bytes(root: Node) -> int:
     """Bytes the sources of a plan hold (a lower bound of what its stages exchange)."""
     return sum(node.source_bytes() for node in walk(root))
+
+
+def user_code(root: Node) -> bool:
+    """Whether any operator of the plan calls code of the user's (:meth:`Node.user_code`)."""
+    return any(x.user_code() for x in walk(root))
 
 
 def walk(node: Node) -> list[Node]:

@@ -211,6 +211,7 @@ class ProvenanceHook(Hooks):
                     "started_at": utc(run.started),
                     "workers": run.workers,
                     "exchange": run.exchange,
+                    "executor": run.executor,
                     "capture": self.settings.provenance,
                     "settings": self.settings.model_dump_json(),
                     "riera_version": _riera_version(),

@@ -89,7 +89,7 @@ __all__ = [
     "to_utc",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: runs.executor
 
 
 def to_utc(value: datetime) -> datetime:
@@ -192,6 +192,7 @@ runs = Table(
     Column("seconds", Float),
     Column("workers", Integer),
     Column("exchange", Text),
+    Column("executor", Text),  # what ran the tasks: local | inprocess (a small run) | …
     Column("capture", Text),  # tasks | records
     Column("settings", JsonText),
     Column("riera_version", Text),
