@@ -29,7 +29,7 @@ from riera.config import Settings, load_settings
 from riera.errors import ExchangeError, RieraError, RunCancelled, Terminated
 from riera.exchange import available as available_exchanges
 from riera.exchange import policy
-from riera.exchange.base import Ref, SegmentKey
+from riera.exchange.base import SegmentKey
 from riera.exec import base as executors
 from riera.exec.hooks import HookList, Hooks, RunInfo, StageInfo
 from riera.exec.worker import TaskResult
@@ -262,7 +262,9 @@ class Runtime:
                     for sid in stage.sides
                 )
                 inputs = [ph.WithSides(i, sides) for i in inputs]
-            sinfo = StageInfo(run_id, stage.id, stage.label, len(inputs), time.time())
+            sinfo = StageInfo(
+                run_id, stage.id, stage.label, len(inputs), time.time(), reader=stage.reader
+            )
             info.stages.append(sinfo)
             self.hooks.on_stage_start(sinfo)
             stage_key = f"{run_id}/{stage.id}"
@@ -311,62 +313,17 @@ class Runtime:
         results: dict[str, list[TaskResult]],
         run_id: str,
         owner: int,
-    ) -> tuple[list[Any], list[Ref]]:
-        """Per-task inputs of ``stage``, and refs the driver created for it (released after it)."""
-        r = stage.reader
-        if isinstance(r, ph.FileReader):
-            return list(r.splits), []
-        if isinstance(r, ph.RangeReader):
-            return list(r.ranges), []
-        if isinstance(r, ph.FileGroupReader):
-            return list(r.tasks), []
-        if isinstance(r, ph.TableReader):
-            node = next(x for x in n.walk(plan.root) if x.name == r.node_name)
-            assert isinstance(node, n.TableSource)
-            refs = self.exchange.put_partitioned(
-                ops.split_even(node.table, r.partitions),
-                SegmentKey(owner, run_id, f"{stage.id}-src", 0),
-            )
-            return list(refs), refs
-        if isinstance(r, ph.ShuffleReader):
-            up = results[r.upstream]
-            return [[res.refs[i] for res in up] for i in range(r.partitions)], []
-        if isinstance(r, ph.RangeShuffleReader):
-            up = results[r.upstream]
-            samples = [s for res in up for s in res.sample]
-            bounds = ops.range_boundaries(samples, r.partitions, r.descending)
-            refs = [ref for res in up for ref in res.refs]
-            # A block stored in pieces (a backend that cannot slice in place) has a key span per
-            # piece: each reducer gets only the pieces that overlap its range.
-            spans = [s for res in up for s in (res.spans or [None] * len(res.refs))]
-
-            def task(lo: Any, hi: Any, last: bool | None) -> tuple[list[Ref], Any, Any, Any]:
-                mine = [
-                    ref
-                    for ref, span in zip(refs, spans, strict=True)
-                    if span is None or ops.span_overlaps(span, lo, hi, r.descending, last)
-                ]
-                return (mine or refs[:1], lo, hi, last)  # one ref at least: the schema
-
-            if not bounds:  # no non-null key sampled: one partition takes every row
-                return [task(None, None, True)] + [task(None, None, None)] * (r.partitions - 1), []
-            inputs = []
-            for i in range(r.partitions):
-                lo = bounds[i - 1] if i > 0 else None
-                hi = bounds[i] if i < r.partitions - 1 else None
-                inputs.append(task(lo, hi, i == r.partitions - 1))
-            return inputs, []
-        if isinstance(r, ph.JoinReader):
-            left, right = results[r.left], results[r.right]
-            if r.broadcast_right:
-                everything = [ref for x in right for ref in x.refs]
-                return [(list(x.refs), everything) for x in left], []
-            return [
-                ([x.refs[i] for x in left], [x.refs[i] for x in right]) for i in range(r.partitions)
-            ], []
-        if isinstance(r, ph.UnionReader):
-            return [res.refs[0] for up in r.upstreams for res in results[up]], []
-        raise TypeError(f"no inputs rule for {type(r).__name__}")
+    ) -> ph.TaskInputs:
+        """Per-task inputs of ``stage`` (its reader's rule), and refs the driver created for it
+        (released after it)."""
+        nodes = {x.name: x for x in n.walk(plan.root)}
+        ctx = ph.InputContext(
+            results,
+            self.exchange,
+            SegmentKey(owner, run_id, f"{stage.id}-src", 0),
+            nodes.__getitem__,
+        )
+        return stage.reader.task_inputs(ctx)
 
 
 def _instrumented(plan: planner.PhysicalPlan) -> planner.PhysicalPlan:

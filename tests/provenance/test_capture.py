@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -90,6 +91,40 @@ def test_a_run_records_plan_run_stages_tasks_and_elements(home: Path, tmp_path: 
     written = sorted((tmp_path / "out").glob("part-*"))
     assert sorted(Path(o["location"]).name for o in outputs) == [p.name for p in written]
     assert sum(o["rows"] for o in outputs) == sum(pq.read_metadata(p).num_rows for p in written)
+
+
+def test_tasks_record_what_their_reader_read_side_inputs_included(
+    home: Path, tmp_path: Path
+) -> None:
+    """Each task's ``used`` rows name what its stage's reader read: file splits, ranges, and
+    for a broadcast join, the small side's partitions beside the task's own input."""
+    big = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"k": [i % 10 for i in range(2000)], "v": list(range(2000))}), big,
+                   row_group_size=500)  # fmt: skip
+    small = riera.range(10, partitions=2).with_columns(name=riera.col("id").cast("string"))
+    joined = riera.read_parquet(str(big)).join(small, left_on="k", right_on="id")
+    assert "(broadcast right)" in joined.explain(show=False)
+    assert joined.count() == 2000
+    run = riera.get_runtime().last_run
+    assert run is not None
+    used = rows(
+        home,
+        "SELECT u.task_id, e.kind, e.element_id FROM used u JOIN elements e "
+        "ON e.run_id = u.run_id AND e.element_id = u.element_id WHERE u.run_id = :r",
+        r=run.run_id,
+    )
+    by_task: dict[str, set[str]] = {}
+    for u in used:
+        by_task.setdefault(u["task_id"], set()).add(u["kind"])
+    ranges = {u["element_id"] for u in used if u["kind"] == "range"}
+    assert ranges == {"range:0-5", "range:5-10"}
+    big_side = [t for t, kinds in by_task.items() if "split" in kinds]
+    assert big_side, by_task
+    side = {u["element_id"] for u in used if u["kind"] == "partition" and u["task_id"] in big_side}
+    # every task of the big side read both partitions of the broadcast small side
+    for task in big_side:
+        mine = {u["element_id"] for u in used if u["task_id"] == task and u["kind"] == "partition"}
+        assert mine == side and len(side) == 2, (task, mine, side)
 
 
 def test_content_hashes_identify_content_across_runs(home: Path, tmp_path: Path) -> None:

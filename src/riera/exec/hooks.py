@@ -61,6 +61,9 @@ class StageInfo:
     retries: int = 0
     status: str = "running"
     spilled_bytes: int = 0  # written to the spill backend instead of the run's exchange
+    # The stage's reader (riera.physical.stage.Reader): ``reader.elements(task.input)`` names
+    # the data a task of the stage read.
+    reader: Any = None
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Physical stages: what each task of a stage reads, the fused operators it applies, where it writes.
 
-A :class:`Stage` is a reader, a chain of :mod:`~riera.physical.ops`, and a writer. The driver computes a
-small per-task input (a file split, a list of refs); the worker calls ``reader.read`` → ops →
-``writer.write``. Readers and writers are frozen dataclasses, picklable, so a stage is shipped to each
+A :class:`Stage` is a reader, a chain of :mod:`~riera.physical.ops`, and a writer. The driver asks
+the reader for one small input per task (``reader.task_inputs``: a file split, a list of refs); the
+worker calls ``reader.read`` → ops → ``writer.write``. Readers and writers are frozen dataclasses, picklable, so a stage is shipped to each
 worker once and tasks only carry their small input.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -26,10 +26,66 @@ from riera.physical import joins, ops
 # -- readers --------------------------------------------------------------------------------------
 
 
+class Upstream(Protocol):
+    """What a reader needs of a finished upstream task (``riera.exec.worker.TaskResult``)."""
+
+    refs: list[Ref]
+    sample: list[Any]
+    spans: list[Any] | None
+
+
+TaskInputs = tuple[list[Any], list[Ref]]
+"""One input per task, and the refs the driver stored for them (released after the stage)."""
+
+
+@dataclass(frozen=True)
+class InputContext:
+    """What the driver offers a reader computing its stage's task inputs."""
+
+    results: Mapping[str, Sequence[Upstream]]  # finished stages' task results, by stage id
+    exchange: Exchange  # where the driver stores inputs of its own (in-memory tables)
+    key: SegmentKey  # under which it stores them
+    node: Callable[[str], Any]  # a logical plan node by name
+
+
+@dataclass(frozen=True)
+class Element:
+    """A piece of data a task reads, as provenance names it: a stored table (``ref``), or
+    data from outside the run (a file split, a file of a group, a range of numbers) with a
+    stable ``id`` and what is known of it."""
+
+    id: str = ""
+    kind: str = ""  # split | file | range (data from outside the run)
+    rows: int | None = None
+    nbytes: int | None = None
+    where: str = ""
+    backend: str = ""
+    ref: Ref | None = None
+
+
+def _stored(refs: Sequence[Ref]) -> list[Element]:
+    return [Element(ref=r) for r in refs]
+
+
 @dataclass(frozen=True)
 class Reader:
     def describe(self) -> str:
         return type(self).__name__
+
+    def task_inputs(self, ctx: InputContext) -> TaskInputs:
+        """The input of each task of the stage, computed in the driver once the stages it reads
+        have finished."""
+        raise NotImplementedError
+
+    def elements(self, task_input: Any) -> list[Element]:
+        """What one task's input (as :meth:`task_inputs` made it) reads, side inputs included."""
+        if isinstance(task_input, WithSides):
+            sides = [ref for _, refs in task_input.sides for ref in refs]
+            return self._elements(task_input.input) + _stored(sides)
+        return self._elements(task_input)
+
+    def _elements(self, task_input: Any) -> list[Element]:
+        raise NotImplementedError
 
     def read(self, task_input: Any, exchange: Exchange) -> pa.Table:
         raise NotImplementedError
@@ -60,6 +116,14 @@ class FileReader(Reader):
         if self.predicate is not None:
             extra += f", row groups pruned by {self.predicate!r}"
         return f"read {self.format} ({len(self.splits)} splits{extra})"
+
+    def task_inputs(self, ctx: InputContext) -> TaskInputs:
+        return list(self.splits), []
+
+    def _elements(self, task_input: readers.Split) -> list[Element]:
+        size = task_input.end - task_input.start if task_input.end >= 0 else None
+        return [Element(f"split:{task_input.describe()}", "split", None, size, task_input.path,
+                        "file")]  # fmt: skip
 
     def read(self, task_input: readers.Split, exchange: Exchange) -> pa.Table:
         with self._naming(task_input):
@@ -130,6 +194,16 @@ class FileGroupReader(Reader):
     def describe(self) -> str:
         return f"read file groups ({sum(len(t) for t in self.tasks)} groups)"
 
+    def task_inputs(self, ctx: InputContext) -> TaskInputs:
+        return list(self.tasks), []
+
+    def _elements(self, task_input: tuple[Any, ...]) -> list[Element]:
+        return [
+            Element(f"file:{path}", "file", None, size, path, "file")
+            for group in task_input
+            for _, path, size in group.files
+        ]
+
     def read(self, task_input: tuple[Any, ...], exchange: Exchange) -> pa.Table:
         from riera.blackbox.filegroups import read_groups
 
@@ -144,6 +218,13 @@ class RangeReader(Reader):
 
     def describe(self) -> str:
         return f"range ({len(self.ranges)} partitions)"
+
+    def task_inputs(self, ctx: InputContext) -> TaskInputs:
+        return list(self.ranges), []
+
+    def _elements(self, task_input: tuple[int, int]) -> list[Element]:
+        start, stop = task_input
+        return [Element(f"range:{start}-{stop}", "range", stop - start, None, "", "range")]
 
     def read(self, task_input: tuple[int, int], exchange: Exchange) -> pa.Table:
         start, stop = task_input
@@ -162,6 +243,15 @@ class TableReader(Reader):
     def describe(self) -> str:
         return f"in-memory table ({self.partitions} partitions)"
 
+    def task_inputs(self, ctx: InputContext) -> TaskInputs:
+        """The driver stores the table's slices in the exchange: one ref per task."""
+        table = ctx.node(self.node_name).table
+        refs = ctx.exchange.put_partitioned(ops.split_even(table, self.partitions), ctx.key)
+        return list(refs), refs
+
+    def _elements(self, task_input: Ref) -> list[Element]:
+        return _stored([task_input])
+
     def read(self, task_input: Ref, exchange: Exchange) -> pa.Table:
         return exchange.get(task_input)
 
@@ -175,6 +265,13 @@ class ShuffleReader(Reader):
 
     def describe(self) -> str:
         return f"exchange read of {self.upstream} ({self.partitions} partitions)"
+
+    def task_inputs(self, ctx: InputContext) -> TaskInputs:
+        up = ctx.results[self.upstream]
+        return [[res.refs[i] for res in up] for i in range(self.partitions)], []
+
+    def _elements(self, task_input: list[Ref]) -> list[Element]:
+        return _stored(task_input)
 
     def read(self, task_input: list[Ref], exchange: Exchange) -> pa.Table:
         return ops.concat([exchange.get(r) for r in task_input])
@@ -191,6 +288,36 @@ class RangeShuffleReader(Reader):
 
     def describe(self) -> str:
         return f"range-partitioned read of {self.upstream} by {self.key} ({self.partitions})"
+
+    def task_inputs(self, ctx: InputContext) -> TaskInputs:
+        """Range boundaries from the pooled samples of the map side; each reducer gets its
+        range and the blocks (or, for a backend that cannot slice in place, only the pieces)
+        that overlap it."""
+        up = ctx.results[self.upstream]
+        samples = [s for res in up for s in res.sample]
+        bounds = ops.range_boundaries(samples, self.partitions, self.descending)
+        refs = [ref for res in up for ref in res.refs]
+        spans = [s for res in up for s in (res.spans or [None] * len(res.refs))]
+
+        def task(lo: Any, hi: Any, last: bool | None) -> tuple[list[Ref], Any, Any, Any]:
+            mine = [
+                ref
+                for ref, span in zip(refs, spans, strict=True)
+                if span is None or ops.span_overlaps(span, lo, hi, self.descending, last)
+            ]
+            return (mine or refs[:1], lo, hi, last)  # one ref at least: the schema
+
+        if not bounds:  # no non-null key sampled: one partition takes every row
+            return [task(None, None, True)] + [task(None, None, None)] * (self.partitions - 1), []
+        inputs = []
+        for i in range(self.partitions):
+            lo = bounds[i - 1] if i > 0 else None
+            hi = bounds[i] if i < self.partitions - 1 else None
+            inputs.append(task(lo, hi, i == self.partitions - 1))
+        return inputs, []
+
+    def _elements(self, task_input: tuple[list[Ref], Any, Any, Any]) -> list[Element]:
+        return _stored(task_input[0])
 
     def read(self, task_input: tuple[list[Ref], Any, Any, bool], exchange: Exchange) -> pa.Table:
         tables, empty = [], None
@@ -234,6 +361,18 @@ class JoinReader(Reader):
         if self.broadcast_right:
             return f"read of {self.left} × all of {self.right} ({self.partitions})"
         return f"co-partitioned read of {self.left} ⋈ {self.right} ({self.partitions})"
+
+    def task_inputs(self, ctx: InputContext) -> TaskInputs:
+        left, right = ctx.results[self.left], ctx.results[self.right]
+        if self.broadcast_right:
+            everything = [ref for x in right for ref in x.refs]
+            return [(list(x.refs), everything) for x in left], []
+        return [
+            ([x.refs[i] for x in left], [x.refs[i] for x in right]) for i in range(self.partitions)
+        ], []
+
+    def _elements(self, task_input: tuple[list[Ref], list[Ref]]) -> list[Element]:
+        return _stored([*task_input[0], *task_input[1]])
 
     def read(self, task_input: tuple[list[Ref], list[Ref]], exchange: Exchange) -> pa.Table:
         # The join op needs both sides; it receives them through a 2-column wrapper table.
@@ -301,6 +440,12 @@ class UnionReader(Reader):
 
     def describe(self) -> str:
         return f"union of {', '.join(self.upstreams)}"
+
+    def task_inputs(self, ctx: InputContext) -> TaskInputs:
+        return [res.refs[0] for up in self.upstreams for res in ctx.results[up]], []
+
+    def _elements(self, task_input: Ref) -> list[Element]:
+        return _stored([task_input])
 
     def read(self, task_input: Ref, exchange: Exchange) -> pa.Table:
         return exchange.get(task_input)

@@ -183,12 +183,14 @@ class ProvenanceHook(Hooks):
         self._run_id = ""
         self._output_dir = ""  # where the run's output files are committed, if it writes files
         self._capture: dict[str, str] = {}  # stage id -> off | tasks | records
+        self._readers: dict[str, Any] = {}  # stage id -> its reader (names what tasks read)
         self._versions: Versions | None = None
 
     # run ------------------------------------------------------------------------------------
     def on_run_start(self, run: RunInfo) -> None:
         self._elements.clear()
         self._numbers.clear()
+        self._readers.clear()
         self._element_no = 0
         self._run_id = run.run_id
         self._output_dir = (
@@ -259,6 +261,7 @@ class ProvenanceHook(Hooks):
 
     # stage ----------------------------------------------------------------------------------
     def on_stage_start(self, stage: StageInfo) -> None:
+        self._readers[stage.stage_id] = stage.reader
         self.collector.emit([("put", "stages", self._stage_row(stage))])
 
     def on_stage_end(self, stage: StageInfo) -> None:
@@ -291,7 +294,7 @@ class ProvenanceHook(Hooks):
         events: list[Event] = [("put", "tasks", self._task_row(task))]
         if task.status == "ok" and self._capture.get(task.stage_id) != "off":
             tid = task_id(task)
-            for element in self._inputs(task.input):
+            for element in self._inputs(task):
                 events += element.events(self)
                 events.append(
                     (
@@ -375,7 +378,7 @@ class ProvenanceHook(Hooks):
 
     def _derivations(self, task: TaskInfo, blocks: list[dict[str, Any]]) -> list[Event]:
         """Record lineage in blocks: slots and partitions of the task become element numbers."""
-        inputs = [self._numbers.get(e.id, 0) for e in self._inputs(task.input)]
+        inputs = [self._numbers.get(e.id, 0) for e in self._inputs(task)]
         if task.part:
             outputs = [self._numbers.get(f"output/{task.part.get('file', task.index)}", 0)]
         else:
@@ -456,41 +459,26 @@ class ProvenanceHook(Hooks):
             "backend": backend,
         }
 
-    def _inputs(self, task_input: Any) -> Iterator[_Input]:
-        """The data elements a task's scheduled input names (walks tuples and lists)."""
-        from riera.blackbox.filegroups import GroupSpec
-        from riera.exchange.base import Ref
-        from riera.io.readers import Split
-
-        if isinstance(task_input, Ref):
-            key = (task_input.backend, task_input.location, task_input.batches)
+    def _inputs(self, task: TaskInfo) -> Iterator[_Input]:
+        """The data elements a task read, as its stage's reader names them."""
+        reader = self._readers.get(task.stage_id)
+        if reader is None:
+            return
+        for e in reader.elements(task.input):
+            ref = e.ref
+            if ref is None:  # data from outside the run: a split, a file, a range
+                yield _Input(e.id, (e.kind, e.rows, e.nbytes, e.where, e.backend))
+                continue
+            key = (ref.backend, ref.location, ref.batches)
             known = self._elements.get(key)
             if known is not None:
                 yield _Input(known, None)
             else:  # a driver-side put (in-memory source data): an element of its own
-                eid = f"source/{task_input.location.rsplit('/', 1)[-1]}"
-                if task_input.batches:
-                    eid += f"[{task_input.batches[0]}:{task_input.batches[1]}]"
+                eid = f"source/{ref.location.rsplit('/', 1)[-1]}"
+                if ref.batches:
+                    eid += f"[{ref.batches[0]}:{ref.batches[1]}]"
                 self._elements[key] = eid
-                yield _Input(eid, ("source", task_input.rows, task_input.nbytes,
-                                   task_input.location, task_input.backend))  # fmt: skip
-        elif isinstance(task_input, GroupSpec):
-            for _, path, file_size in task_input.files:
-                yield _Input(f"file:{path}", ("file", None, file_size, path, "file"))
-        elif isinstance(task_input, Split):
-            eid = f"split:{task_input.describe()}"
-            size = task_input.end - task_input.start if task_input.end >= 0 else None
-            yield _Input(eid, ("split", None, size, task_input.path, "file"))
-        elif (
-            isinstance(task_input, tuple)
-            and len(task_input) == 2
-            and all(isinstance(x, int) for x in task_input)
-        ):
-            start, stop = task_input
-            yield _Input(f"range:{start}-{stop}", ("range", stop - start, None, "", "range"))
-        elif isinstance(task_input, list | tuple):
-            for item in task_input:
-                yield from self._inputs(item)
+                yield _Input(eid, ("source", ref.rows, ref.nbytes, ref.location, ref.backend))
 
 
 @dataclasses.dataclass
