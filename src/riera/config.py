@@ -165,8 +165,9 @@ class Settings(BaseModel):
 
     @property
     def versions_repo(self) -> Path | None:
-        """The Git repository of file versions, or None when versioning is off."""
-        if not self.versioning:
+        """The Git repository of file versions, or None when versioning (or provenance, which
+        records the versions) is off."""
+        if not self.versioning or self.provenance == "off":
             return None
         return self.versions_dir or self.home / "versions.git"
 

@@ -42,8 +42,7 @@ class InProcessExecutor:
     def _setup(self) -> Exchanges:
         if self._exchanges is None:  # what a worker process does when it starts
             self._exchanges = Exchanges(self.settings)
-            repo = self.settings.versions_repo if self.settings.provenance != "off" else None
-            taskctx.configure(repo)
+            taskctx.configure(self.settings.versions_repo)
         return self._exchanges
 
     def run_stage(

@@ -244,7 +244,7 @@ def main(conn: Connection, settings_fields: dict[str, Any], driver_pid: int) -> 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = Settings.model_validate(settings_fields)
     exchanges = Exchanges(settings)
-    taskctx.configure(settings.versions_repo if settings.provenance != "off" else None)
+    taskctx.configure(settings.versions_repo)
     stages: dict[str, Stage] = {}
     conn.send(("ready", os.getpid()))
     while True:
