@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from riera import memory
 from riera.errors import SchemaMismatchError, SourceError
+from riera.kernels import views
 
 BOM = b"\xef\xbb\xbf"
 
@@ -457,7 +458,7 @@ def read_parquet_split(
     file, groups = _parquet_groups(split, arrow_filter)
     if not groups:
         return _empty(file, columns)
-    return file.read_row_groups(groups, columns=columns)
+    return _read_groups(split.path, file, groups, columns)
 
 
 def iter_parquet_split(
@@ -468,7 +469,71 @@ def iter_parquet_split(
     if not groups:
         yield _empty(file, columns)
     for g in groups:
-        yield file.read_row_groups([g], columns=columns)
+        yield _read_groups(split.path, file, [g], columns)
+
+
+# Reading through the dictionary pays when it holds few values beside the rows: its page is
+# small (writers fall back to plain pages once it reaches their limit, ~1 MiB by default) and a
+# small part of the column chunk (or tiny).
+_SMALL_DICTIONARY = 256 << 10
+_TINY_DICTIONARY = 4 << 10
+
+
+def _read_groups(
+    path: str, file: pq.ParquetFile, groups: list[int], columns: list[str] | None
+) -> pa.Table:
+    """Row groups of ``file``. View columns (``string_view``, as Polars and DuckDB write) whose
+    chunks are dictionary-encoded are read as dictionaries and gathered into views
+    (:func:`riera.kernels.views.from_dictionary`), 2-3x faster than decoding every value; the
+    table has the file's types either way."""
+    encoded = _dictionary_views(file, groups, columns)
+    if not encoded:
+        return file.read_row_groups(groups, columns=columns)
+    reader = pq.ParquetFile(path, metadata=file.metadata, read_dictionary=encoded)
+    table = reader.read_row_groups(groups, columns=columns)
+    schema = file.schema_arrow
+    for name in encoded:
+        i = table.schema.get_field_index(name)
+        field = schema.field(name)
+        col = table.column(i)
+        if pa.types.is_dictionary(col.type):
+            chunks = [views.from_dictionary(c, field.type) for c in col.chunks]
+            table = table.set_column(i, field, pa.chunked_array(chunks, field.type))
+    return table
+
+
+def _dictionary_views(
+    file: pq.ParquetFile, groups: list[int], columns: list[str] | None
+) -> list[str]:
+    """The top-level view columns among ``columns`` that every row group in ``groups`` keeps
+    dictionary-encoded with a small dictionary."""
+    schema = file.schema_arrow
+    wanted = [
+        f.name
+        for f in schema
+        if (columns is None or f.name in columns)
+        and (pa.types.is_string_view(f.type) or pa.types.is_binary_view(f.type))
+    ]
+    if not wanted or not groups:
+        return []
+    meta = file.metadata
+    position = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
+    out = []
+    for name in wanted:
+        i = position.get(name)
+        if i is not None and all(_small_dictionary(meta.row_group(g).column(i)) for g in groups):
+            out.append(name)
+    return out
+
+
+def _small_dictionary(chunk: Any) -> bool:
+    start = chunk.dictionary_page_offset
+    if not chunk.has_dictionary_page or start is None:
+        return False
+    size = chunk.data_page_offset - start
+    if not 0 <= size <= _SMALL_DICTIONARY:
+        return False
+    return size <= _TINY_DICTIONARY or 8 * size <= chunk.total_compressed_size
 
 
 def _empty(file: pq.ParquetFile, columns: list[str] | None) -> pa.Table:
