@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from riera.errors import ColumnTypeError
+from riera.kernels import views
 
 _PLAIN = {pa.string_view(): pa.large_string(), pa.binary_view(): pa.large_binary()}
 
@@ -65,18 +66,36 @@ _NARROW = {
 
 
 def hash_key(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    """A grouping key in the type Acero hashes fastest: 32-bit-offset ``string``/``binary`` for a
-    view or ``large_`` column whose bytes fit (measured on pyarrow 26, 4M rows, 2 keys:
-    ``string`` 37 ms, ``string_view`` 97 ms, ``large_string`` 189 ms); else :func:`plain`."""
+    """A grouping key in the type Acero hashes fastest (:func:`restore` gives the original back):
+
+    - a view column whose values are all inline: its views as ``fixed_size_binary(16)``
+      (:mod:`riera.kernels.views`; no cast at all);
+    - another view or ``large_`` column whose bytes fit: 32-bit-offset ``string``/``binary``
+      (measured on pyarrow 26, 4M rows, 2 keys: ``string`` 37 ms, ``string_view`` 97 ms,
+      ``large_string`` 189 ms);
+    - a dictionary column: its dictionaries unified across chunks (Acero refuses chunks whose
+      dictionaries differ), still dictionary-encoded;
+    - anything else: :func:`plain`."""
     t = col.type
+    if is_view(t):
+        inline = views.key(col)
+        if inline is not None:
+            return inline
     if t in _NARROW and col.nbytes < 2**31 - 1:
         return col.cast(_NARROW[t])
+    if pa.types.is_dictionary(t) and isinstance(col, pa.ChunkedArray) and col.num_chunks > 1:
+        return col.unify_dictionaries()
     return plain(col)
 
 
 def restore(col: pa.ChunkedArray | pa.Array, t: pa.DataType) -> pa.ChunkedArray | pa.Array:
-    """``col`` cast back to ``t`` when an operator worked on a plain equivalent."""
-    return col if col.type == t else col.cast(t)
+    """``col`` cast back to ``t`` when an operator worked on a plain equivalent (or on the views
+    of a view column: :func:`hash_key`)."""
+    if col.type == t:
+        return col
+    if col.type == views.KEY_TYPE and is_view(t):
+        return views.from_key(col, t)
+    return col.cast(t)
 
 
 def has_views(schema: pa.Schema) -> bool:
@@ -91,11 +110,11 @@ def plain_table(table: pa.Table) -> pa.Table:
 
 
 def restore_columns(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
-    """Cast the columns named in ``types`` back to those types (where they differ)."""
+    """Give the columns named in ``types`` those types back (where they differ: :func:`restore`)."""
     for i, name in enumerate(table.column_names):
         t = types.get(name)
         if t is not None and table.schema.field(i).type != t:
-            table = table.set_column(i, name, table.column(i).cast(t))
+            table = table.set_column(i, pa.field(name, t), restore(table.column(i), t))
     return table
 
 
@@ -105,8 +124,11 @@ def holds_views(t: pa.DataType) -> bool:
 
 
 def take_view(col: pa.ChunkedArray | pa.Array, indices: np.ndarray) -> pa.ChunkedArray:
-    """``take`` for a column that :func:`holds_views`: through its plain form, so the result
-    is compact."""
+    """``take`` for a column that :func:`holds_views`: a view column gathers its views (the
+    data buffers are shared; :func:`compact` rewrites a column that keeps too little of them),
+    a list of views goes through its plain form."""
+    if is_view(col.type):
+        return pa.chunked_array([views.take(col, np.asarray(indices, dtype=np.int64))], col.type)
     out = take_values(col, pa.array(indices, pa.int64()))
     return out if isinstance(out, pa.ChunkedArray) else pa.chunked_array([out], col.type)
 
@@ -259,16 +281,50 @@ def _hidden(t: pa.DataType) -> bool:
     return is_view(t) or pa.types.is_dictionary(t)
 
 
+def _carried(t: pa.DataType) -> bool:
+    """Payload types a join gathers by row number after Arrow's join instead of passing them
+    through it: nested (Arrow refuses them), views and dictionaries (no kernel, or chunks
+    whose dictionaries differ), and 64-bit-offset strings and binaries (Acero carries them
+    ~6x slower than 32-bit ones: 267 ms against 43 ms for one 1M-row side)."""
+    return is_nested(t) or _hidden(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t)
+
+
+def take_rows(col: pa.ChunkedArray, rows: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``col`` gathered by row numbers that may be null (a null gathers a null), any type."""
+    if isinstance(rows, pa.ChunkedArray):
+        rows = rows.combine_chunks()
+    if is_view(col.type):
+        present = None
+        if rows.null_count:
+            present = np.asarray(rows.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+            rows = rows.fill_null(0)
+        idx = np.asarray(rows.to_numpy(zero_copy_only=False), dtype=np.int64)
+        return views.take(col, idx, present)
+    return col.combine_chunks().take(rows)
+
+
+def join_key(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A key column as Arrow's join hashes it: dictionaries decoded, views (and their decoded
+    values) as 32-bit-offset strings or binaries when they fit, else the ``large_`` types."""
+    t = col.type
+    if pa.types.is_dictionary(t):
+        col = col.cast(t.value_type)
+        t = t.value_type
+    if t in _NARROW and col.nbytes < 2**31 - 1:
+        return col.cast(_NARROW[t])
+    return plain(col)
+
+
 class JoinCarry:
     """What :func:`riera.physical.joins.join_tables` hides from Arrow's hash join and puts back.
 
-    Arrow's join takes neither view types nor nested payload columns, nor dictionaries that
-    differ between chunks or sides. View and dictionary columns (keys or not) join in their
-    plain form and are cast back; each nested column is replaced by its row
-    numbers under a private name and gathered from the original after the join (a row number
-    of null, an unmatched outer row, gathers a null). A key that is a view on either side keeps
-    the left side's type when both hold the same kind of values. Output names follow the join's own rule:
-    a right column whose name the left side also has gets the suffix ``_right``.
+    Payload columns Arrow's join refuses or carries slowly (:func:`_carried`) are replaced by
+    their row numbers under a private name and gathered from the original after the join (a
+    row number of null, an unmatched outer row, gathers a null): they keep their exact type.
+    View and dictionary keys join in a plain form (:func:`join_key`) and are cast back; a key
+    that is a view on either side keeps the left side's type when both hold the same kind of
+    values. Output names follow the join's own rule: a right column whose name the left side
+    also has gets the suffix ``_right``.
     """
 
     def __init__(self) -> None:
@@ -303,21 +359,19 @@ class JoinCarry:
     ) -> pa.Table:
         for i, field in enumerate(table.schema):
             t = field.type
-            if is_nested(t):
+            if field.name not in keys and _carried(t):
                 placeholder = f"__riera_{side}{i}"
                 self.gathered[placeholder] = (out_name(field.name), table.column(i))
                 rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
                 table = table.set_column(i, placeholder, rows)
-            elif _hidden(t):
-                if field.name not in keys:  # keys: cast back only when both sides agree
-                    self.types[out_name(field.name)] = t
-                table = table.set_column(i, field.name, sort_form(table.column(i)))
+            elif field.name in keys and _hidden(t):  # cast back only when both sides agree
+                table = table.set_column(i, field.name, join_key(table.column(i)))
         return table
 
     def finish(self, out: pa.Table) -> pa.Table:
         for i, name in enumerate(out.column_names):
             if name in self.gathered:
                 final, original = self.gathered[name]
-                col = original.combine_chunks().take(out.column(i))
-                out = out.set_column(i, final, col)
+                col = take_rows(original, out.column(i))
+                out = out.set_column(i, pa.field(final, original.type), col)
         return restore_columns(out, self.types)
