@@ -76,9 +76,31 @@ def test_the_fast_path_declines_what_does_not_fit_64_bits() -> None:
     assert decimals.multiply(a, a, pa.decimal128(38, 0)) is None
     big = _dec([2**64, None], 30, 0)
     assert decimals.add(big, big, pa.decimal128(31, 0)) is None
-    assert decimals.add(
-        _dec([2**40], 30, 0), _dec([None], 30, 0), pa.decimal128(31, 0)
+    assert decimals.arrow(
+        decimals.add(_dec([2**40], 30, 0), _dec([None], 30, 0), pa.decimal128(31, 0))
     ).to_pylist() == [None]
+
+
+def test_intermediates_stay_unscaled_and_the_result_is_arrows() -> None:
+    """``a * (1 - b) * (1 + c)``: each operation hands the next one int64 values; only the
+    expression's result is built as decimal128, equal to Arrow's own kernels' answer."""
+    a = pa.chunked_array([_dec([105_00, None, 7], 12, 2), _dec([1, 2], 12, 2)])
+    b = pa.chunked_array([_dec([4, 5, 6], 12, 2), _dec([None, 9], 12, 2)])
+    c = pa.chunked_array([_dec([1, 2, 3], 12, 2), _dec([4, 5], 12, 2)])
+    one = pa.scalar(decimal.Decimal(1)).cast(pa.decimal128(12, 2))
+    step = decimals.add(one, b, decimals.result_type("subtract_checked", one.type, b.type),
+                        subtract=True)  # fmt: skip
+    assert isinstance(step, decimals.Unscaled)
+    product = decimals.multiply(a, step, pa.decimal128(25, 4))
+    assert isinstance(product, decimals.Unscaled)
+    table = pa.table({"a": a, "b": b, "c": c})
+    got = Evaluator(table).array(col("a") * (1 - col("b")) * (1 + col("c")))
+    want = [
+        None if None in (x, y, z) else x * (1 - y) * (1 + z)
+        for x, y, z in zip(a.to_pylist(), b.to_pylist(), c.to_pylist(), strict=True)
+    ]
+    assert isinstance(got, pa.ChunkedArray) and got.type == pa.decimal128(38, 6)
+    assert got.to_pylist() == want
 
 
 def test_chunked_columns_with_unaligned_chunks() -> None:

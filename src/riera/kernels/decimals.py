@@ -10,17 +10,59 @@ exactly the value Arrow would compute, in the same result type, about ten times 
 The fast path is taken only when it is provably exact: every valid input fits in an ``int64`` and
 the bound ``max|a| * max|b|`` (or ``max|a| + max|b|``) stays below ``2**63``. Otherwise the caller
 falls back to Arrow's kernels, which also raise on a true overflow.
+
+Between two operations of one expression the result stays :class:`Unscaled` — its int64 values,
+validity and decimal type, never written as 16-byte words — so ``a * (1 - b) * (1 + c)`` reads
+each column once and builds one ``decimal128`` array at the end (:meth:`Unscaled.arrow`).
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 _LIMIT = 2**63 - 1
+
+
+class Unscaled:
+    """A decimal128 column held as its unscaled int64 values (per chunk, with validity); what
+    the fast paths return so that the next one need not read 16-byte words back."""
+
+    def __init__(
+        self,
+        parts: list[tuple[np.ndarray, np.ndarray | None]],
+        type_: pa.DataType,
+        chunked: bool,
+    ) -> None:
+        self.parts = parts
+        self.type = type_
+        self.chunked = chunked
+        self._bound: int | None = None
+
+    def __len__(self) -> int:
+        return sum(len(v) for v, _ in self.parts)
+
+    def bound(self) -> int:
+        """max |value| over the valid values."""
+        if self._bound is None:
+            self._bound = max((_bound(v) for v, _ in self.parts), default=0)
+        return self._bound
+
+    def arrow(self) -> pa.Array | pa.ChunkedArray:
+        """The values as a ``decimal128`` array (chunked as the operands were)."""
+        built = [_build(v, valid, self.type) for v, valid in self.parts]
+        if self.chunked:
+            return pa.chunked_array(built, self.type)
+        return built[0]
+
+
+def arrow(v: Any) -> Any:
+    """``v`` as Arrow data (an :class:`Unscaled` is built; anything else is returned as is)."""
+    return v.arrow() if isinstance(v, Unscaled) else v
 
 
 def _words(arr: pa.Array) -> tuple[np.ndarray, np.ndarray | None] | None:
@@ -67,102 +109,139 @@ def _and(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
     return a & b
 
 
-def _chunks(
-    a: pa.Array | pa.ChunkedArray, b: pa.Array | pa.ChunkedArray
-) -> list[tuple[pa.Array, pa.Array]] | None:
+Part = tuple[np.ndarray, np.ndarray | None]  # unscaled values and validity of one chunk
+
+
+def _parts(v: pa.Array | pa.ChunkedArray | Unscaled) -> list[Part] | None:
+    """Unscaled values per chunk, or None when some valid value does not fit in 64 bits."""
+    if isinstance(v, Unscaled):
+        return v.parts
+    out = []
+    for chunk in v.chunks if isinstance(v, pa.ChunkedArray) else [v]:
+        w = _words(chunk)
+        if w is None:
+            return None
+        out.append(w)
+    return out
+
+
+def _lengths(v: pa.Array | pa.ChunkedArray | Unscaled) -> list[int]:
+    if isinstance(v, Unscaled):
+        return [len(p) for p, _ in v.parts]
+    return [len(c) for c in v.chunks] if isinstance(v, pa.ChunkedArray) else [len(v)]
+
+
+def _is_chunked(v: object) -> bool:
+    return isinstance(v, pa.ChunkedArray) or (isinstance(v, Unscaled) and v.chunked)
+
+
+def _aligned(
+    a: pa.Array | pa.ChunkedArray | Unscaled, b: pa.Array | pa.ChunkedArray | Unscaled
+) -> tuple[list[Part], list[Part]] | None:
+    """Both operands' unscaled values, chunk by chunk alike; None off the fast path."""
     if len(a) != len(b):
         return None
-    if isinstance(a, pa.ChunkedArray) or isinstance(b, pa.ChunkedArray):
-        ca = a if isinstance(a, pa.ChunkedArray) else pa.chunked_array([a])
-        cb = b if isinstance(b, pa.ChunkedArray) else pa.chunked_array([b])
-        if [len(c) for c in ca.chunks] != [len(c) for c in cb.chunks]:
-            ca, cb = ca.combine_chunks(), cb.combine_chunks()
-            return [(ca, cb)]
-        return list(zip(ca.chunks, cb.chunks, strict=True))
-    return [(a, b)]
-
-
-def _wrap(
-    like: pa.Array | pa.ChunkedArray, parts: list[pa.Array], type_: pa.DataType
-) -> pa.Array | pa.ChunkedArray:
-    if isinstance(like, pa.ChunkedArray):
-        return pa.chunked_array(parts, type_)
-    return parts[0]
+    if _lengths(a) != _lengths(b):
+        a = arrow(a).combine_chunks() if _is_chunked(a) else arrow(a)
+        b = arrow(b).combine_chunks() if _is_chunked(b) else arrow(b)
+    pa_, pb = _parts(a), _parts(b)
+    if pa_ is None or pb is None:
+        return None
+    return pa_, pb
 
 
 def _is_dec128_array(v: object) -> bool:
+    if isinstance(v, Unscaled):
+        return True
     return isinstance(v, pa.Array | pa.ChunkedArray) and pa.types.is_decimal128(v.type)
 
 
+def _part_bound(v: object, values: np.ndarray) -> int:
+    return v.bound() if isinstance(v, Unscaled) and len(v.parts) == 1 else _bound(values)
+
+
 def multiply(
-    a: pa.Array | pa.ChunkedArray | pa.Scalar,
-    b: pa.Array | pa.ChunkedArray | pa.Scalar,
+    a: pa.Array | pa.ChunkedArray | pa.Scalar | Unscaled,
+    b: pa.Array | pa.ChunkedArray | pa.Scalar | Unscaled,
     type_: pa.DataType,
-) -> pa.Array | pa.ChunkedArray | None:
+) -> Unscaled | None:
     """``a * b`` in ``type_`` (scale ``s1 + s2``), or None when the fast path does not apply."""
     if not (_is_dec128_array(a) and _is_dec128_array(b)):
         return None
-    pairs = _chunks(a, b)
-    if pairs is None:
+    aligned = _aligned(a, b)
+    if aligned is None:
         return None
     parts = []
-    for ca, cb in pairs:
-        wa, wb = _words(ca), _words(cb)
-        if wa is None or wb is None or _bound(wa[0]) * _bound(wb[0]) > _LIMIT:
+    for (va, valid_a), (vb, valid_b) in zip(*aligned, strict=True):
+        bound = _part_bound(a, va) * _part_bound(b, vb)
+        if bound > _LIMIT:
             return None
-        parts.append(_build(wa[0] * wb[0], _and(wa[1], wb[1]), type_))
-    return _wrap(a if isinstance(a, pa.ChunkedArray) else b, parts, type_)
+        parts.append((va * vb, _and(valid_a, valid_b)))
+    out = Unscaled(parts, type_, _is_chunked(a) or _is_chunked(b))
+    if len(parts) == 1:
+        out._bound = bound
+    return out
 
 
-def _side(
-    v: pa.Array | pa.ChunkedArray | pa.Scalar, chunk: pa.Array, scale: int
-) -> tuple[np.ndarray | np.int64, np.ndarray | None, int] | None:
-    """One operand of a sum rescaled to ``scale``: values, validity and a bound on |value|."""
-    factor = 10 ** (scale - v.type.scale)
-    if isinstance(v, pa.Scalar):
-        if not v.is_valid:
-            return None
-        unscaled = int(v.as_py().scaleb(v.type.scale)) * factor
-        return (np.int64(unscaled), None, abs(unscaled)) if abs(unscaled) <= _LIMIT else None
-    w = _words(chunk)
-    if w is None:
+def _scalar(v: pa.Scalar, scale: int) -> tuple[np.int64, None, int] | None:
+    """A decimal scalar rescaled to ``scale``: value, no validity, its bound."""
+    if not v.is_valid:
         return None
-    bound = _bound(w[0]) * factor
+    unscaled = int(v.as_py().scaleb(v.type.scale)) * 10 ** (scale - v.type.scale)
+    return (np.int64(unscaled), None, abs(unscaled)) if abs(unscaled) <= _LIMIT else None
+
+
+def _rescaled(
+    v: object, part: Part, scale: int
+) -> tuple[np.ndarray, np.ndarray | None, int] | None:
+    """One chunk of an array operand of a sum rescaled to ``scale``, validity and bound."""
+    factor = 10 ** (scale - v.type.scale)  # type: ignore[attr-defined]
+    values, valid = part
+    bound = _part_bound(v, values) * factor
     if bound > _LIMIT:
         return None
-    return (w[0] * factor if factor != 1 else w[0]), w[1], bound
+    return (values * factor if factor != 1 else values), valid, bound
 
 
 def add(
-    a: pa.Array | pa.ChunkedArray | pa.Scalar,
-    b: pa.Array | pa.ChunkedArray | pa.Scalar,
+    a: pa.Array | pa.ChunkedArray | pa.Scalar | Unscaled,
+    b: pa.Array | pa.ChunkedArray | pa.Scalar | Unscaled,
     type_: pa.DataType,
     subtract: bool = False,
-) -> pa.Array | pa.ChunkedArray | None:
+) -> Unscaled | None:
     """``a + b`` (or ``a - b``) in ``type_``, both rescaled to its scale; None when the fast path
     does not apply. A scalar side is broadcast."""
     if not all(pa.types.is_decimal128(v.type) for v in (a, b)):
         return None
-    arrays = [v for v in (a, b) if isinstance(v, pa.Array | pa.ChunkedArray)]
+    arrays = [v for v in (a, b) if not isinstance(v, pa.Scalar)]
     if not arrays:
         return None
     if len(arrays) == 2:
-        pairs = _chunks(a, b)
-        if pairs is None:
+        aligned = _aligned(a, b)
+        if aligned is None:
             return None
+        sides = list(zip(*aligned, strict=True))
     else:
-        arr = arrays[0]
-        pairs = [(c, c) for c in (arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr])]
+        own = _parts(arrays[0])
+        if own is None:
+            return None
+        sides = [(p, p) for p in own]
     parts = []
-    for ca, cb in pairs:
-        sa, sb = _side(a, ca, type_.scale), _side(b, cb, type_.scale)
+    bound = 0
+    for pa_, pb in sides:
+        sa = _scalar(a, type_.scale) if isinstance(a, pa.Scalar) else _rescaled(a, pa_, type_.scale)
+        sb = _scalar(b, type_.scale) if isinstance(b, pa.Scalar) else _rescaled(b, pb, type_.scale)
         if sa is None or sb is None or sa[2] + sb[2] > _LIMIT:
             return None
         values = np.asarray(sa[0] - sb[0] if subtract else sa[0] + sb[0], dtype=np.int64)
         if values.ndim == 0:
             return None
-        parts.append(_build(values, _and(sa[1], sb[1]), type_))
-    return _wrap(arrays[0], parts, type_)
+        bound = sa[2] + sb[2]
+        parts.append((values, _and(sa[1], sb[1])))
+    out = Unscaled(parts, type_, any(_is_chunked(x) for x in arrays))
+    if len(parts) == 1:
+        out._bound = bound
+    return out
 
 
 @functools.lru_cache(maxsize=256)

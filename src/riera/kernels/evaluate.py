@@ -181,10 +181,11 @@ def _float(v: Value) -> Value:
     return pc.cast(v, pa.float64())
 
 
-def _decimal_product(a: Value, b: Value) -> Value:
+def _decimal_product(a: Any, b: Any) -> Any:
     """Decimals multiplied exactly; a result wider than 38 digits (Arrow's decimal128 would
     refuse ``(p1 + p2 + 1)``) is computed in decimal256 and brought back to 38 digits, as
-    DuckDB caps it — a value that does not fit raises."""
+    DuckDB caps it — a value that does not fit raises. On the 64-bit fast path the result is
+    :class:`~riera.kernels.decimals.Unscaled`."""
     ta, tb = a.type, b.type
     if pa.types.is_decimal128(ta) and pa.types.is_decimal128(tb):
         exact = ta.precision + tb.precision + 1 <= 38
@@ -194,6 +195,7 @@ def _decimal_product(a: Value, b: Value) -> Value:
         fast = decimals.multiply(a, b, want)
         if fast is not None:
             return fast
+    a, b = decimals.arrow(a), decimals.arrow(b)
     if ta.precision + tb.precision + 1 <= 38 or pa.types.is_decimal256(ta):
         return pc.multiply_checked(a, b)
     wide = pc.multiply_checked(a.cast(pa.decimal256(ta.precision, ta.scale)),
@@ -201,7 +203,7 @@ def _decimal_product(a: Value, b: Value) -> Value:
     return wide.cast(pa.decimal128(38, min(ta.scale + tb.scale, 38)))
 
 
-def _decimal_sum(name: str, a: Value, b: Value) -> Value | None:
+def _decimal_sum(name: str, a: Any, b: Any) -> Any:
     """A decimal128 ``+``/``-`` on 64-bit integers when exact; None to use Arrow's kernel."""
     kernel = _ARITH[name]
     want = decimals.result_type(kernel, a.type, b.type)
@@ -236,7 +238,7 @@ class Evaluator:
 
     def __call__(self, e: Expr) -> Value:
         try:
-            return self._eval(e)
+            return decimals.arrow(self._eval(e))
         except ExprError:
             raise
         except (pa.ArrowException, TypeError, ValueError, OverflowError) as err:
@@ -249,7 +251,12 @@ class Evaluator:
             return pa.repeat(v, self.table.num_rows)
         return v
 
+    def _value(self, e: Expr, like: pa.DataType | None = None) -> Value:
+        """``e`` as Arrow data (never :class:`~riera.kernels.decimals.Unscaled`)."""
+        return decimals.arrow(self._eval(e, like))
+
     def _eval(self, e: Expr, like: pa.DataType | None = None) -> Value:
+        """``e``'s value; decimal arithmetic may leave it unscaled for the next operation."""
         if e.op == "col":
             return self.column(e.value)
         if e.op == "lit":
@@ -281,37 +288,39 @@ class Evaluator:
         name = e.value
         opts = dict(e.options)
         if name in ("and", "or"):
-            a, b = (self._eval(x) for x in e.args)
+            a, b = (self._value(x) for x in e.args)
             return pc.and_kleene(a, b) if name == "and" else pc.or_kleene(a, b)
         if name == "not":
-            return pc.invert(self._eval(e.args[0]))
+            return pc.invert(self._value(e.args[0]))
         if name == "is_in":
-            v = self._eval(e.args[0])
+            v = self._value(e.args[0])
             values = pa.array(list(opts["values"]))
             target = _plain_type(v.type)
             if values.type != target and len(values):
                 values = values.cast(target)
             return pc.is_in(_plain(v), value_set=values, skip_nulls=True)
         if name == "cast":
-            v = self._eval(e.args[0])
+            v = self._value(e.args[0])
             to = opts["to"]
             return _plain(v).cast(to) if _is_view(v.type) and not _is_view(to) else v.cast(to)
         if name == "fill_null":
-            v, fill = self._operands(e)
+            v, fill = (decimals.arrow(x) for x in self._operands(e))
             if isinstance(v, pa.Scalar):
                 return v if v.is_valid else fill
             out = pc.coalesce(_plain(v), _plain(fill))
             return _like(out, (v,))
-        args = self._operands(e)
+        ops = self._operands(e)
+        if name in _ARITH:
+            if name == "mul" and all(pa.types.is_decimal(a.type) for a in ops):
+                return _decimal_product(*ops)
+            if name != "mul" and all(pa.types.is_decimal128(a.type) for a in ops):
+                fast = _decimal_sum(name, *ops)
+                if fast is not None:
+                    return fast
+        args = tuple(decimals.arrow(a) for a in ops)
         if name in _COMPARE:
             return _kernel(_COMPARE[name], *args)
         if name in _ARITH:
-            if name == "mul" and all(pa.types.is_decimal(a.type) for a in args):
-                return _decimal_product(*args)
-            if name != "mul" and all(pa.types.is_decimal128(a.type) for a in args):
-                fast = _decimal_sum(name, *args)
-                if fast is not None:
-                    return fast
             return _kernel(_ARITH[name], *args)
         if name == "truediv":
             return _true_div(*args)
@@ -376,7 +385,7 @@ class Evaluator:
 
     def _case(self, e: Expr) -> Value:
         conds = [self.array(c) for c in e.args[:-1:2]]
-        values = [self._eval(v) for v in (*e.args[1::2], e.args[-1])]
+        values = [self._value(v) for v in (*e.args[1::2], e.args[-1])]
         arrays = [v for v in values if not isinstance(v, pa.Scalar)]
         target = (
             arrays[0].type
