@@ -731,7 +731,9 @@ def range_boundaries(samples: list[Any], n: int, descending: bool) -> list[Any]:
 def split_by_ids(table: pa.Table, ids: np.ndarray, n: int) -> list[pa.Table]:
     if table.num_rows == 0:
         return [table] * n
-    order = np.argsort(ids, kind="stable")
+    # A stable sort of small integers is a radix sort in numpy (10x faster than on int64).
+    small = np.uint8 if n <= 1 << 8 else np.uint16 if n <= 1 << 16 else ids.dtype
+    order = np.argsort(ids.astype(small, copy=False), kind="stable")
     counts = np.bincount(ids, minlength=n)
     ordered = take(table, order)
     out, start = [], 0
