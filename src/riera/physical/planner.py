@@ -110,6 +110,11 @@ class Planner:
     def _partitions(self, requested: int | None, *upstream_tasks: int) -> int:
         return requested or max(self.settings.workers, *upstream_tasks)
 
+    def _coalesce(self, requested: int | None) -> int:
+        """Bytes per task a shuffle's readers aim at when its partition count was not asked for
+        (small partitions are read together: ``stage.coalesced``); 0 keeps the count."""
+        return 0 if requested else self.settings.partition_bytes
+
     # -- the recursion ---------------------------------------------------------------------------
     def _open(self, node: n.Node) -> _Open:
         method = getattr(self, f"_plan_{type(node).__name__}", None)
@@ -271,7 +276,7 @@ class Planner:
         parts = self._partitions(node.partitions, up.num_tasks)
         sid = self._close(up, ph.HashWriter(node.keys, parts))
         return _Open(
-            ph.ShuffleReader(sid, parts),
+            ph.ShuffleReader(sid, parts, self._coalesce(node.partitions)),
             parts,
             (sid,),
             [ops.FinalAggOp(node.name, node.keys, node.aggs)],
@@ -285,7 +290,7 @@ class Planner:
         parts = self._partitions(node.partitions, up.num_tasks)
         sid = self._close(up, ph.HashWriter((node.key,), parts))
         return _Open(
-            ph.ShuffleReader(sid, parts),
+            ph.ShuffleReader(sid, parts, self._coalesce(node.partitions)),
             parts,
             (sid,),
             [ops.ReduceByKeyOp(node.name, node.key, node.column, node.fn)],
@@ -299,7 +304,11 @@ class Planner:
         parts = self._partitions(node.partitions, up.num_tasks)
         sid = self._close(up, ph.HashWriter((), parts))
         return _Open(
-            ph.ShuffleReader(sid, parts), parts, (sid,), [ops.DistinctOp(node.name)], [node.name]
+            ph.ShuffleReader(sid, parts, self._coalesce(node.partitions)),
+            parts,
+            (sid,),
+            [ops.DistinctOp(node.name)],
+            [node.name],
         )
 
     def _plan_Sort(self, node: n.Sort) -> _Open:
@@ -311,7 +320,9 @@ class Planner:
                 node.keys[0], node.descending[0], parts, self.settings.sort_piece_bytes
             ),
         )
-        reader = ph.RangeShuffleReader(sid, parts, node.keys[0], node.descending[0])
+        reader = ph.RangeShuffleReader(
+            sid, parts, node.keys[0], node.descending[0], self._coalesce(node.partitions)
+        )
         return _Open(
             reader, parts, (sid,), [ops.SortOp(node.name, node.keys, node.descending)], [node.name]
         )
@@ -354,7 +365,8 @@ class Planner:
         parts = self._partitions(node.partitions, left.num_tasks, right.num_tasks)
         lid = self._close(left, ph.HashWriter(node.on, parts))
         rid = self._close(right, ph.HashWriter(node.right_keys, parts))
-        return _Open(ph.JoinReader(lid, rid, parts), parts, (lid, rid), [op], [node.name])
+        reader = ph.JoinReader(lid, rid, parts, coalesce=self._coalesce(node.partitions))
+        return _Open(reader, parts, (lid, rid), [op], [node.name])
 
     def _broadcast_side(self, node: n.Join, left: _Open, right: _Open) -> str | None:
         """Which side to broadcast, if any: a side whose sources hold at most

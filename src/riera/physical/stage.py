@@ -256,19 +256,49 @@ class TableReader(Reader):
         return exchange.get(task_input)
 
 
+def coalesced(sizes: Sequence[int], target: int) -> list[list[int]]:
+    """Consecutive partition numbers grouped so that each group holds about ``target`` bytes
+    (Spark's adaptive coalescing of shuffle partitions): a shuffle planned with one partition
+    per upstream task, that turns out to carry little, is read by few tasks. Every partition is
+    in exactly one group; ``target <= 0`` keeps one group per partition.
+
+    >>> coalesced([10, 10, 50, 0, 5], 20)
+    [[0, 1], [2], [3, 4]]
+    """
+    if target <= 0:
+        return [[i] for i in range(len(sizes))]
+    groups: list[list[int]] = []
+    held = 0
+    for i, size in enumerate(sizes):
+        if groups and held + size <= target:
+            groups[-1].append(i)
+            held += size
+        else:
+            groups.append([i])
+            held = size
+    return groups
+
+
 @dataclass(frozen=True)
 class ShuffleReader(Reader):
-    """Task ``i`` reads partition ``i`` of every upstream task's output."""
+    """Task ``i`` reads partition ``i`` of every upstream task's output; with ``coalesce`` (bytes,
+    for shuffles whose partition count was not asked for), a task reads several consecutive
+    partitions when they are small."""
 
     upstream: str
     partitions: int
+    coalesce: int = 0
 
     def describe(self) -> str:
-        return f"exchange read of {self.upstream} ({self.partitions} partitions)"
+        extra = ", coalesced when small" if self.coalesce else ""
+        return f"exchange read of {self.upstream} ({self.partitions} partitions{extra})"
 
     def task_inputs(self, ctx: InputContext) -> TaskInputs:
         up = ctx.results[self.upstream]
-        return [[res.refs[i] for res in up] for i in range(self.partitions)], []
+        sizes = [sum(res.refs[i].nbytes for res in up) for i in range(self.partitions)]
+        return [
+            [res.refs[i] for i in group for res in up] for group in coalesced(sizes, self.coalesce)
+        ], []
 
     def _elements(self, task_input: list[Ref]) -> list[Element]:
         return _stored(task_input)
@@ -285,17 +315,26 @@ class RangeShuffleReader(Reader):
     partitions: int
     key: str
     descending: bool
+    coalesce: int = 0  # bytes per reducer, when the partition count was not asked for
 
     def describe(self) -> str:
         return f"range-partitioned read of {self.upstream} by {self.key} ({self.partitions})"
+
+    def _reducers(self, up: Sequence[Upstream]) -> int:
+        """As many ranges as planned, fewer when the data is small (``coalesce``)."""
+        if self.coalesce <= 0:
+            return self.partitions
+        total = sum(ref.nbytes for res in up for ref in res.refs)
+        return max(1, min(self.partitions, -(-total // self.coalesce)))
 
     def task_inputs(self, ctx: InputContext) -> TaskInputs:
         """Range boundaries from the pooled samples of the map side; each reducer gets its
         range and the blocks (or, for a backend that cannot slice in place, only the pieces)
         that overlap it."""
         up = ctx.results[self.upstream]
+        partitions = self._reducers(up)
         samples = [s for res in up for s in res.sample]
-        bounds = ops.range_boundaries(samples, self.partitions, self.descending)
+        bounds = ops.range_boundaries(samples, partitions, self.descending)
         refs = [ref for res in up for ref in res.refs]
         spans = [s for res in up for s in (res.spans or [None] * len(res.refs))]
 
@@ -308,12 +347,12 @@ class RangeShuffleReader(Reader):
             return (mine or refs[:1], lo, hi, last)  # one ref at least: the schema
 
         if not bounds:  # no non-null key sampled: one partition takes every row
-            return [task(None, None, True)] + [task(None, None, None)] * (self.partitions - 1), []
+            return [task(None, None, True)] + [task(None, None, None)] * (partitions - 1), []
         inputs = []
-        for i in range(self.partitions):
+        for i in range(partitions):
             lo = bounds[i - 1] if i > 0 else None
-            hi = bounds[i] if i < self.partitions - 1 else None
-            inputs.append(task(lo, hi, i == self.partitions - 1))
+            hi = bounds[i] if i < partitions - 1 else None
+            inputs.append(task(lo, hi, i == partitions - 1))
         return inputs, []
 
     def _elements(self, task_input: tuple[list[Ref], Any, Any, Any]) -> list[Element]:
@@ -356,6 +395,7 @@ class JoinReader(Reader):
     right: str
     partitions: int
     broadcast_right: bool = False
+    coalesce: int = 0  # bytes per task, when the partition count was not asked for
 
     def describe(self) -> str:
         if self.broadcast_right:
@@ -367,8 +407,13 @@ class JoinReader(Reader):
         if self.broadcast_right:
             everything = [ref for x in right for ref in x.refs]
             return [(list(x.refs), everything) for x in left], []
+        sizes = [
+            sum(x.refs[i].nbytes for x in left) + sum(x.refs[i].nbytes for x in right)
+            for i in range(self.partitions)
+        ]
         return [
-            ([x.refs[i] for x in left], [x.refs[i] for x in right]) for i in range(self.partitions)
+            ([x.refs[i] for i in group for x in left], [x.refs[i] for i in group for x in right])
+            for group in coalesced(sizes, self.coalesce)
         ], []
 
     def _elements(self, task_input: tuple[list[Ref], list[Ref]]) -> list[Element]:
