@@ -521,14 +521,28 @@ TRIVIAL_RUN = "import riera; assert riera.range(10).count() == 10"
 IMPORT_ONLY = "import riera"
 
 
+def startup_env() -> dict[str, str]:
+    """The environment of the cold-start runs: this one, but with Python's bytecode caches
+    allowed, as after ``pip install`` (a machine that sets ``PYTHONDONTWRITEBYTECODE`` would
+    otherwise make every run compile Riera's modules again)."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def bench_startup(config: CoreConfig, root: Path, say: Progress) -> StartupResult:
     say("startup: fresh interpreters")
     res = StartupResult(Stats(), Stats())
+    env = startup_env()
+    # One untimed run writes the bytecode caches the timed ones read.
+    subprocess.run([sys.executable, "-c", TRIVIAL_RUN], cwd=root, env=env, capture_output=True)
     for _ in range(config.micro_repeats):
         for code, stats in ((TRIVIAL_RUN, res.trivial), (IMPORT_ONLY, res.import_only)):
             command = [sys.executable, "-c", code]
             proc, dt = timed(
-                partial(subprocess.run, command, cwd=root, capture_output=True, text=True)
+                partial(
+                    subprocess.run, command, cwd=root, env=env, capture_output=True, text=True
+                )
             )
             if proc.returncode != 0:
                 raise BenchmarkError(
@@ -667,26 +681,26 @@ def targets(report: CoreReport) -> list[Target]:
         out.append(
             Target(
                 "per-task overhead",
-                "≤ 1 ms",
+                "≤ 0.5 ms",
                 f"{oh.per_task_ms:.3f} ms",
-                oh.per_task_ms <= 1.0,
+                oh.per_task_ms <= 0.5,
                 f"{oh.workers} workers",
             )
         )
     else:
-        out.append(Target("per-task overhead", "≤ 1 ms", "–", None))
+        out.append(Target("per-task overhead", "≤ 0.5 ms", "–", None))
     st = report.startup
     if st:
         out.append(
             Target(
                 "import + trivial run, cold (fresh interpreter)",
-                "≤ 1 s",
+                "≤ 0.5 s",
                 f"{_s(st.trivial.median)} s",
-                st.trivial.median <= 1.0,
+                st.trivial.median <= 0.5,
             )
         )
     else:
-        out.append(Target("import + trivial run, cold (fresh interpreter)", "≤ 1 s", "–", None))
+        out.append(Target("import + trivial run, cold (fresh interpreter)", "≤ 0.5 s", "–", None))
     return out
 
 
@@ -820,9 +834,10 @@ def render(report: CoreReport) -> str:
         st = report.startup
         parts += ["", "## Cold start", ""]
         parts.append(
-            f"A fresh `{Path(sys.executable).name}` process per run (OS caches warm), "
-            f"medians of {st.trivial.n}; the trivial run includes starting and "
-            f"stopping the worker processes."
+            f"A fresh `{Path(sys.executable).name}` process per run (OS and bytecode caches "
+            f"warm, as after `pip install`), medians of {st.trivial.n}. The trivial run reads "
+            f"10 numbers: it runs in the driver (`inline_bytes`), so no worker process starts; "
+            f"provenance is recorded as by default."
         )
         rows = [
             [f'`python -c "{TRIVIAL_RUN}"`', _s(st.trivial.median), st.trivial.range_str()],
