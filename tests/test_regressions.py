@@ -155,3 +155,30 @@ def test_string_sort_keys_match_python_order() -> None:
     vals += ["same-prefix" + s[:2] for s in vals[:40]]  # runs of equal 8-byte prefixes
     got = riera.from_items([{"k": v} for v in vals], partitions=3).sort("k", partitions=2)
     assert [r["k"] for r in got.collect()] == sorted(vals)
+
+
+def test_dictionary_keys_whose_chunks_have_different_dictionaries(tmp_path: Path) -> None:
+    """Acero refused "Unifying differing dictionaries" when a partition's dictionary key column
+    had chunks encoded separately: a Parquet file of dictionary columns reads back with one
+    dictionary per row group."""
+    import pyarrow.parquet as pq
+
+    chunks = [pa.array(v).dictionary_encode() for v in (["b", "a", "b"], ["c", "a"], ["a"])]
+    t = pa.table({"k": pa.chunked_array(chunks), "v": [1, 2, 3, 4, 5, 6]})
+    path = tmp_path / "dict.parquet"
+    with pq.ParquetWriter(path, t.schema) as w:
+        for batch in t.to_batches():
+            w.write_table(pa.Table.from_batches([batch]))
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3
+    for executor in ("inprocess", "local"):
+        riera.init(workers=2, progress="off", executor=executor)
+        ds = riera.read_parquet(str(path))
+        got = ds.group_by("k").agg(s=("v", "sum")).sort("k").collect()
+        assert got == [{"k": "a", "s": 13}, {"k": "b", "s": 4}, {"k": "c", "s": 4}]
+        assert ds.distinct().count() == 6
+        other = riera.from_items([{"k": "a", "w": 10}, {"k": "c", "w": 20}])
+        joined = ds.join(other, on="k").sort("v").collect()
+        assert [(r["k"], r["v"], r["w"]) for r in joined] == [
+            ("a", 2, 10), ("c", 4, 20), ("a", 5, 10), ("a", 6, 10),
+        ]  # fmt: skip
+    riera.init(workers=2, progress="off")
