@@ -145,6 +145,26 @@ def test_a_join_row_comes_from_one_row_of_each_side(tmp_path: Path) -> None:
         riera.shutdown()
 
 
+def test_a_join_on_differently_named_keys_traces_its_rows(tmp_path: Path) -> None:
+    """``left_on``/``right_on`` joins failed to trace ("no column(s) ['k']" on the right side):
+    the traced join now passes the right keys and the suffix on."""
+    home = tmp_path / "home"
+    riera.init(workers=2, progress="off", home=str(home), provenance="records")
+    try:
+        left = riera.range(0, 100, partitions=2).map(lambda r: {"k": r["id"] % 50, "l": r["id"]})
+        right = riera.range(1000, 1050, partitions=2).map(
+            lambda r: {"key": r["id"] - 1000, "l": r["id"]}
+        )
+        out = tmp_path / "joined"
+        left.join(right, left_on="k", right_on="key", suffix="_r").write_parquet(str(out))
+        rows = list(output_rows(out))
+        assert len(rows) == 100 and set(rows[0][2]) == {"k", "l", "l_r"}
+        for element, i, row in rows:
+            assert sources(home, element, i) == {row["l"], row["l_r"]}
+    finally:
+        riera.shutdown()
+
+
 def test_sampling_keeps_a_fraction_and_opaque_operators_record_nothing(
     home: Path, tmp_path: Path
 ) -> None:

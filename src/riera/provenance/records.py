@@ -176,7 +176,9 @@ def _join_traced(op: ph.JoinOp, pair: Any) -> tuple[pa.Table, tuple[np.ndarray, 
         return op.apply(pair), None
     lt = left.append_column("__riera_l", pa.array(_arange(left.num_rows)))
     rt = right.append_column("__riera_r", pa.array(_arange(right.num_rows)))
-    out = joins.join_tables(lt, rt, op.on, op.how, op.name)
+    out = joins.join_tables(
+        lt, rt, op.on, op.how, op.name, right_on=op.right_on or None, suffix=op.suffix
+    )
     outs, ins = [], []
     for column, offset in (("__riera_l", 0), ("__riera_r", left.num_rows)):
         if column in out.column_names:
