@@ -9,10 +9,16 @@ still never talk to the store.
 
 Nothing is recorded when the stage's capture is ``off`` (the ``provenance`` setting, or
 ``Dataset.provenance(False)``): operators ask :meth:`TaskContext.captures` first and skip the work.
+
+Tasks of one stage that run in the same process may also share what is costly to make and the
+same for all of them — a broadcast join's small side, loaded and hashed once per worker instead
+of once per task (:meth:`TaskContext.shared`). It is dropped when the driver says the stage is
+over (:func:`forget`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,7 @@ class TaskContext:
     index: int
     capture: str  # off | tasks | records
     versions: Path | None  # the Git repository that versions file groups, or None
+    stage_key: str = ""  # <run>/<stage>: what tasks of this stage share in this process
     records: list[Record] = field(default_factory=list)
     programs: int = 0  # black-box program runs so far in this task
     # Side inputs (a broadcast join's small side): stage id -> loader, and what was loaded.
@@ -33,14 +40,23 @@ class TaskContext:
     side_tables: dict[str, Any] = field(default_factory=dict)
 
     def side(self, stage_id: str) -> Any:
-        """The whole output of ``stage_id`` (an Arrow table), loaded once per task."""
+        """The whole output of ``stage_id`` (an Arrow table), loaded once per process for all
+        the tasks of this stage that run there."""
         if stage_id not in self.side_tables:
             try:
                 load = self.side_loaders[stage_id]
             except KeyError:
                 raise RuntimeError(f"this task was given no side input {stage_id!r}") from None
-            self.side_tables[stage_id] = load()
+            self.side_tables[stage_id] = self.shared(("side", stage_id), load)
         return self.side_tables[stage_id]
+
+    def shared(self, name: Any, make: Callable[[], Any]) -> Any:
+        """``make()``, made once per process for every task of this stage (see the module
+        docstring); it must depend only on what all the stage's tasks share."""
+        box = _shared.setdefault(self.stage_key, {})
+        if name not in box:
+            box[name] = make()
+        return box[name]
 
     @property
     def captures(self) -> bool:
@@ -53,6 +69,7 @@ class TaskContext:
 
 _versions: Path | None = None
 _current: TaskContext | None = None
+_shared: dict[str, dict[Any, Any]] = {}  # stage key -> what its tasks share in this process
 
 
 def configure(versions: Path | None) -> None:
@@ -61,10 +78,17 @@ def configure(versions: Path | None) -> None:
     _versions = versions
 
 
-def begin(stage_id: str, index: int, capture: str) -> TaskContext:
+def begin(stage_id: str, index: int, capture: str, stage_key: str = "") -> TaskContext:
     global _current
-    _current = TaskContext(stage_id, index, capture, _versions if capture != "off" else None)
+    _current = TaskContext(
+        stage_id, index, capture, _versions if capture != "off" else None, stage_key
+    )
     return _current
+
+
+def forget(stage_key: str) -> None:
+    """The stage is over: drop what its tasks shared in this process."""
+    _shared.pop(stage_key, None)
 
 
 def end() -> list[Record]:

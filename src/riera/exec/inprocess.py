@@ -83,7 +83,8 @@ class InProcessExecutor:
         return [r for r in results if r is not None]
 
     def forget(self, stage_key: str) -> None:
-        """Nothing is cached per stage."""
+        """Drop what the stage's tasks shared (a broadcast side and its hash index)."""
+        taskctx.forget(stage_key)
 
     def shutdown(self) -> None:
         self._exchanges = None

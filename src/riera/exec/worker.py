@@ -100,7 +100,7 @@ def run_task(
     started = time.time()
     current = stage.nodes[0] if stage.nodes else stage.id
     inst: Instrument = stage.instrument or PLAIN
-    ctx = taskctx.begin(stage.id, index, stage.capture)
+    ctx = taskctx.begin(stage.id, index, stage.capture, f"{key.run}/{stage.id}")
     if isinstance(task_input, WithSides):
         for sid, refs in task_input.sides:
             ctx.side_loaders[sid] = functools.partial(_side_table, refs, exchange)
@@ -288,6 +288,7 @@ def main(conn: Connection, settings_fields: dict[str, Any], driver_pid: int) -> 
                 break
         elif kind == "forget":
             stages.pop(msg[1], None)
+            taskctx.forget(msg[1])
         elif kind == "stop":
             break
     sys.exit(0)
