@@ -191,13 +191,9 @@ class Runtime:
 
                 for dataset, columns in domain_declarations(plan.root):
                     self.provenance.declare(dataset, columns)
-            # A preview (head/take of a Limit) stops the stage whose partitions hold the
-            # answer's first rows as soon as they do; the stages before it run whole.
-            cut = None
-            if preview is not None and plan.prefix_stage is not None:
-                cut = (plan.prefix_stage, preview)
-            results = self._run_stages(
-                plan, run_id, owner, info, self.executor_named(executor), cut
+            build = {"temp_dir": temp, "final_op": final_op, "exchange": chosen}
+            plan, results = self._run_stages(
+                plan, run_id, owner, info, self.executor_named(executor), preview, build
             )
             final = results[plan.final.id]
             if write is not None:
@@ -250,11 +246,20 @@ class Runtime:
         owner: int,
         info: RunInfo,
         executor: executors.Executor,
-        cut: tuple[str, int] | None = None,
-    ) -> dict[str, list[TaskResult]]:
+        preview: int | None,
+        build: dict[str, Any],
+    ) -> tuple[planner.PhysicalPlan, dict[str, list[TaskResult]]]:
+        """Run the plan's stages in order; after a stage that sizes an adaptive join, go on
+        with the plan made again for what remains, if the stage turned out small. Returns the
+        plan that ran last and every stage's results."""
         results: dict[str, list[TaskResult]] = {}
         readers_left = Counter(up for s in plan.stages for up in s.upstream)
-        for stage in plan.stages:
+        pending = list(plan.stages)
+        while pending:
+            stage = pending.pop(0)
+            # A preview (head/take of a Limit) stops the stage whose partitions hold the
+            # answer's first rows as soon as they do; the stages before it run whole.
+            cut = preview if preview is not None and plan.prefix_stage == stage.id else None
             inputs, own_refs = self._inputs(stage, plan, results, run_id, owner)
             if stage.sides:  # broadcast joins: every task reads these stages whole
                 sides = tuple(
@@ -282,7 +287,7 @@ class Runtime:
                     run_id,
                     self.hooks,
                     self.exchange,
-                    rows_needed=cut[1] if cut is not None and cut[0] == stage.id else None,
+                    rows_needed=cut,
                 )
                 sinfo.status = "ok"
                 sinfo.spilled_bytes = sum(
@@ -304,7 +309,42 @@ class Runtime:
                 readers_left[up] -= 1
                 if readers_left[up] == 0:
                     self.exchange.release([r for res in results[up] for r in res.refs])
-        return results
+            adapted = self._adapt(plan, stage.id, results, readers_left, build)
+            if adapted is not None:
+                plan, pending = adapted, list(adapted.stages)
+                readers_left = Counter(up for s in adapted.stages for up in s.upstream)
+                info.stage_ops.update({s.id: list(s.nodes) for s in adapted.stages})
+                info.stage_capture.update({s.id: s.capture for s in adapted.stages})
+        return plan, results
+
+    def _adapt(
+        self,
+        plan: planner.PhysicalPlan,
+        stage: str,
+        results: dict[str, list[TaskResult]],
+        readers_left: Counter[str],
+        build: dict[str, Any],
+    ) -> planner.PhysicalPlan | None:
+        """The rest of the run planned again, when ``stage`` sizes an adaptive join and came
+        out small enough to broadcast (``PhysicalPlan.adapt``); else None. Only while no
+        other finished stage's output is still awaited: the new plan would compute it again."""
+        if stage not in plan.adaptive or not results[stage]:
+            return None
+        if any(readers_left[s] > 0 for s in results if s != stage):
+            return None
+        nbytes = sum(ref.nbytes for r in results[stage] for ref in r.refs)
+        if nbytes > self.settings.broadcast_bytes:
+            return None
+        first = results[stage][0].refs
+        schema = self.exchange.get(first[0]).schema if first else None
+        adapted = plan.adapt(stage, nbytes, len(first), schema, self.settings, **build)
+        if adapted is None:
+            return None
+        log.info(
+            "%s holds %.1f MiB: %s becomes a broadcast join", stage, nbytes / 2**20,
+            plan.adaptive[stage].join,
+        )  # fmt: skip
+        return _instrumented(adapted)
 
     def _inputs(
         self,

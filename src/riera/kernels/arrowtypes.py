@@ -293,6 +293,8 @@ def take_rows(col: pa.ChunkedArray, rows: pa.Array | pa.ChunkedArray) -> pa.Arra
     """``col`` gathered by row numbers that may be null (a null gathers a null), any type."""
     if isinstance(rows, pa.ChunkedArray):
         rows = rows.combine_chunks()
+    if rows.null_count == len(rows):  # nothing to gather (an outer join against an empty side)
+        return pa.nulls(len(rows), col.type)
     if is_view(col.type):
         present = None
         if rows.null_count:

@@ -10,7 +10,14 @@ one with a matching reader:
 - ``sort``: each map block sorted by the first key and written with its quantiles, range boundaries
   from the pooled quantiles (driver), each reducer slices its range out of every block by binary
   search, local sort (the TeraSort recipe);
-- ``join``: both sides hash-partitioned on the keys into the same number of partitions, local join;
+- ``join``: a small side (by its sources' bytes) is broadcast: written once, read whole by every
+  task of the other side, which is never shuffled; otherwise both sides are hash-partitioned on the
+  keys into the same number of partitions and joined locally. Such a join is *adaptive* when one
+  side may turn out small (its sources are large, but filters and joins shrink data): that side
+  runs first, and when its output holds at most ``broadcast_bytes`` the runtime plans the rest
+  again with the output as a :class:`~riera.plan.nodes.Materialized` source, which is broadcast
+  (:meth:`PhysicalPlan.adapt`) — Spark's adaptive switch to a broadcast join, made before the
+  other side is shuffled rather than after;
 - ``repartition``: hash (``by=``) or even split; ``union``: materialize each side, concatenate;
 - ``limit``: per-partition limit, gather to one partition, limit again.
 """
@@ -43,6 +50,16 @@ class _Open:
     capture: str | None = None  # set by Dataset.provenance(...) on a node of this stage
     sample: float | None = None
     sides: tuple[str, ...] = ()  # stages every task reads whole (broadcast joins)
+    materialized: str | None = None  # reads only the finished output of this stage
+
+
+@dataclass(frozen=True)
+class AdaptiveJoin:
+    """A shuffled join one side of which may be broadcast once its real size is known: the
+    stage writing that side runs before the other side's."""
+
+    node: str  # the name of the join input that stage computes
+    join: str  # the join's name
 
 
 @dataclass(frozen=True)
@@ -52,23 +69,63 @@ class PhysicalPlan:
     # The stage whose partitions, from 0 on, hold the first rows of the answer: a preview
     # (head/take) may stop it early. None: no stage does (a top-k, a sort, an aggregate).
     prefix_stage: str | None = None
+    # Stages writing a join side that may be broadcast once finished (by stage id).
+    adaptive: dict[str, AdaptiveJoin] = field(default_factory=dict)
 
     @property
     def final(self) -> ph.Stage:
         return self.stages[-1]
 
+    def adapt(
+        self,
+        stage: str,
+        nbytes: int,
+        partitions: int,
+        schema: pa.Schema | None,
+        settings: Settings,
+        **build: Any,
+    ) -> PhysicalPlan | None:
+        """The plan for what remains once ``stage`` finished with ``nbytes`` of ``schema`` in
+        ``partitions`` partitions per task, when that makes one of its adaptive joins a
+        broadcast join (else None). The new plan's stages are all still to run; it reads the
+        finished stage's output (a :class:`~riera.plan.nodes.Materialized` node), never runs its
+        sub-plan again."""
+        a = self.adaptive.get(stage)
+        if a is None or nbytes > settings.broadcast_bytes:
+            return None
+        if not any(x.name == a.node for x in n.walk(self.root)):
+            return None
+        done = n.Materialized((), stage, nbytes, partitions, schema, name=a.node)
+        root = n.substitute(self.root, lambda x: done if x.name == a.node else None)
+        first = 1 + max(int(s.id.rsplit("-", 1)[1]) for s in self.stages)
+        plan = Planner(settings, first_stage=first, **build).build(root, build_final=True)
+        joined = next(s for s in plan.stages for x in s.nodes if x.startswith(a.join))
+        return plan if stage in joined.sides else None
+
 
 class Planner:
     def __init__(
-        self, settings: Settings, temp_dir: str | None = None, exchange: str = "shm"
+        self,
+        settings: Settings,
+        temp_dir: str | None = None,
+        exchange: str = "shm",
+        final_op: ops.Op | None = None,
+        first_stage: int = 1,
     ) -> None:
         self.settings = settings
         self.temp_dir = temp_dir
         self.exchange = exchange
+        self.final_op = final_op
+        self.first_stage = first_stage
         self.stages: list[ph.Stage] = []
         self._steps: dict[str, int] = {}  # program step names, made unique within the plan
+        self._adaptive: dict[str, AdaptiveJoin] = {}
 
-    def build(self, root: n.Node, final_op: ops.Op | None = None) -> PhysicalPlan:
+    def build(
+        self, root: n.Node, final_op: ops.Op | None = None, *, build_final: bool = False
+    ) -> PhysicalPlan:
+        if build_final:
+            final_op = self.final_op
         root = n.unique_names(root)
         self._needed = needed_columns(root)
         self._prefix: dict[int, str] = {}  # Limit node -> the stage its rows come from in order
@@ -83,11 +140,13 @@ class Planner:
             if final_op is not None:
                 op.ops.append(final_op)
             self._close(op, ph.OneWriter())
-        return PhysicalPlan(tuple(self.stages), root, self._prefix.get(id(root)))
+        return PhysicalPlan(
+            tuple(self.stages), root, self._prefix.get(id(root)), dict(self._adaptive)
+        )
 
     # -- helpers ---------------------------------------------------------------------------------
     def _close(self, op: _Open, writer: ph.Writer) -> str:
-        sid = f"stage-{len(self.stages) + 1}"
+        sid = f"stage-{self.first_stage + len(self.stages)}"
         default = self.settings.provenance
         capture = "off" if default == "off" else (op.capture or default)
         self.stages.append(
@@ -133,6 +192,12 @@ class Planner:
     def _plan_TableSource(self, node: n.TableSource) -> _Open:
         return _Open(
             ph.TableReader(node.name, node.partitions), node.partitions, (), nodes=[node.name]
+        )
+
+    def _plan_Materialized(self, node: n.Materialized) -> _Open:
+        reader = ph.ShuffleReader(node.stage, node.partitions, self.settings.partition_bytes)
+        return _Open(
+            reader, node.partitions, (node.stage,), nodes=[node.name], materialized=node.stage
         )
 
     def _plan_RangeSource(self, node: n.RangeSource) -> _Open:
@@ -339,9 +404,25 @@ class Planner:
             ph.ShuffleReader(sid, node.partitions), node.partitions, (sid,), nodes=[node.name]
         )
 
+    def _pruned(self, node: n.Node) -> _Open:
+        """``node`` opened, its output cut down to the columns its consumers read: a filter's
+        or an earlier join's columns are not written to the exchange (or broadcast) for
+        nothing."""
+        from riera.physical.schema import column_names
+
+        o = self._open(node)
+        if o.materialized is not None:
+            return o  # a finished stage's output holds what was used already
+        needed = self._needed.get(id(node))
+        names = column_names(node)
+        if needed is not None and names is not None and not set(names) <= needed:
+            keep = tuple(c for c in names if c in needed)
+            o.ops.append(ops.SelectOp(f"{node.name} (columns used)", keep))
+        return o
+
     def _plan_Join(self, node: n.Join) -> _Open:
-        left = self._open(node.inputs[0])
-        right = self._open(node.inputs[1])
+        left = self._pruned(node.inputs[0])
+        right = self._pruned(node.inputs[1])
         op = ph.JoinOp(node.name, node.on, node.how, node.right_keys, node.suffix)
         if node.how == "cross":  # each left partition meets the whole right side
             lid = self._close(left, ph.OneWriter())
@@ -351,7 +432,10 @@ class Planner:
         small = None if node.partitions else self._broadcast_side(node, left, right)
         if small is not None:
             stream, side = (right, left) if small == "left" else (left, right)
-            sid = self._close(side, ph.OneWriter())
+            if side.materialized is not None and not side.ops:
+                sid = side.materialized  # a finished stage's output: read it where it is
+            else:
+                sid = self._close(side, ph.OneWriter())
             label = f"{node.name} (broadcast {small})"
             stream.ops.append(
                 ph.BroadcastJoinOp(
@@ -363,31 +447,46 @@ class Planner:
             stream.sides = (*stream.sides, sid)
             return stream
         parts = self._partitions(node.partitions, left.num_tasks, right.num_tasks)
-        lid = self._close(left, ph.HashWriter(node.on, parts))
-        rid = self._close(right, ph.HashWriter(node.right_keys, parts))
+        maybe = None if node.partitions else self._adaptive_side(node)
+        if maybe == "right":  # the side that may turn out small runs first
+            rid = self._close(right, ph.HashWriter(node.right_keys, parts))
+            lid = self._close(left, ph.HashWriter(node.on, parts))
+            self._adaptive[rid] = AdaptiveJoin(node.inputs[1].name, node.name)
+        else:
+            lid = self._close(left, ph.HashWriter(node.on, parts))
+            rid = self._close(right, ph.HashWriter(node.right_keys, parts))
+            if maybe == "left":
+                self._adaptive[lid] = AdaptiveJoin(node.inputs[0].name, node.name)
         reader = ph.JoinReader(lid, rid, parts, coalesce=self._coalesce(node.partitions))
         return _Open(reader, parts, (lid, rid), [op], [node.name])
 
+    def _adaptive_side(self, node: n.Join) -> str | None:
+        """The side of a shuffled join to size before the other runs (the one whose sources
+        hold fewer bytes, among those a broadcast may replace), or None."""
+        if self.settings.broadcast_bytes <= 0 or self.settings.provenance == "records":
+            return None
+        allowed = _BROADCASTABLE.get(node.how, ())
+        sizes = {"left": n.source_bytes(node.inputs[0]), "right": n.source_bytes(node.inputs[1])}
+        return min(allowed, key=lambda side: sizes[side], default=None)
+
     def _broadcast_side(self, node: n.Join, left: _Open, right: _Open) -> str | None:
         """Which side to broadcast, if any: a side whose sources hold at most
-        ``broadcast_bytes``, at most half the other, and so much smaller that every task of the
-        other side hashing it costs less than shuffling both (Spark's broadcast hash join, sized by
-        source bytes: the planner knows no row counts). Record lineage follows shuffled
+        ``broadcast_bytes``, at most half the other, and so much smaller that every worker of the
+        other side loading it costs less than shuffling both (Spark's broadcast hash join, sized by
+        source bytes: the planner knows no row counts, until a side is materialized). Record lineage follows shuffled
         joins only, so a run that records it never broadcasts."""
         cap = self.settings.broadcast_bytes
         if cap <= 0 or self.settings.provenance == "records":
             return None
         sizes = {"left": n.source_bytes(node.inputs[0]), "right": n.source_bytes(node.inputs[1])}
         tasks = {"left": left.num_tasks, "right": right.num_tasks}
-        allowed = {"inner": ("left", "right"), "left": ("right",), "semi": ("right",),
-                   "anti": ("right",), "right": ("left",)}.get(node.how, ())  # fmt: skip
+        allowed = _BROADCASTABLE.get(node.how, ())
         best = None
         for small in allowed:
             big = "right" if small == "left" else "left"
-            fits = (
-                sizes[small] <= cap
-                and sizes[small] * max(2, tasks[big] - 1) <= sizes[big]  # at most half
-            )
+            # Each worker loads (and for a unique integer key, indexes) the small side once.
+            per = max(2, min(tasks[big] - 1, self.settings.workers))
+            fits = sizes[small] <= cap and sizes[small] * per <= sizes[big]  # at most half
             if fits and (best is None or sizes[small] < sizes[best]):
                 best = small
         return best
@@ -425,6 +524,11 @@ class Planner:
         )
 
 
+# The sides a join of each kind may broadcast (the other side keeps all its rows or is streamed).
+_BROADCASTABLE = {"inner": ("left", "right"), "left": ("right",), "semi": ("right",),
+                  "anti": ("right",), "right": ("left",)}  # fmt: skip
+
+
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -438,7 +542,7 @@ def build(
     exchange: str = "shm",
 ) -> PhysicalPlan:
     """Stages for ``root`` in execution order (every stage after the stages it reads)."""
-    return Planner(settings, temp_dir, exchange).build(root, final_op=final_op)
+    return Planner(settings, temp_dir, exchange, final_op).build(root, build_final=True)
 
 
 def explain(root: n.Node, settings: Settings) -> str:
@@ -463,6 +567,11 @@ def explain(root: n.Node, settings: Settings) -> str:
         for o in s.ops:
             lines.append(f"    apply: {o.name}")
         lines.append(f"    write: {s.writer.describe()}")
+        if s.id in plan.adaptive:
+            lines.append(
+                f"    then:  if it holds at most broadcast_bytes, broadcast it to the other "
+                f"side of {plan.adaptive[s.id].join} (planned again, adaptively)"
+            )
     return "\n".join(lines)
 
 

@@ -55,6 +55,8 @@ def _infer(node: n.Node) -> pa.Schema | None:
         return node.table.schema
     if isinstance(node, n.RangeSource):
         return pa.schema([(node.column, pa.int64())])
+    if isinstance(node, n.Materialized):
+        return node.schema
     if isinstance(node, n.FileSource):
         return _file_schema(node)
     if isinstance(node, _PASSTHROUGH):

@@ -21,7 +21,7 @@ from riera import taskctx
 from riera.errors import SourceError
 from riera.exchange.base import Exchange, Ref, SegmentKey
 from riera.io import readers, sinks
-from riera.physical import joins, ops
+from riera.physical import hashjoin, joins, ops
 
 # -- readers --------------------------------------------------------------------------------------
 
@@ -461,7 +461,8 @@ class WithSides(NamedTuple):
 class BroadcastJoinOp(ops.Op):
     """A join against the whole output of stage ``side`` (``broadcast``: the logical side it
     is), applied to each partition of the other side where it stands: that side is never
-    shuffled. The small side lives once in shared memory; each task hashes it."""
+    shuffled. The small side lives once in shared memory; each worker loads it once and, for
+    a unique integer key, indexes it once (:mod:`riera.physical.hashjoin`) for all its tasks."""
 
     side: str
     broadcast: str  # "left" | "right"
@@ -471,7 +472,23 @@ class BroadcastJoinOp(ops.Op):
     suffix: str = "_right"
 
     def apply(self, table: pa.Table) -> pa.Table:
-        other = taskctx.current_task().side(self.side)
+        ctx = taskctx.current_task()
+        other = ctx.side(self.side)
+        right_on = self.right_on or self.on
+        small_keys, big_keys = (
+            (self.on, right_on) if self.broadcast == "left" else (right_on, self.on)
+        )
+        if len(small_keys) == 1 and other.num_columns:
+            index = ctx.shared(
+                ("join-index", self.name), lambda: hashjoin.Index.build(other, small_keys[0])
+            )
+            if index is not None:
+                out = hashjoin.broadcast_join(
+                    table, index, big_keys, small_keys, self.how, self.broadcast, self.name,
+                    self.suffix,
+                )  # fmt: skip
+                if out is not None:
+                    return out
         left, right = (other, table) if self.broadcast == "left" else (table, other)
         return joins.join_tables(
             left, right, self.on, self.how, self.name,

@@ -202,6 +202,28 @@ class FileSource(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class Materialized(Node):
+    """The finished output of a stage of the running plan, standing in for the sub-plan that
+    computed it when the rest of the plan is planned again with its real size known (the
+    planner's adaptive joins). ``partitions``: how many partitions each of its tasks wrote."""
+
+    stage: str
+    nbytes: int
+    partitions: int
+    schema: pa.Schema | None = None
+    kind = "materialized"
+
+    def label(self) -> str:
+        return f"output of {self.stage}"
+
+    def source_bytes(self) -> int:
+        return self.nbytes
+
+    def params(self) -> dict[str, Any]:
+        return {"stage": self.stage, "bytes": self.nbytes, "partitions": self.partitions}
+
+
+@dataclass(frozen=True, eq=False)
 class FileGroupSource(Node):
     """File groups (``riera.read_file_groups``): ``groups`` are grouped and named by the driver."""
 

@@ -196,7 +196,7 @@ class ProvenanceHook(Hooks):
         self._output_dir = (
             str(getattr(run.root, "path", "")) if run.action.startswith("write") else ""
         )
-        self._capture = dict(run.stage_capture)
+        self._capture = run.stage_capture  # live: an adaptive plan adds stages as it goes
         self._versions = Versions.start(self.settings, run)
         script, script_hash = _script()
         events: list[Event] = [
