@@ -540,9 +540,7 @@ def bench_startup(config: CoreConfig, root: Path, say: Progress) -> StartupResul
         for code, stats in ((TRIVIAL_RUN, res.trivial), (IMPORT_ONLY, res.import_only)):
             command = [sys.executable, "-c", code]
             proc, dt = timed(
-                partial(
-                    subprocess.run, command, cwd=root, env=env, capture_output=True, text=True
-                )
+                partial(subprocess.run, command, cwd=root, env=env, capture_output=True, text=True)
             )
             if proc.returncode != 0:
                 raise BenchmarkError(
