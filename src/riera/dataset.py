@@ -539,6 +539,18 @@ class Dataset(Actions):
         return Dataset(n.ProvenanceMark((self._node,), capture, sample))  # type: ignore[arg-type]
 
     # -- all-to-all operators -----------------------------------------------------------------
+    def agg(self, *exprs: Expr, **aggs: Any) -> Dataset:
+        """Aggregations over all rows: one row, as SQL's aggregates without ``GROUP BY`` (over
+        no rows, ``count`` is 0 and the others are null). Same arguments as
+        ``group_by(...).agg``.
+
+        >>> import riera
+        >>> from riera import col
+        >>> riera.range(10).agg(total=col("id").sum(), big=(col("id") > 6).cast("int64").sum()).collect()
+        [{'total': 45, 'big': 3}]
+        """
+        return GroupedDataset(self, ()).agg(*exprs, **aggs)
+
     def group_by(self, *keys: str | Expr | Sequence[str]) -> GroupedDataset:
         """Group rows by ``keys`` (names, or expressions such as
         ``col("day").dt.year().alias("year")``); finish with ``.agg(...)``, ``.count()``…"""
