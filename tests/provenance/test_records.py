@@ -127,40 +127,29 @@ def test_lineage_through_a_sort_stored_in_pieces(tmp_path: Path) -> None:
         riera.shutdown()
 
 
-def test_a_join_row_comes_from_one_row_of_each_side(tmp_path: Path) -> None:
+@pytest.mark.parametrize("renamed", [False, True])
+def test_a_join_row_comes_from_one_row_of_each_side(tmp_path: Path, renamed: bool) -> None:
+    """Also on differently named keys (``left_on``/``right_on``, with a suffix): those failed
+    to trace ("no column(s) ['k']" on the right side) before the traced join passed the right
+    keys and the suffix on."""
     home = tmp_path / "home"
     riera.init(workers=2, progress="off", home=str(home), provenance="records")
+    key, other = ("key", "l") if renamed else ("k", "r")
     try:
         left = riera.range(0, 100, partitions=2).map(lambda r: {"k": r["id"] % 50, "l": r["id"]})
         right = riera.range(1000, 1050, partitions=2).map(
-            lambda r: {"k": r["id"] - 1000, "r": r["id"]}
+            lambda r: {key: r["id"] - 1000, other: r["id"]}
         )
         out = tmp_path / "joined"
-        left.join(right, on="k").write_parquet(str(out))
+        if renamed:
+            left.join(right, left_on="k", right_on="key", suffix="_r").write_parquet(str(out))
+        else:
+            left.join(right, on="k").write_parquet(str(out))
         rows = list(output_rows(out))
-        assert len(rows) == 100
+        got = "l_r" if renamed else "r"
+        assert len(rows) == 100 and set(rows[0][2]) == {"k", "l", got}
         for element, i, row in rows:
-            assert sources(home, element, i) == {row["l"], row["r"]}
-    finally:
-        riera.shutdown()
-
-
-def test_a_join_on_differently_named_keys_traces_its_rows(tmp_path: Path) -> None:
-    """``left_on``/``right_on`` joins failed to trace ("no column(s) ['k']" on the right side):
-    the traced join now passes the right keys and the suffix on."""
-    home = tmp_path / "home"
-    riera.init(workers=2, progress="off", home=str(home), provenance="records")
-    try:
-        left = riera.range(0, 100, partitions=2).map(lambda r: {"k": r["id"] % 50, "l": r["id"]})
-        right = riera.range(1000, 1050, partitions=2).map(
-            lambda r: {"key": r["id"] - 1000, "l": r["id"]}
-        )
-        out = tmp_path / "joined"
-        left.join(right, left_on="k", right_on="key", suffix="_r").write_parquet(str(out))
-        rows = list(output_rows(out))
-        assert len(rows) == 100 and set(rows[0][2]) == {"k", "l", "l_r"}
-        for element, i, row in rows:
-            assert sources(home, element, i) == {row["l"], row["l_r"]}
+            assert sources(home, element, i) == {row["l"], row[got]}
     finally:
         riera.shutdown()
 
