@@ -132,6 +132,7 @@ def core(
     Results are checked: a wrong sort or count stops the benchmark with exit code 1.
     """
     from riera_bench import core as bench_core
+    from riera_bench import core_report
 
     config = bench_core.CoreConfig.quick_defaults() if quick else bench_core.CoreConfig()
     sections = None
@@ -153,7 +154,10 @@ def core(
     )
 
     _run_and_report(
-        lambda: bench_core.run(config, _progress), bench_core.render, bench_core.BenchmarkError, out
+        lambda: bench_core.run(config, _progress),
+        core_report.render,
+        bench_core.BenchmarkError,
+        out,
     )
 
 

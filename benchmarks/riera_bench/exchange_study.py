@@ -45,7 +45,8 @@ import pyarrow.csv as pacsv
 
 from riera.exchange.base import Ref, SegmentKey
 from riera_bench import doc002
-from riera_bench.core import BenchmarkError, _scan, _table
+from riera_bench.core import BenchmarkError, _scan
+from riera_bench.core_report import _table
 from riera_bench.measure import MB, Options, Stats, fmt_bytes, machine_info, timed
 
 Progress = Callable[[str], None]
