@@ -264,7 +264,10 @@ class Evaluator:
         if e.op == "alias":
             return self._eval(e.args[0], like)
         if e.op == "agg":
-            raise ExprError(f"{self.where}: {e!r} aggregates; use it in group_by(...).agg(...)")
+            raise ExprError(
+                f"{self.where}: {e!r} aggregates; use it in group_by(...).agg(...), or in "
+                f"agg(...) over all rows"
+            )
         key = e.key()
         got = self._memo.get(key)
         if got is None:
