@@ -356,13 +356,12 @@ class Runtime:
     ) -> ph.TaskInputs:
         """Per-task inputs of ``stage`` (its reader's rule), and refs the driver created for it
         (released after it)."""
-        nodes = {x.name: x for x in n.walk(plan.root)}
-        ctx = ph.InputContext(
-            results,
-            self.exchange,
-            SegmentKey(owner, run_id, f"{stage.id}-src", 0),
-            nodes.__getitem__,
-        )
+
+        def node(name: str) -> n.Node:  # only in-memory sources ask: walk the plan then
+            return next(x for x in n.walk(plan.root) if x.name == name)
+
+        key = SegmentKey(owner, run_id, f"{stage.id}-src", 0)
+        ctx = ph.InputContext(results, self.exchange, key, node)
         return stage.reader.task_inputs(ctx)
 
 

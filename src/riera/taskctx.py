@@ -35,20 +35,17 @@ class TaskContext:
     stage_key: str = ""  # <run>/<stage>: what tasks of this stage share in this process
     records: list[Record] = field(default_factory=list)
     programs: int = 0  # black-box program runs so far in this task
-    # Side inputs (a broadcast join's small side): stage id -> loader, and what was loaded.
+    # Side inputs (a broadcast join's small side): stage id -> loader.
     side_loaders: dict[str, Any] = field(default_factory=dict)
-    side_tables: dict[str, Any] = field(default_factory=dict)
 
     def side(self, stage_id: str) -> Any:
         """The whole output of ``stage_id`` (an Arrow table), loaded once per process for all
         the tasks of this stage that run there."""
-        if stage_id not in self.side_tables:
-            try:
-                load = self.side_loaders[stage_id]
-            except KeyError:
-                raise RuntimeError(f"this task was given no side input {stage_id!r}") from None
-            self.side_tables[stage_id] = self.shared(("side", stage_id), load)
-        return self.side_tables[stage_id]
+        try:
+            load = self.side_loaders[stage_id]
+        except KeyError:
+            raise RuntimeError(f"this task was given no side input {stage_id!r}") from None
+        return self.shared(("side", stage_id), load)
 
     def shared(self, name: Any, make: Callable[[], Any]) -> Any:
         """``make()``, made once per process for every task of this stage (see the module

@@ -458,7 +458,7 @@ def read_parquet_split(
     file, groups = _parquet_groups(split, arrow_filter)
     if not groups:
         return _empty(file, columns)
-    return _read_groups(split.path, file, groups, columns)
+    return _ViewReader(split.path, file, groups, columns).read(groups)
 
 
 def iter_parquet_split(
@@ -468,8 +468,9 @@ def iter_parquet_split(
     file, groups = _parquet_groups(split, arrow_filter)
     if not groups:
         yield _empty(file, columns)
+    reader = _ViewReader(split.path, file, groups, columns)
     for g in groups:
-        yield _read_groups(split.path, file, [g], columns)
+        yield reader.read([g])
 
 
 # Reading through the dictionary pays when it holds few values beside the rows: its page is
@@ -479,27 +480,34 @@ _SMALL_DICTIONARY = 256 << 10
 _TINY_DICTIONARY = 4 << 10
 
 
-def _read_groups(
-    path: str, file: pq.ParquetFile, groups: list[int], columns: list[str] | None
-) -> pa.Table:
-    """Row groups of ``file``. View columns (``string_view``, as Polars and DuckDB write) whose
-    chunks are dictionary-encoded are read as dictionaries and gathered into views
+class _ViewReader:
+    """Row groups of one Parquet split. View columns (``string_view``, as Polars and DuckDB
+    write) whose chunks are dictionary-encoded are read as dictionaries and gathered into views
     (:func:`riera.kernels.views.from_dictionary`), 2-3x faster than decoding every value; the
-    table has the file's types either way."""
-    encoded = _dictionary_views(file, groups, columns)
-    if not encoded:
-        return file.read_row_groups(groups, columns=columns)
-    reader = pq.ParquetFile(path, metadata=file.metadata, read_dictionary=encoded)
-    table = reader.read_row_groups(groups, columns=columns)
-    schema = file.schema_arrow
-    for name in encoded:
-        i = table.schema.get_field_index(name)
-        field = schema.field(name)
-        col = table.column(i)
-        if pa.types.is_dictionary(col.type):
-            chunks = [views.from_dictionary(c, field.type) for c in col.chunks]
-            table = table.set_column(i, field, pa.chunked_array(chunks, field.type))
-    return table
+    tables have the file's types either way."""
+
+    def __init__(
+        self, path: str, file: pq.ParquetFile, groups: list[int], columns: list[str] | None
+    ) -> None:
+        self.columns = columns
+        self.schema = file.schema_arrow
+        self.encoded = _dictionary_views(file, groups, columns)
+        self.file = (
+            pq.ParquetFile(path, metadata=file.metadata, read_dictionary=self.encoded)
+            if self.encoded
+            else file
+        )
+
+    def read(self, groups: list[int]) -> pa.Table:
+        table = self.file.read_row_groups(groups, columns=self.columns)
+        for name in self.encoded:
+            i = table.schema.get_field_index(name)
+            field = self.schema.field(name)
+            col = table.column(i)
+            if pa.types.is_dictionary(col.type):
+                chunks = [views.from_dictionary(c, field.type) for c in col.chunks]
+                table = table.set_column(i, field, pa.chunked_array(chunks, field.type))
+        return table
 
 
 def _dictionary_views(

@@ -81,10 +81,16 @@ def hash_key(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
         inline = views.key(col)
         if inline is not None:
             return inline
-    if t in _NARROW and col.nbytes < 2**31 - 1:
-        return col.cast(_NARROW[t])
     if pa.types.is_dictionary(t) and isinstance(col, pa.ChunkedArray) and col.num_chunks > 1:
         return col.unify_dictionaries()
+    return _narrow(col)
+
+
+def _narrow(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """A view or ``large_`` string/binary column as 32-bit-offset ``string``/``binary`` when its
+    bytes fit (what Acero hashes fastest), else :func:`plain`."""
+    if col.type in _NARROW and col.nbytes < 2**31 - 1:
+        return col.cast(_NARROW[col.type])
     return plain(col)
 
 
@@ -308,13 +314,9 @@ def take_rows(col: pa.ChunkedArray, rows: pa.Array | pa.ChunkedArray) -> pa.Arra
 def join_key(col: pa.ChunkedArray) -> pa.ChunkedArray:
     """A key column as Arrow's join hashes it: dictionaries decoded, views (and their decoded
     values) as 32-bit-offset strings or binaries when they fit, else the ``large_`` types."""
-    t = col.type
-    if pa.types.is_dictionary(t):
-        col = col.cast(t.value_type)
-        t = t.value_type
-    if t in _NARROW and col.nbytes < 2**31 - 1:
-        return col.cast(_NARROW[t])
-    return plain(col)
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    return _narrow(col)
 
 
 class JoinCarry:

@@ -192,10 +192,10 @@ def _scalar(v: pa.Scalar, scale: int) -> tuple[np.int64, None, int] | None:
 
 
 def _rescaled(
-    v: object, part: Part, scale: int
+    v: pa.Array | pa.ChunkedArray | Unscaled, part: Part, scale: int
 ) -> tuple[np.ndarray, np.ndarray | None, int] | None:
     """One chunk of an array operand of a sum rescaled to ``scale``, validity and bound."""
-    factor = 10 ** (scale - v.type.scale)  # type: ignore[attr-defined]
+    factor = 10 ** (scale - v.type.scale)
     values, valid = part
     bound = _part_bound(v, values) * factor
     if bound > _LIMIT:

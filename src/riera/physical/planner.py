@@ -37,6 +37,7 @@ from riera.io import readers
 from riera.physical import columnar, ops, topk
 from riera.physical import stage as ph
 from riera.physical.columns import needed_columns
+from riera.physical.schema import column_names
 from riera.plan import nodes as n
 
 
@@ -98,9 +99,8 @@ class PhysicalPlan:
         done = n.Materialized((), stage, nbytes, partitions, schema, name=a.node)
         root = n.substitute(self.root, lambda x: done if x.name == a.node else None)
         first = 1 + max(int(s.id.rsplit("-", 1)[1]) for s in self.stages)
-        plan = Planner(settings, first_stage=first, **build).build(root, build_final=True)
-        joined = next(s for s in plan.stages for x in s.nodes if x.startswith(a.join))
-        return plan if stage in joined.sides else None
+        plan = Planner(settings, first_stage=first, **build).build(root)
+        return plan if any(stage in s.sides for s in plan.stages) else None
 
 
 class Planner:
@@ -121,11 +121,8 @@ class Planner:
         self._steps: dict[str, int] = {}  # program step names, made unique within the plan
         self._adaptive: dict[str, AdaptiveJoin] = {}
 
-    def build(
-        self, root: n.Node, final_op: ops.Op | None = None, *, build_final: bool = False
-    ) -> PhysicalPlan:
-        if build_final:
-            final_op = self.final_op
+    def build(self, root: n.Node) -> PhysicalPlan:
+        final_op = self.final_op
         root = n.unique_names(root)
         self._needed = needed_columns(root)
         self._prefix: dict[int, str] = {}  # Limit node -> the stage its rows come from in order
@@ -408,8 +405,6 @@ class Planner:
         """``node`` opened, its output cut down to the columns its consumers read: a filter's
         or an earlier join's columns are not written to the exchange (or broadcast) for
         nothing."""
-        from riera.physical.schema import column_names
-
         o = self._open(node)
         if o.materialized is not None:
             return o  # a finished stage's output holds what was used already
@@ -463,21 +458,25 @@ class Planner:
     def _adaptive_side(self, node: n.Join) -> str | None:
         """The side of a shuffled join to size before the other runs (the one whose sources
         hold fewer bytes, among those a broadcast may replace), or None."""
-        if self.settings.broadcast_bytes <= 0 or self.settings.provenance == "records":
+        if not self._may_broadcast():
             return None
         allowed = _BROADCASTABLE.get(node.how, ())
         sizes = {"left": n.source_bytes(node.inputs[0]), "right": n.source_bytes(node.inputs[1])}
         return min(allowed, key=lambda side: sizes[side], default=None)
 
+    def _may_broadcast(self) -> bool:
+        """Broadcasting is on (``broadcast_bytes``), and the run records no row lineage, which
+        follows shuffled joins only."""
+        return self.settings.broadcast_bytes > 0 and self.settings.provenance != "records"
+
     def _broadcast_side(self, node: n.Join, left: _Open, right: _Open) -> str | None:
         """Which side to broadcast, if any: a side whose sources hold at most
         ``broadcast_bytes``, at most half the other, and so much smaller that every worker of the
         other side loading it costs less than shuffling both (Spark's broadcast hash join, sized by
-        source bytes: the planner knows no row counts, until a side is materialized). Record lineage follows shuffled
-        joins only, so a run that records it never broadcasts."""
-        cap = self.settings.broadcast_bytes
-        if cap <= 0 or self.settings.provenance == "records":
+        source bytes: the planner knows no row counts, until a side is materialized)."""
+        if not self._may_broadcast():
             return None
+        cap = self.settings.broadcast_bytes
         sizes = {"left": n.source_bytes(node.inputs[0]), "right": n.source_bytes(node.inputs[1])}
         tasks = {"left": left.num_tasks, "right": right.num_tasks}
         allowed = _BROADCASTABLE.get(node.how, ())
@@ -542,7 +541,7 @@ def build(
     exchange: str = "shm",
 ) -> PhysicalPlan:
     """Stages for ``root`` in execution order (every stage after the stages it reads)."""
-    return Planner(settings, temp_dir, exchange, final_op).build(root, build_final=True)
+    return Planner(settings, temp_dir, exchange, final_op).build(root)
 
 
 def explain(root: n.Node, settings: Settings) -> str:
