@@ -40,6 +40,7 @@ from riera.sources import (
     read_parquet,
     read_text,
 )
+from riera.streaming import read_stream
 from riera.version import __version__
 
 
@@ -86,6 +87,7 @@ __all__ = [
     "read_files",
     "read_json",
     "read_parquet",
+    "read_stream",
     "read_text",
     "shutdown",
     "when",

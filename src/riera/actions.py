@@ -37,8 +37,14 @@ class Actions:
         final_op: Any = None,
         preview: int | None = None,
     ) -> Any:
+        from riera.plan.stream import unbounded
         from riera.runtime import get_runtime
 
+        if unbounded(self._node):
+            raise PlanError(
+                f"{action}: this Dataset reads a stream, which never ends; start it with "
+                f".write_stream(sink, ...) (a function, a URL, or riera.testing.CollectSink())"
+            )
         return get_runtime().execute(root or self._node, action, final_op, preview=preview)
 
     def to_arrow(self) -> pa.Table:

@@ -32,6 +32,7 @@ from riera.kernels import arrowtypes
 from riera.physical import schema as plan_schema
 from riera.physical.schema import column_names, schema_of
 from riera.plan import nodes as n
+from riera.streaming import StreamMethods
 
 PathLike = str | os.PathLike[str]
 Paths = PathLike | Sequence[PathLike]
@@ -110,7 +111,7 @@ def _positive(op: str, name: str, value: Any, allow_none: bool = True) -> None:
         raise PlanError(f"{op}: {name} must be a positive integer; got {value!r}")
 
 
-class Dataset(Actions):
+class Dataset(Actions, StreamMethods):
     """A lazy, immutable description of a distributed table. See the module docstring."""
 
     __slots__ = ("_node",)
@@ -551,11 +552,18 @@ class Dataset(Actions):
         """
         return GroupedDataset(self, ()).agg(*exprs, **aggs)
 
-    def group_by(self, *keys: str | Expr | Sequence[str]) -> GroupedDataset:
+    def group_by(self, *keys: str | Expr | Sequence[str], window: Any = None) -> GroupedDataset:
         """Group rows by ``keys`` (names, or expressions such as
-        ``col("day").dt.year().alias("year")``); finish with ``.agg(...)``, ``.count()``…"""
+        ``col("day").dt.year().alias("year")``); finish with ``.agg(...)``, ``.count()``…
+
+        ``window=`` (``riera.stream.tumbling/sliding/session``) aggregates per key *and* window
+        on a stream; the result gains ``window_start`` and ``window_end`` after the keys."""
         ds, names = self._key_columns("group_by", keys)
-        return GroupedDataset(ds, names)
+        if window is not None:
+            from riera.streaming import check_window
+
+            check_window(ds, window)
+        return GroupedDataset(ds, names, window)
 
     def _key_columns(self, op: str, keys: Sequence[Any]) -> tuple[Dataset, tuple[str, ...]]:
         """Key names, with expression keys computed into columns first."""
@@ -610,6 +618,7 @@ class Dataset(Actions):
     ) -> Dataset:
         """Globally sort by ``by``: column names or expressions (``col("price") * col("qty")``),
         by sampled range partitioning, then a local sort per partition; nulls come last."""
+        self._bounded_only("sort", "a live view sink, which keeps a top-N sorted as it changes")
         keys_in = list(by) if isinstance(by, list | tuple) else [by]
         computed = {
             f"__sort{i}": k for i, k in enumerate(keys_in) if isinstance(k, Expr) and k.op != "col"
@@ -704,6 +713,7 @@ class Dataset(Actions):
 
     def distinct(self, *, partitions: int | None = None) -> Dataset:
         """Unique rows (all columns)."""
+        self._bounded_only("distinct", "group_by(..., window=...) to deduplicate per window")
         _positive("distinct", "partitions", partitions)
         return Dataset(n.Distinct((self._node,), partitions))
 
@@ -712,6 +722,7 @@ class Dataset(Actions):
     ) -> Dataset:
         """One row per distinct value of ``subset`` (some row of each, with the columns in
         their order); without ``subset``, as :meth:`distinct`."""
+        self._bounded_only("unique", "group_by(..., window=...) to deduplicate per window")
         if subset is None:
             return self.distinct(partitions=partitions)
         keys = _names("unique", subset)
@@ -763,6 +774,7 @@ class Dataset(Actions):
 
     def limit(self, count: int) -> Dataset:
         """The first ``count`` rows (in partition order)."""
+        self._bounded_only("limit", "a live view sink (top-N per key) or take() on a batch Dataset")
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise PlanError(f"limit: count must be a non-negative integer; got {count!r}")
         return Dataset(n.Limit((self._node,), count))

@@ -37,6 +37,25 @@ class SinkError(RieraError):
     """Output could not be written or committed; nothing that looks complete is left behind."""
 
 
+class StreamError(RieraError):
+    """A streaming query failed: its source, state, checkpoint or commit (names which)."""
+
+
+class SourceTrimmedError(StreamError):
+    """A source no longer holds the position a query must resume from (trimmed or deleted):
+    resuming would silently skip records, so the query refuses to start."""
+
+
+class FencedError(SinkError, StreamError):
+    """A sink refused a commit from a driver whose fencing token is older than the newest one
+    seen for the job: another driver took the job over, so this one must stop."""
+
+
+class CheckpointError(StreamError):
+    """A checkpoint directory cannot be used: locked by a running query, written by another
+    query, or damaged (names the directory and the fix)."""
+
+
 class ExchangeError(RieraError):
     """Intermediate data could not be stored in, or read from, the exchange."""
 

@@ -65,8 +65,8 @@ class _Lowering:
 class GroupedDataset:
     """``Dataset.group_by(keys)`` awaiting its aggregations."""
 
-    def __init__(self, ds: Dataset, keys: tuple[str, ...]) -> None:
-        self._ds, self._keys = ds, keys
+    def __init__(self, ds: Dataset, keys: tuple[str, ...], window: Any = None) -> None:
+        self._ds, self._keys, self._window = ds, keys, window
 
     def agg(self, *exprs: Expr, partitions: int | None = None, **aggs: Any) -> Dataset:
         """Aggregations per group, each a column of the result after the keys.
@@ -134,10 +134,18 @@ class GroupedDataset:
         source._require_columns(
             "group_by().agg", [s.column for s in lowering.specs if s.column != "*"]
         )
-        node: n.Node = n.GroupByAgg((source.node,), self._keys, tuple(lowering.specs), partitions)
+        node: n.Node
+        keys_out = self._keys
+        if self._window is not None:
+            from riera.plan.stream import WindowAgg
+
+            node = WindowAgg((source.node,), self._keys, tuple(lowering.specs), self._window)
+            keys_out = (*self._keys, "window_start", "window_end")
+        else:
+            node = n.GroupByAgg((source.node,), self._keys, tuple(lowering.specs), partitions)
         plan_schema.check(node, "group_by().agg")
         if any(e.op != "col" or e.value != out for out, e in post):
-            exprs_out = tuple((k, col(k)) for k in self._keys) + tuple(post)
+            exprs_out = tuple((k, col(k)) for k in keys_out) + tuple(post)
             node = n.Project((node,), exprs_out, keep=False)
             plan_schema.check(node, "group_by().agg")
         return Dataset(node)

@@ -59,3 +59,61 @@ def assert_rows_equal(
             f"unexpected e.g. {extra}"
             + ("" if not ordered or missing or extra else "; same rows, different order")
         )
+
+
+# -- streams -------------------------------------------------------------------------------------
+
+
+def CollectSink() -> Any:
+    """A stream sink keeping every committed table in memory: ``.rows()`` gives the rows."""
+    from riera.stream.connectors.python import Collect
+
+    return Collect()
+
+
+def memory_stream(name: str, rows: Iterable[dict[str, Any]] = (), *, partitions: int = 1) -> str:
+    """A fresh ``memory://`` stream holding ``rows`` (as JSON messages); returns its URL. Append
+    more with :func:`send`."""
+    from riera.stream.connectors.memory import Broker
+
+    Broker.drop(name)
+    Broker(name, partitions).close()
+    url = f"memory://{name}"
+    send(url, rows)
+    return url
+
+
+def send(url: str, rows: Iterable[dict[str, Any]], *, key: str | None = None) -> None:
+    """Append ``rows`` to a stream as JSON messages (keyed by the column ``key``, if given)."""
+    import json
+    import time
+
+    from riera.stream.connectors.base import open_producer
+
+    now = time.time() * 1000
+    messages = [
+        (None if key is None else str(r[key]).encode(), json.dumps(r, default=str).encode(), now)
+        for r in rows
+    ]
+    producer = open_producer(url)
+    try:
+        if messages:
+            producer.send(messages)
+    finally:
+        producer.close()
+
+
+def run_stream(ds: Dataset, *, idle: float = 0.3, timeout: float = 60.0, **options: Any
+               ) -> list[dict[str, Any]]:  # fmt: skip
+    """Run a streaming dataset until its source has been idle ``idle`` seconds; the rows its
+    sink received, in order (``options`` go to ``write_stream``)."""
+    import tempfile
+
+    sink = CollectSink()
+    options.setdefault("checkpoint", tempfile.mkdtemp(prefix="riera-test-stream-"))
+    query = ds.write_stream(sink, stop_when_idle=idle, **options)
+    if not query.await_termination(timeout):
+        query.stop()
+        raise AssertionError(f"the stream did not go idle within {timeout} s")
+    rows: list[dict[str, Any]] = sink.rows()
+    return rows

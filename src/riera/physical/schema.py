@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from riera.errors import PlanError, RieraError
 from riera.plan import nodes as n
+from riera.plan import stream as st
 
 _memo: weakref.WeakKeyDictionary[n.Node, pa.Schema | None] = weakref.WeakKeyDictionary()
 
@@ -63,12 +64,37 @@ def _infer(node: n.Node) -> pa.Schema | None:
         return schema_of(node.inputs[0])
     if isinstance(node, n.MapRows | n.FlatMapRows | n.MapBatches):
         return node.schema
+    if isinstance(node, st.StreamSource | st.Watermark | st.WindowAgg):
+        return _stream_schema(node)
     if isinstance(node, n.Union):
         schemas = [schema_of(i) for i in node.inputs]
         if any(s is None for s in schemas):
             return None
         return pa.unify_schemas(schemas, promote_options="permissive")
     return _by_kernel(node)
+
+
+def _stream_schema(node: n.Node) -> pa.Schema | None:
+    if isinstance(node, st.StreamSource):
+        if node.format == "text":
+            return pa.schema([("value", pa.string())])
+        if node.format == "raw":
+            return pa.schema([("key", pa.binary()), ("value", pa.binary()), ("ts", pa.float64())])
+        return node.schema
+    if isinstance(node, st.Watermark):
+        return schema_of(node.inputs[0])
+    assert isinstance(node, st.WindowAgg)
+    from riera.physical import ops
+
+    source = schema_of(node.inputs[0])
+    if source is None or any(callable(a.func) for a in node.aggs):
+        return None
+    partial = ops.PartialAggOp(node.name, node.keys, node.aggs).apply(source.empty_table())
+    out = ops.FinalAggOp(node.name, node.keys, node.aggs).apply(partial).schema
+    ts = pa.timestamp("ms", tz="UTC")
+    fields = list(out)
+    k = len(node.keys)
+    return pa.schema([*fields[:k], ("window_start", ts), ("window_end", ts), *fields[k:]])
 
 
 def _file_schema(node: n.FileSource) -> pa.Schema | None:

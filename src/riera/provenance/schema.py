@@ -89,7 +89,7 @@ __all__ = [
     "to_utc",
 ]
 
-SCHEMA_VERSION = 4  # 4: runs.executor
+SCHEMA_VERSION = 5  # 4: runs.executor; 5: stream_epochs
 
 
 def to_utc(value: datetime) -> datetime:
@@ -383,6 +383,33 @@ file_versions = Table(
     Column("step", Text),
     Column("group_key", Text),
     Column("name", Text),
+)
+
+# A streaming query is one run; each epoch is an activity of it, recorded once its commit point
+# passed (status committed) or when it was given up (aborted). What it used: the source positions
+# it read after and up to (JSON per source and partition); what it generated: the sink writes,
+# the state it left (a hash of its changes) and how many records it took in and sent out.
+stream_epochs = Table(
+    "stream_epochs",
+    metadata,
+    _run_id(),
+    Column("epoch", BigInteger, primary_key=True),
+    Column("status", Text),  # committed | aborted | replayed
+    Column("started_at", UtcDateTime),
+    Column("committed_at", UtcDateTime),
+    Column("seconds", Float),
+    Column("source", Text),
+    Column("positions_from", JsonText),
+    Column("positions_to", JsonText),
+    Column("watermark", BigInteger),
+    Column("records_in", BigInteger),
+    Column("records_out", BigInteger),
+    Column("late_records", BigInteger),
+    Column("dead_letters", BigInteger),
+    Column("sinks", JsonText),  # [{"url": …, "epoch": e, "seq": s, "rows": n, "applied": bool}]
+    Column("state_keys", BigInteger),
+    Column("state_hash", Text),
+    Column("checkpoint_seconds", Float),
 )
 
 schema_version = Table(

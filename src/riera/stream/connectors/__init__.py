@@ -1,0 +1,1 @@
+"""Stream sources and sinks, found by URL scheme (:mod:`riera.stream.connectors.base`)."""

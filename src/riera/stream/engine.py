@@ -1,0 +1,515 @@
+"""The streaming engine: one loop that reads, processes, checkpoints and commits.
+
+**Epochs.** Time is cut into epochs; epoch = checkpoint id = micro-batch id. Both triggers run the
+same protocol and differ only in when records are processed:
+
+- ``continuous``: each poll's records (whatever arrived, a few or thousands) go through the plan at
+  once and their outputs leave within ``linger``; with ``at_least_once`` they are written to the
+  sinks straight away (upserts whose versions never go backwards), with ``exactly_once`` they are
+  held until the epoch commits. An epoch closes every ``checkpoint`` interval;
+- ``micro_batch``: at each interval the records that arrived are one epoch, logged first, then
+  processed as one batch.
+
+**The checkpoint, step by step** (:meth:`Engine._checkpoint`; each step has a fault point):
+
+1. ``log_positions`` — log the epoch's source positions, watermark and processing time;
+2. ``state_durable`` — write the state changes of the epoch, tagged with it, in one transaction;
+3. ``sink_commit:<i>`` — one atomic, idempotent, fenced write per sink with the epoch's rows
+   (``seq = FINAL``); a sink that already holds the epoch skips it;
+4. ``cleanup`` — tell the source what is committed (consumer-group position, trimming), compact
+   old state versions, prune the log.
+
+**Recovery** (:meth:`Engine._recover`) restores the state as of the oldest epoch some sink still
+lacks, then *replays* each logged epoch after it with the same boundaries (the logged positions,
+read with ``upto``), the same watermark and the same processing time, committing to the sinks that
+lack it. Epoch numbers after a restart continue above everything any sink has seen, so the new
+writes are always newer than a dead driver's. A crash anywhere therefore leaves every sink with
+each epoch exactly once (exactly-once), or with upserts that converge (at-least-once).
+
+Bad records do not stop the query: undecodable messages and rows on which a user function raised
+go to the dead-letter sink, with the reason, in the same commit as the epoch's output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from riera.errors import PlanError, StreamError
+from riera.physical import ops
+from riera.plan.stream import Continuous, Guarantee, MicroBatch, Trigger
+from riera.stream import checkpoint as cp
+from riera.stream.compile import StreamPlan, decode
+from riera.stream.connectors import base
+from riera.stream.metrics import QueryMetrics
+from riera.stream.operators import NO_TIME, StatefulOp, event_time_ms
+from riera.stream.state import Change, StateStore, open_state_store
+from riera.stream.watermark import WatermarkTracker
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 20_000
+
+
+@dataclass
+class SinkSlot:
+    sink: base.Sink
+    role: str  # output | dead_letter | late
+    pending: list[pa.Table] = field(default_factory=list)
+    seq: int = 0
+    rows: int = 0  # rows written in the current epoch
+
+    def take(self) -> pa.Table | None:
+        if not self.pending:
+            return None
+        out = ops.concat(self.pending) if len(self.pending) > 1 else self.pending[0]
+        self.pending = []
+        return out
+
+
+@dataclass
+class Options:
+    trigger: Trigger
+    guarantee: Guarantee
+    checkpoint: Path
+    key_groups: int = 128
+    state_store: str = "sqlite"
+    stop_when_idle_s: float | None = None
+    max_batch: int = MAX_BATCH
+    late_buffer: int = 10_000
+
+
+class Engine:
+    def __init__(self, plan: StreamPlan, sinks: list[SinkSlot], options: Options,
+                 metrics: QueryMetrics, on_epoch: Callable[[dict[str, Any]], None] | None = None
+                 ) -> None:  # fmt: skip
+        self.plan, self.slots, self.opt, self.metrics = plan, sinks, options, metrics
+        self.on_epoch = on_epoch
+        self.stop_event = threading.Event()
+        self.late: list[dict[str, Any]] = []
+        self.late_lock = threading.Lock()
+        self.source: base.Source | None = None
+        self.reader: base.SourceReader | None = None
+        self.store: StateStore | None = None
+        self.log: cp.CheckpointLog | None = None
+        self.stateful: StatefulOp | None = None
+        self.watermark = NO_TIME
+        self._epoch_wm = NO_TIME  # lateness is judged against this (exactly-once: epoch start)
+        self.tracker: WatermarkTracker | None = None
+        self.epoch = 0
+        self._in = 0
+        self._out = 0
+        self._ts: list[np.ndarray] = []  # producer timestamps of the epoch's records
+        self._from: dict[int, Any] = {}
+        self._epoch_started = time.time()
+        self._late_n = 0
+        self._dead_n = 0
+        self.finished_idle = False
+        self._closed: dict[str, Any] | None = None
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def start(self, job_hint: str) -> None:
+        exactly = self.opt.guarantee == "exactly_once"
+        self.source = base.open_source(self.plan.source.url)
+        if exactly and not self.source.replayable:
+            raise PlanError(
+                f"write_stream: {self.plan.source.url} cannot be read again after a crash, so "
+                f"exactly_once is impossible; use guarantee='at_least_once' or a replayable "
+                f"source (Redis, Kafka, files, memory://)"
+            )
+        self.log = cp.CheckpointLog(self.opt.checkpoint, job_hint, self.plan.describe(),
+                                    self.opt.key_groups)  # fmt: skip
+        self.fence = self.log.acquire_fence()
+        self.store = open_state_store(
+            self.opt.state_store, self.opt.checkpoint, self.log.key_groups
+        )
+        self.stateful = self.plan.make_stateful(self.log.key_groups)
+        wm = self.plan.watermark
+        if wm is not None:
+            self.tracker = WatermarkTracker(wm, self.source.partitions())
+        for slot in self.slots:
+            slot.sink.open(self.log.job, self.plan.output_key if slot.role == "output" else ())
+        self._recover()
+        self.metrics.sampler.start()
+
+    @property
+    def job(self) -> str:
+        assert self.log is not None
+        return self.log.job
+
+    def _recover(self) -> None:
+        assert self.log and self.store and self.source
+        durable = self.store.epoch()
+        sink_epochs = [base.committed_epoch(s.sink) for s in self.slots]
+        seen = [s.sink.committed()[0] for s in self.slots]
+        restore = min([durable, *sink_epochs])
+        self.store.rollback(restore)
+        if self.stateful is not None:
+            self.stateful.restore(self.store.load(self.stateful.name, restore))
+        rec = self.log.get(restore) if restore >= 0 else None
+        parts = self.source.partitions()
+        start = {p: (rec.positions.get(0, {}).get(p) if rec else None) for p in range(parts)}
+        self.reader = self.source.reader(start)
+        self._from = dict(self.reader.positions())
+        if rec is not None and rec.watermark is not None:
+            self.watermark = self._epoch_wm = int(rec.watermark)
+            if self.tracker is not None:
+                self.tracker.floor(self.watermark)
+        replays = self.log.epochs_after(restore)
+        if replays:
+            log.info("stream %s: replaying epochs %s..%s", self.job, replays[0].epoch,
+                     replays[-1].epoch)  # fmt: skip
+        for r in replays:
+            self._replay(r)
+        self.epoch = max([self.log.last_epoch(), *seen, restore]) + 1
+        self.metrics.committed_epoch = max(restore, replays[-1].epoch if replays else restore)
+
+    def _replay(self, rec: cp.EpochRecord) -> None:
+        assert self.reader is not None
+        upto = rec.positions.get(0, {})
+        messages: list[base.Message] = []
+        while True:
+            got = self.reader.poll(self.opt.max_batch, 0.0, upto=upto)
+            if not got:
+                break
+            messages += got
+        self.epoch = rec.epoch
+        self._epoch_wm = self.watermark
+        if messages:
+            self._process(messages, rec.proc_ms)
+        self._advance(rec.watermark if rec.watermark is not None else self.watermark, rec.proc_ms)
+        self._commit(rec.proc_ms, logged=True)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self) -> None:
+        if isinstance(self.opt.trigger, MicroBatch):
+            self._run_micro_batch(self.opt.trigger)
+        else:
+            self._run_continuous(self.opt.trigger)
+
+    def _idle_done(self, last_input: float) -> bool:
+        idle = self.opt.stop_when_idle_s
+        return idle is not None and time.monotonic() - last_input >= idle
+
+    def _run_continuous(self, trig: Continuous) -> None:
+        assert self.reader is not None
+        eager = self.opt.guarantee == "at_least_once"
+        interval = trig.checkpoint_ms / 1000
+        next_cp = time.monotonic() + interval
+        last_input = time.monotonic()
+        first_pending: float | None = None
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            wait = next_cp - now
+            if first_pending is not None:
+                wait = min(wait, first_pending + trig.linger_ms / 1000 - now)
+            messages = self.reader.poll(self.opt.max_batch, max(0.0, min(wait, 0.05)))
+            proc_ms = int(time.time() * 1000)
+            if messages:
+                last_input = time.monotonic()
+                self._process(messages, proc_ms)
+            if eager:
+                self._advance(self._current_watermark(proc_ms), proc_ms)
+            if eager and any(s.pending for s in self.slots):
+                now = time.monotonic()
+                first_pending = first_pending or now
+                if now - first_pending >= trig.linger_ms / 1000:
+                    self._flush()
+                    first_pending = None
+            if time.monotonic() >= next_cp:
+                self._checkpoint(int(time.time() * 1000))
+                first_pending = None
+                next_cp = time.monotonic() + interval
+            if self._idle_done(last_input):
+                self._checkpoint(int(time.time() * 1000))
+                self.finished_idle = True
+                return
+        self._checkpoint(int(time.time() * 1000))
+
+    def _run_micro_batch(self, trig: MicroBatch) -> None:
+        assert self.reader is not None and self.log is not None
+        interval = trig.interval_ms / 1000
+        next_tick = time.monotonic() + interval
+        last_input = time.monotonic()
+        while not self.stop_event.is_set():
+            self.stop_event.wait(max(0.0, next_tick - time.monotonic()))
+            next_tick += interval
+            if next_tick < time.monotonic():  # a slow batch: do not run several to catch up
+                next_tick = time.monotonic() + interval
+            messages: list[base.Message] = []
+            while len(messages) < 50 * self.opt.max_batch:
+                got = self.reader.poll(self.opt.max_batch, 0.0)
+                if not got:
+                    break
+                messages += got
+            proc_ms = int(time.time() * 1000)
+            if messages:
+                last_input = time.monotonic()
+            wm = self._current_watermark(proc_ms, messages)
+            if messages or wm > self.watermark:
+                self._log(proc_ms, wm)  # step 1 first: the epoch is this offset range
+                self._epoch_wm = self.watermark
+                if messages:
+                    self._process(messages, proc_ms)
+                self._advance(wm, proc_ms)
+                self._commit(proc_ms, logged=True)
+            if self._idle_done(last_input):
+                self.finished_idle = True
+                return
+
+    # -- processing -------------------------------------------------------------------------------
+    def _current_watermark(self, proc_ms: int, pending: list[base.Message] | None = None) -> int:
+        window = getattr(self.plan.stateful, "window", None)
+        if window is not None and window.on is None:
+            return proc_ms  # processing-time windows: the clock is the watermark
+        if self.tracker is None:
+            return self.watermark
+        if pending:
+            self._observe(pending)
+        return max(self.watermark, self.tracker.current(time.monotonic()))
+
+    def _observe(self, messages: list[base.Message]) -> None:
+        """Feed event times to the tracker from messages not yet processed (micro-batch)."""
+        assert self.tracker is not None
+        table, _ = decode(self.plan.source, messages)
+        if self.plan.pre or table.num_rows == 0:
+            return  # the column is computed by operators: observed in _process instead
+        self._track(table, np.array([m.partition for m in messages][: table.num_rows]))
+
+    def _track(self, table: pa.Table, parts: np.ndarray) -> None:
+        assert self.tracker is not None
+        ts = event_time_ms(table, self.tracker.spec.column, "with_watermark")
+        self.tracker.observe(parts, ts, time.monotonic())
+
+    def _process(self, messages: list[base.Message], proc_ms: int) -> None:
+        cp.fault_point("process", self.epoch)
+        self._in += len(messages)
+        self.metrics.records_in.add(len(messages))
+        ts = np.array([m.ts_ms if m.ts_ms is not None else np.nan for m in messages], np.float64)
+        self._ts.append(ts)
+        table, bad = decode(self.plan.source, messages)
+        for m, why in bad:
+            self._dead({"value": m.value.decode(errors="replace"), "reason": why,
+                        "partition": m.partition, "position": str(m.position)})  # fmt: skip
+        good_parts = np.array([m.partition for m in messages if not any(m is b for b, _ in bad)])
+        table = self._apply(self.plan.pre, table)
+        if self.tracker is not None and table.num_rows:
+            self._track(table, good_parts[: table.num_rows] if len(good_parts) == table.num_rows
+                        else np.zeros(table.num_rows, np.int64))  # fmt: skip
+        table = self._apply(self.plan.post, table)
+        if self.stateful is None:
+            self._emit(table)
+            return
+        outputs, late = self.stateful.process(table, self._epoch_wm if self._exactly else
+                                              self.watermark, proc_ms)  # fmt: skip
+        for out in outputs:
+            self._emit(self._apply(self.plan.after, out))
+        if late is not None and late.num_rows:
+            self._late(late)
+
+    @property
+    def _exactly(self) -> bool:
+        return self.opt.guarantee == "exactly_once"
+
+    def _apply(self, chain: list[ops.Op], table: pa.Table) -> pa.Table:
+        """Run narrow operators; rows on which one raises go to the dead letters, one by one."""
+        if not chain or table.num_rows == 0:
+            return table
+        try:
+            for op in chain:
+                table = op.apply(table)
+            return table
+        except Exception:  # a user function failed on some row: find which, keep the rest
+            pass
+        good = []
+        for i in range(table.num_rows):
+            row = table.slice(i, 1)
+            try:
+                for op in chain:
+                    row = op.apply(row)
+                good.append(row)
+            except Exception as err:
+                bad_op = getattr(op, "name", "?")
+                self._dead({"value": base_json(table.slice(i, 1)),
+                            "reason": f"{bad_op}: {type(err).__name__}: {err}",
+                            "partition": None, "position": None})  # fmt: skip
+        good = [g for g in good if g.num_columns]
+        return ops.concat(good) if good else table.slice(0, 0)
+
+    def _emit(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self._out += table.num_rows
+        for slot in self.slots:
+            if slot.role == "output":
+                slot.pending.append(table)
+
+    def _dead(self, row: dict[str, Any]) -> None:
+        self._dead_n += 1
+        self.metrics.dead_letters += 1
+        row = {"epoch": self.epoch, **row, "at_ms": time.time() * 1000}
+        for slot in self.slots:
+            if slot.role == "dead_letter":
+                slot.pending.append(pa.Table.from_pylist([row]))
+        log.warning("stream %s: dead letter: %s", self.plan.source.url, row["reason"])
+
+    def _late(self, table: pa.Table) -> None:
+        self._late_n += table.num_rows
+        self.metrics.late += table.num_rows
+        with self.late_lock:
+            self.late.extend(table.to_pylist())
+            del self.late[: max(0, len(self.late) - self.opt.late_buffer)]
+        for slot in self.slots:
+            if slot.role == "late":
+                slot.pending.append(table)
+
+    def _advance(self, watermark: int, proc_ms: int) -> None:
+        if watermark <= self.watermark:
+            return
+        self.watermark = watermark
+        self.metrics.watermark = watermark
+        if self.stateful is not None:
+            for out in self.stateful.advance(watermark):
+                self._emit(self._apply(self.plan.after, out))
+
+    def _flush(self) -> None:
+        """At-least-once: write what is pending now, as write ``(epoch, seq)``."""
+        now = time.time() * 1000
+        for slot in self.slots:
+            table = slot.take()
+            if table is None:
+                continue
+            slot.seq += 1
+            slot.sink.write(table, self.epoch, slot.seq, self.fence)
+            slot.rows += table.num_rows
+        if self._ts:
+            self.metrics.latency.add(np.concatenate(self._ts), now)
+            self._ts = []
+
+    # -- the checkpoint ---------------------------------------------------------------------------
+    def _log(self, proc_ms: int, watermark: int | None) -> None:
+        assert self.log is not None and self.reader is not None
+        positions = {0: self.reader.positions()}
+        wm = None if watermark is None or watermark == NO_TIME else int(watermark)
+        self.log.log_epoch(self.epoch, positions, wm, proc_ms, self._in)  # step 1
+        cp.fault_point("log_positions", self.epoch)
+
+    def _checkpoint(self, proc_ms: int) -> None:
+        """Close the current epoch (continuous trigger) if anything happened in it."""
+        wm = self._current_watermark(proc_ms)
+        if not (self._in or wm > self.watermark or any(s.pending for s in self.slots)
+                or any(s.seq for s in self.slots)):  # fmt: skip
+            return
+        self._log(proc_ms, max(wm, self.watermark))
+        self._advance(wm, proc_ms)
+        self._commit(proc_ms, logged=True)
+
+    def _commit(self, proc_ms: int, *, logged: bool) -> None:
+        """Steps 2 to 4 for the current epoch (step 1, the log, came first)."""
+        assert self.log is not None and self.store is not None and self.reader is not None
+        started = time.perf_counter()
+        epoch = self.epoch
+        changes: list[Change] = list(self.stateful.changes()) if self.stateful else []
+        self.store.put(epoch, changes)  # step 2
+        cp.fault_point("state_durable", epoch)
+        sinks = []
+        now = time.time() * 1000
+        for i, slot in enumerate(self.slots):  # step 3
+            table = slot.take()
+            rows = table if table is not None else pa.table({})
+            applied = slot.sink.write(rows, epoch, base.FINAL, self.fence)
+            sinks.append({"url": slot.sink.url, "role": slot.role, "rows": slot.rows + rows.num_rows,
+                          "applied": applied})  # fmt: skip
+            slot.seq, slot.rows = 0, 0
+            cp.fault_point(f"sink_commit:{i}", epoch)
+        if self._ts:
+            self.metrics.latency.add(np.concatenate(self._ts), now)
+            self._ts = []
+        self.log.mark_committed(epoch, self._out)
+        positions = self.reader.positions()
+        assert self.source is not None
+        self.source.release(positions)  # step 4
+        if epoch % 16 == 0:
+            self.store.compact(epoch)
+            self.log.prune(epoch - 64)
+        cp.fault_point("cleanup", epoch)
+        seconds = time.perf_counter() - started
+        self.metrics.checkpoint_ms.append(seconds * 1000)
+        self.metrics.epoch = epoch
+        self.metrics.committed_epoch = epoch
+        self.metrics.rows_out.add(self._out)
+        info = {
+            "epoch": epoch, "status": "committed", "started": self._epoch_started,
+            "committed": time.time(), "positions_from": self._from, "positions_to": positions,
+            "watermark": None if self.watermark == NO_TIME else self.watermark,
+            "records_in": self._in, "records_out": self._out, "late_records": self._late_n,
+            "dead_letters": self._dead_n, "sinks": sinks, "checkpoint_seconds": seconds,
+            "state_keys": self.stateful.size() if self.stateful is not None else 0,
+            "state_hash": _hash(changes),
+        }  # fmt: skip
+        self._from = dict(positions)
+        self._in = self._out = self._late_n = self._dead_n = 0
+        self._epoch_started = time.time()
+        self._epoch_wm = self.watermark
+        self.epoch = epoch + 1
+        if self.on_epoch is not None:
+            self.on_epoch(info)
+
+    def status(self) -> dict[str, Any]:
+        if self._closed is not None:
+            return self._closed
+        snap = self.metrics.snapshot()
+        if self.source is not None and self.reader is not None:
+            try:
+                snap["lag"] = {
+                    str(p): v for p, v in self.source.lag(self.reader.positions()).items()
+                }
+            except Exception as err:
+                snap["lag"] = {"error": str(err)}
+        if self.store is not None:
+            snap["state_store"] = {**self.store.stats(), "kind": self.opt.state_store}
+        return snap
+
+    def close(self) -> None:
+        self._closed = self.status()  # what status() reports from now on
+        self.metrics.sampler.stop()
+        for closer in [s.sink.close for s in self.slots] + [
+            getattr(self.reader, "close", None), getattr(self.source, "close", None),
+            getattr(self.store, "close", None), getattr(self.log, "close", None),
+        ]:  # fmt: skip
+            if closer is not None:
+                try:
+                    closer()
+                except Exception as err:
+                    log.debug("stream: closing failed: %s", err)
+
+
+def base_json(table: pa.Table) -> str:
+    from riera.stream.connectors.rows import dumps
+
+    rows = table.to_pylist()
+    return dumps(rows[0] if rows else {})
+
+
+def _hash(changes: list[Any]) -> str:
+    h = hashlib.sha256()
+    for op, kg, key, value in sorted(changes, key=lambda c: (c[0], c[1], c[2])):
+        h.update(f"{op}|{kg}|".encode())
+        h.update(key)
+        h.update(repr(value).encode())
+    return h.hexdigest()[:16]
+
+
+def ensure_checkpoint(path: str | Path | None) -> Path:
+    if path is None:
+        raise StreamError("internal: the query needs a checkpoint directory")
+    return Path(path)
