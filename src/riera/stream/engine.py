@@ -187,7 +187,7 @@ class Engine:
         if messages:
             self._process(messages, rec.proc_ms)
         self._advance(rec.watermark if rec.watermark is not None else self.watermark, rec.proc_ms)
-        self._commit(rec.proc_ms, logged=True)
+        self._commit(rec.proc_ms, logged=True, status="replayed")
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> None:
@@ -413,7 +413,7 @@ class Engine:
         self._advance(wm, proc_ms)
         self._commit(proc_ms, logged=True)
 
-    def _commit(self, proc_ms: int, *, logged: bool) -> None:
+    def _commit(self, proc_ms: int, *, logged: bool, status: str = "committed") -> None:
         """Steps 2 to 4 for the current epoch (step 1, the log, came first)."""
         assert self.log is not None and self.store is not None and self.reader is not None
         started = time.perf_counter()
@@ -448,7 +448,7 @@ class Engine:
         self.metrics.committed_epoch = epoch
         self.metrics.rows_out.add(self._out)
         info = {
-            "epoch": epoch, "status": "committed", "started": self._epoch_started,
+            "epoch": epoch, "status": status, "started": self._epoch_started,
             "committed": time.time(), "positions_from": self._from, "positions_to": positions,
             "watermark": None if self.watermark == NO_TIME else self.watermark,
             "records_in": self._in, "records_out": self._out, "late_records": self._late_n,

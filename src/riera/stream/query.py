@@ -62,6 +62,11 @@ class StreamingQuery:
         except BaseException as err:  # reported by await_termination / the start
             self._error = err
             self._state = "failed"
+            if self._started_evt.is_set() and self.engine.log is not None:
+                self.engine.log.mark_aborted(self.engine.epoch)
+                self._on_epoch({"epoch": self.engine.epoch, "status": "aborted",
+                                "started": self.engine._epoch_started, "committed": time.time(),
+                                "positions_from": self.engine._from})  # fmt: skip
             if not self._started_evt.is_set():
                 self._started_evt.set()
             else:
