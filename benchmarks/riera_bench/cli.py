@@ -478,3 +478,132 @@ def analytics(
         keep_data=keep_data,
     )
     _run_and_report(lambda: study.run(config, _progress), study.render, study.AnalyticsError, out)
+
+
+@app.command()
+def stream(
+    messages: Annotated[
+        int | None,
+        typer.Option(
+            "--messages", min=1, help="pre-loaded messages of the throughput runs (200,000)"
+        ),
+    ] = None,
+    rate: Annotated[
+        int | None,
+        typer.Option("--rate", min=1, help="messages per second of the latency runs (5,000)"),
+    ] = None,
+    seconds: Annotated[
+        float | None,
+        typer.Option("--seconds", min=0.1, help="seconds the latency runs produce for (10)"),
+    ] = None,
+    warmup: Annotated[
+        int | None,
+        typer.Option("--warmup", min=1, help="messages committed before a latency run (1,000)"),
+    ] = None,
+    products: Annotated[
+        int | None, typer.Option("--products", help="the document's 3 or 20 products (3)")
+    ] = None,
+    repeat: Annotated[
+        int | None, typer.Option("--repeat", min=1, help="repetitions of each measure (3)")
+    ] = None,
+    transports: Annotated[
+        str | None,
+        typer.Option("--transports", help="Riera's transports: memory,redis (default: both)"),
+    ] = None,
+    modes: Annotated[
+        str | None,
+        typer.Option(
+            "--modes",
+            help="Riera rows: continuous-alo,continuous-eo,micro-batch (default: all)",
+        ),
+    ] = None,
+    peers: Annotated[
+        str | None,
+        typer.Option("--peers", help="bytewax,spark,flink (default: all; '' for none)"),
+    ] = None,
+    flink_modes: Annotated[
+        str | None,
+        typer.Option("--flink-modes", help="PyFlink rows: process,thread,sql (process,thread)"),
+    ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option("--redis-url", help="Redis of the redis:// rows (redis://127.0.0.1:6379/0)"),
+    ] = None,
+    pyflink_python: Annotated[
+        str | None,
+        typer.Option(
+            "--pyflink-python",
+            help="interpreter with apache-flink (default: $RIERA_BENCH_PYFLINK_PYTHON, else this "
+            "one)",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", min=1, help="seconds allowed per run and engine start (600)"),
+    ] = None,
+    directory: DirOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="write the markdown report here (default: benchmarks/results/stream.md)",
+            dir_okay=False,
+        ),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="a smoke run: 2,000 messages, 500/s for 1 s, 1 repetition"),
+    ] = False,
+) -> None:
+    """Document 000's streaming word count on Riera and its peers: throughput and latency.
+
+    Riera (continuous at-least-once, continuous exactly-once, micro-batch exactly-once on
+    memory:// and redis://), Bytewax, PySpark Structured Streaming and PyFlink run on the same
+    messages; every run's totals are checked against a Counter. The table goes to stdout (rich),
+    the markdown report to --out, progress to stderr; exit code 1 if a Riera row miscounted.
+    """
+    from rich.console import Console
+
+    from riera_bench import stream as study
+
+    def names(value: str | None, option: str, known: tuple[str, ...]) -> tuple[str, ...] | None:
+        items = _str_list(value)
+        unknown = [s for s in items or () if s not in known]
+        if unknown:
+            fail(f"{option}: unknown {unknown}; choose from {','.join(known)}")
+        return items
+
+    if products is not None and products not in (3, 20):
+        fail(f"--products: the document has 3 or 20 products; got {products}")
+    config = study.StreamConfig.quick_defaults() if quick else study.StreamConfig()
+    config = config.with_options(
+        messages=messages,
+        rate=rate,
+        seconds=seconds,
+        warmup=warmup,
+        products=products,
+        repeat=repeat,
+        transports=names(transports, "--transports", study.TRANSPORTS),
+        riera_modes=names(modes, "--modes", study.RIERA_MODES),
+        peers=names(peers, "--peers", study.PEERS),
+        flink_modes=names(flink_modes, "--flink-modes", study.FLINK_MODES),
+        redis_url=redis_url,
+        pyflink_python=pyflink_python,
+        timeout=timeout,
+        base_dir=directory,
+    )
+    try:
+        report = study.run(config, _progress)
+    except RieraError as e:
+        fail(f"benchmark aborted by an engine error: {e}")
+    target = out if out is not None else study.default_out()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(study.render(report), encoding="utf-8")
+    console = Console(width=None if Console().is_terminal else 220)
+    console.print(study.rich_table(report))
+    err.print(f"[dim]report written to {target}[/]")
+    wrong = [r for r in report.mismatched if r.engine == "Riera"]
+    for r in report.mismatched:
+        err.print(f"[bold red]MISMATCH[/] {r.engine} {r.key} {r.transport}: {r.mismatches[0]}")
+    if wrong:
+        fail(f"{len(wrong)} Riera row(s) committed wrong totals")

@@ -215,8 +215,8 @@ class Engine:
             messages = self.reader.poll(self.opt.max_batch, max(0.0, min(wait, 0.05)))
             proc_ms = int(time.time() * 1000)
             if messages:
-                last_input = time.monotonic()
                 self._process(messages, proc_ms)
+                last_input = time.monotonic()  # after the work: a long batch is not idleness
             if eager:
                 self._advance(self._current_watermark(proc_ms), proc_ms)
             if eager and any(s.pending for s in self.slots):
@@ -262,6 +262,8 @@ class Engine:
                     self._process(messages, proc_ms)
                 self._advance(wm, proc_ms)
                 self._commit(proc_ms, logged=True)
+            if messages:
+                last_input = time.monotonic()
             if self._idle_done(last_input):
                 self.finished_idle = True
                 return
