@@ -18,6 +18,7 @@ from riera.plan.stream import (
     tumbling,
 )
 from riera.stream.connectors.base import open_producer, open_sink, open_source, register
+from riera.stream.connectors.generator import from_generator
 from riera.stream.connectors.python import Callback, Collect, LiveView
 from riera.stream.query import StreamingQuery
 
@@ -30,6 +31,7 @@ __all__ = [
     "StreamingQuery",
     "Window",
     "continuous",
+    "from_generator",
     "micro_batch",
     "open_producer",
     "open_sink",

@@ -190,8 +190,8 @@ def _decode_json(source: s.StreamSource, messages: list[Message]
         explicit_schema=source.schema,
         unexpected_field_behavior="ignore" if source.schema else "infer",
     )
-    blob = b"\n".join(m.value for m in messages)
-    if all(b"\n" not in m.value for m in messages):
+    blob = b"\n".join([m.value for m in messages])
+    if blob.count(b"\n") == len(messages) - 1:  # one message, one line
         try:
             return pajson.read_json(io.BytesIO(blob), parse_options=options), []
         except (pa.ArrowInvalid, pa.ArrowTypeError):

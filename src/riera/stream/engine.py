@@ -77,6 +77,30 @@ class SinkSlot:
 
 
 @dataclass
+class Polled:
+    """What one or more polls brought: decoded rows, with their partitions and producer times."""
+
+    table: pa.Table
+    parts: np.ndarray  # partition per row of ``table``
+    ts: np.ndarray  # producer time (ms, NaN: unknown) per record read, decodable or not
+    bad: list[tuple[base.Message, str]]
+    count: int  # records read
+
+    @staticmethod
+    def merge(items: list[Polled]) -> Polled:
+        if len(items) == 1:
+            return items[0]
+        tables = [p.table for p in items if p.table.num_columns]
+        return Polled(
+            ops.concat(tables) if tables else items[0].table,
+            np.concatenate([p.parts for p in items]),
+            np.concatenate([p.ts for p in items]),
+            [b for p in items for b in p.bad],
+            sum(p.count for p in items),
+        )
+
+
+@dataclass
 class Options:
     trigger: Trigger
     guarantee: Guarantee
@@ -173,19 +197,53 @@ class Engine:
         self.epoch = max([self.log.last_epoch(), *seen, restore]) + 1
         self.metrics.committed_epoch = max(restore, replays[-1].epoch if replays else restore)
 
-    def _replay(self, rec: cp.EpochRecord) -> None:
+    def _poll(self, timeout: float, upto: dict[int, Any] | None = None) -> Polled | None:
+        """One poll of the source, decoded (None: nothing came)."""
         assert self.reader is not None
-        upto = rec.positions.get(0, {})
-        messages: list[base.Message] = []
-        while True:
-            got = self.reader.poll(self.opt.max_batch, 0.0, upto=upto)
-            if not got:
+        fast = getattr(self.reader, "poll_table", None)
+        if fast is not None:  # in-process sources hand over rows, not bytes
+            got = fast(self.opt.max_batch, timeout, upto)
+            if got is None:
+                return None
+            table, parts, ts = got
+            schema = self.plan.source.schema
+            if schema is not None:
+                table = _conform(table, schema, self.plan.source.url)
+            return Polled(table, parts, ts, [], table.num_rows)
+        messages = self.reader.poll(self.opt.max_batch, timeout, upto)
+        if not messages:
+            return None
+        count = len(messages)
+        ts = np.fromiter(
+            (np.nan if m.ts_ms is None else m.ts_ms for m in messages), np.float64, count
+        )
+        table, bad = decode(self.plan.source, messages)
+        if bad:
+            dropped = {id(m) for m, _ in bad}
+            parts = np.fromiter((m.partition for m in messages if id(m) not in dropped), np.int64)
+        else:
+            parts = np.fromiter((m.partition for m in messages), np.int64, count)
+        return Polled(table, parts, ts, bad, count)
+
+    def _drain(self, upto: dict[int, Any] | None, limit: int) -> Polled | None:
+        """Everything available now (or up to ``upto``), at most about ``limit`` records."""
+        items: list[Polled] = []
+        total = 0
+        while total < limit:
+            got = self._poll(0.0, upto)
+            if got is None:
                 break
-            messages += got
+            items.append(got)
+            total += got.count
+        return Polled.merge(items) if items else None
+
+    def _replay(self, rec: cp.EpochRecord) -> None:
+        upto = rec.positions.get(0, {})
+        polled = self._drain(upto, 2**62)
         self.epoch = rec.epoch
         self._epoch_wm = self.watermark
-        if messages:
-            self._process(messages, rec.proc_ms)
+        if polled is not None:
+            self._process(polled, rec.proc_ms)
         self._advance(rec.watermark if rec.watermark is not None else self.watermark, rec.proc_ms)
         self._commit(rec.proc_ms, logged=True, status="replayed")
 
@@ -212,10 +270,10 @@ class Engine:
             wait = next_cp - now
             if first_pending is not None:
                 wait = min(wait, first_pending + trig.linger_ms / 1000 - now)
-            messages = self.reader.poll(self.opt.max_batch, max(0.0, min(wait, 0.05)))
+            polled = self._poll(max(0.0, min(wait, 0.05)))
             proc_ms = int(time.time() * 1000)
-            if messages:
-                self._process(messages, proc_ms)
+            if polled is not None:
+                self._process(polled, proc_ms)
                 last_input = time.monotonic()  # after the work: a long batch is not idleness
             if eager:
                 self._advance(self._current_watermark(proc_ms), proc_ms)
@@ -245,68 +303,50 @@ class Engine:
             next_tick += interval
             if next_tick < time.monotonic():  # a slow batch: do not run several to catch up
                 next_tick = time.monotonic() + interval
-            messages: list[base.Message] = []
-            while len(messages) < 50 * self.opt.max_batch:
-                got = self.reader.poll(self.opt.max_batch, 0.0)
-                if not got:
-                    break
-                messages += got
+            polled = self._drain(None, 50 * self.opt.max_batch)
             proc_ms = int(time.time() * 1000)
-            if messages:
-                last_input = time.monotonic()
-            wm = self._current_watermark(proc_ms, messages)
-            if messages or wm > self.watermark:
+            wm = self._current_watermark(proc_ms, polled)
+            if polled is not None or wm > self.watermark:
                 self._log(proc_ms, wm)  # step 1 first: the epoch is this offset range
                 self._epoch_wm = self.watermark
-                if messages:
-                    self._process(messages, proc_ms)
+                if polled is not None:
+                    self._process(polled, proc_ms)
                 self._advance(wm, proc_ms)
                 self._commit(proc_ms, logged=True)
-            if messages:
+            if polled is not None:
                 last_input = time.monotonic()
             if self._idle_done(last_input):
                 self.finished_idle = True
                 return
 
     # -- processing -------------------------------------------------------------------------------
-    def _current_watermark(self, proc_ms: int, pending: list[base.Message] | None = None) -> int:
+    def _current_watermark(self, proc_ms: int, pending: Polled | None = None) -> int:
         window = getattr(self.plan.stateful, "window", None)
         if window is not None and window.on is None:
             return proc_ms  # processing-time windows: the clock is the watermark
         if self.tracker is None:
             return self.watermark
-        if pending:
-            self._observe(pending)
+        if pending is not None and not self.plan.pre and pending.table.num_rows:
+            self._track(pending.table, pending.parts)  # micro-batch: before the epoch is logged
         return max(self.watermark, self.tracker.current(time.monotonic()))
-
-    def _observe(self, messages: list[base.Message]) -> None:
-        """Feed event times to the tracker from messages not yet processed (micro-batch)."""
-        assert self.tracker is not None
-        table, _ = decode(self.plan.source, messages)
-        if self.plan.pre or table.num_rows == 0:
-            return  # the column is computed by operators: observed in _process instead
-        self._track(table, np.array([m.partition for m in messages][: table.num_rows]))
 
     def _track(self, table: pa.Table, parts: np.ndarray) -> None:
         assert self.tracker is not None
         ts = event_time_ms(table, self.tracker.spec.column, "with_watermark")
         self.tracker.observe(parts, ts, time.monotonic())
 
-    def _process(self, messages: list[base.Message], proc_ms: int) -> None:
+    def _process(self, polled: Polled, proc_ms: int) -> None:
         cp.fault_point("process", self.epoch)
-        self._in += len(messages)
-        self.metrics.records_in.add(len(messages))
-        ts = np.array([m.ts_ms if m.ts_ms is not None else np.nan for m in messages], np.float64)
-        self._ts.append(ts)
-        table, bad = decode(self.plan.source, messages)
-        for m, why in bad:
+        self._in += polled.count
+        self.metrics.records_in.add(polled.count)
+        self._ts.append(polled.ts)
+        for m, why in polled.bad:
             self._dead({"value": m.value.decode(errors="replace"), "reason": why,
                         "partition": m.partition, "position": str(m.position)})  # fmt: skip
-        good_parts = np.array([m.partition for m in messages if not any(m is b for b, _ in bad)])
-        table = self._apply(self.plan.pre, table)
+        table = self._apply(self.plan.pre, polled.table)
         if self.tracker is not None and table.num_rows:
-            self._track(table, good_parts[: table.num_rows] if len(good_parts) == table.num_rows
-                        else np.zeros(table.num_rows, np.int64))  # fmt: skip
+            same = table.num_rows == len(polled.parts)  # else pre operators changed the rows
+            self._track(table, polled.parts if same else np.zeros(table.num_rows, np.int64))
         table = self._apply(self.plan.post, table)
         if self.stateful is None:
             self._emit(table)
@@ -493,6 +533,20 @@ class Engine:
                     closer()
                 except Exception as err:
                     log.debug("stream: closing failed: %s", err)
+
+
+def _conform(table: pa.Table, schema: pa.Schema, url: str) -> pa.Table:
+    """Rows of an in-process source in the declared schema (missing columns null)."""
+    cols = []
+    for field_ in schema:
+        if field_.name in table.column_names:
+            try:
+                cols.append(table.column(field_.name).cast(field_.type))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
+                raise StreamError(f"{url}: column {field_.name!r}: {err}") from err
+        else:
+            cols.append(pa.nulls(table.num_rows, field_.type))
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def base_json(table: pa.Table) -> str:

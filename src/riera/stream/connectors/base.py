@@ -229,8 +229,25 @@ def _resolve(table: dict[str, str | Factory], url: Url, what: str) -> Any:
     return entry(url)
 
 
+_OBJECTS: dict[str, Any] = {}  # in-process sources by URL (python://generator/NAME)
+
+
+def register_object(url: str, source: Any) -> None:
+    """Make ``url`` open this in-process source object (the last registration wins)."""
+    _OBJECTS[url] = source
+
+
 def open_source(url: str | Url) -> Source:
     """The source a URL names (``memory://words``, ``redis://127.0.0.1:6379/0/in?partitions=4``…)."""
+    raw = url.raw if isinstance(url, Url) else url
+    if raw in _OBJECTS:
+        found: Source = _OBJECTS[raw]
+        return found
+    if raw.startswith("python://"):
+        raise PlanError(
+            f"{raw}: no in-process source of that name in this process; call "
+            f"riera.stream.from_generator(..., name=...) before read_stream"
+        )
     parsed = url if isinstance(url, Url) else Url.parse(url)
     src: Source = _resolve(_SOURCES, parsed, "source")
     return src
