@@ -44,6 +44,15 @@ from riera.streaming import read_stream
 from riera.version import __version__
 
 
+def __getattr__(name: str) -> object:
+    """``riera.stream`` and ``riera.testing`` load when first used (a faster cold start)."""
+    if name in ("stream", "testing"):
+        import importlib
+
+        return importlib.import_module(f"riera.{name}")
+    raise AttributeError(f"module 'riera' has no attribute {name!r}")
+
+
 def add_hooks(*hooks: Hooks) -> None:
     """Subscribe hooks to the session's runs (run/stage/task start and end)."""
     get_runtime().add_hooks(*hooks)

@@ -25,7 +25,7 @@ from riera.errors import PlanError
 from riera.physical import ops, planner
 from riera.plan import nodes as n
 from riera.plan import stream as s
-from riera.stream.connectors.base import Message
+from riera.stream.connectors.base import RawBatch
 from riera.stream.operators import RunningAgg, SessionAgg, StatefulOp, WindowedAgg
 
 
@@ -161,53 +161,51 @@ def _table_join(node: n.Join, settings: Settings) -> ops.Op:
 # -- decoding ------------------------------------------------------------------------------------
 
 
-def decode(
-    source: s.StreamSource, messages: list[Message]
-) -> tuple[pa.Table, list[tuple[Message, str]]]:
-    """Messages as one Arrow table, and the messages that could not be decoded (with why)."""
+def decode(source: s.StreamSource, raw: RawBatch) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """Messages as one Arrow table, and the indices of those that could not be decoded (with
+    why); the table holds the others, in order."""
     if source.format == "raw":
         return pa.table({
-            "key": pa.array([m.key for m in messages], pa.binary()),
-            "value": pa.array([m.value for m in messages], pa.binary()),
-            "ts": pa.array([m.ts_ms for m in messages], pa.float64()),
+            "key": pa.array(raw.keys, pa.binary()),
+            "value": pa.array(raw.values, pa.binary()),
+            "ts": pa.array(raw.ts, pa.float64()),
         }), []  # fmt: skip
     if source.format == "text":
         bad, good = [], []
-        for m in messages:
+        for i, v in enumerate(raw.values):
             try:
-                good.append(m.value.decode())
+                good.append(v.decode())
             except UnicodeDecodeError as err:
-                bad.append((m, f"{source.name}: not UTF-8 text: {err}"))
+                bad.append((i, f"{source.name}: not UTF-8 text: {err}"))
         return pa.table({"value": pa.array(good, pa.string())}), bad
-    return _decode_json(source, messages)
+    return _decode_json(source, raw.values)
 
 
-def _decode_json(source: s.StreamSource, messages: list[Message]
-                 ) -> tuple[pa.Table, list[tuple[Message, str]]]:  # fmt: skip
-    if not messages:
+def _decode_json(source: s.StreamSource, values: list[bytes]
+                 ) -> tuple[pa.Table, list[tuple[int, str]]]:  # fmt: skip
+    if not values:
         return _empty(source.schema), []
     options = pajson.ParseOptions(
         explicit_schema=source.schema,
         unexpected_field_behavior="ignore" if source.schema else "infer",
     )
-    blob = b"\n".join([m.value for m in messages])
-    if blob.count(b"\n") == len(messages) - 1:  # one message, one line
+    blob = b"\n".join(values)
+    if blob.count(b"\n") == len(values) - 1:  # one message, one line
         try:
             return pajson.read_json(io.BytesIO(blob), parse_options=options), []
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             pass  # find the bad messages one by one below
     rows, bad = [], []
-    for m in messages:
+    for i, v in enumerate(values):
         try:
-            row = json.loads(m.value)
+            row = json.loads(v)
             if not isinstance(row, dict):
                 raise ValueError(f"expected a JSON object, got {type(row).__name__}")
             if source.schema is not None:
-                one = pa.Table.from_pylist([row], schema=source.schema)
-                del one
+                pa.Table.from_pylist([row], schema=source.schema)
             rows.append(row)
         except (ValueError, pa.ArrowInvalid, pa.ArrowTypeError) as err:
-            bad.append((m, f"{source.name}: undecodable message: {err}"))
+            bad.append((i, f"{source.name}: undecodable message: {err}"))
     if not rows:
         return _empty(source.schema), bad
     if source.schema is not None:

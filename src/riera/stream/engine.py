@@ -83,7 +83,7 @@ class Polled:
     table: pa.Table
     parts: np.ndarray  # partition per row of ``table``
     ts: np.ndarray  # producer time (ms, NaN: unknown) per record read, decodable or not
-    bad: list[tuple[base.Message, str]]
+    bad: list[dict[str, Any]]  # dead letters: value, reason, partition
     count: int  # records read
 
     @staticmethod
@@ -210,20 +210,25 @@ class Engine:
             if schema is not None:
                 table = _conform(table, schema, self.plan.source.url)
             return Polled(table, parts, ts, [], table.num_rows)
-        messages = self.reader.poll(self.opt.max_batch, timeout, upto)
-        if not messages:
-            return None
-        count = len(messages)
-        ts = np.fromiter(
-            (np.nan if m.ts_ms is None else m.ts_ms for m in messages), np.float64, count
-        )
-        table, bad = decode(self.plan.source, messages)
-        if bad:
-            dropped = {id(m) for m, _ in bad}
-            parts = np.fromiter((m.partition for m in messages if id(m) not in dropped), np.int64)
+        raw_poll = getattr(self.reader, "poll_raw", None)
+        if raw_poll is not None:
+            raw = raw_poll(self.opt.max_batch, timeout, upto)
         else:
-            parts = np.fromiter((m.partition for m in messages), np.int64, count)
-        return Polled(table, parts, ts, bad, count)
+            messages = self.reader.poll(self.opt.max_batch, timeout, upto)
+            raw = base.RawBatch.of(messages) if messages else None
+        if raw is None or not raw.values:
+            return None
+        table, bad = decode(self.plan.source, raw)
+        parts = raw.parts
+        dead = []
+        if bad:
+            dropped = np.zeros(len(raw.values), bool)
+            for i, why in bad:
+                dropped[i] = True
+                dead.append({"value": raw.values[i].decode(errors="replace"), "reason": why,
+                             "partition": int(raw.parts[i]), "position": None})  # fmt: skip
+            parts = parts[~dropped]
+        return Polled(table, parts, raw.ts, dead, len(raw.values))
 
     def _drain(self, upto: dict[int, Any] | None, limit: int) -> Polled | None:
         """Everything available now (or up to ``upto``), at most about ``limit`` records."""
@@ -296,7 +301,7 @@ class Engine:
     def _run_micro_batch(self, trig: MicroBatch) -> None:
         assert self.reader is not None and self.log is not None
         interval = trig.interval_ms / 1000
-        next_tick = time.monotonic() + interval
+        next_tick = time.monotonic()  # the first epoch at once: a backlog does not wait
         last_input = time.monotonic()
         while not self.stop_event.is_set():
             self.stop_event.wait(max(0.0, next_tick - time.monotonic()))
@@ -340,9 +345,8 @@ class Engine:
         self._in += polled.count
         self.metrics.records_in.add(polled.count)
         self._ts.append(polled.ts)
-        for m, why in polled.bad:
-            self._dead({"value": m.value.decode(errors="replace"), "reason": why,
-                        "partition": m.partition, "position": str(m.position)})  # fmt: skip
+        for row in polled.bad:
+            self._dead(row)
         table = self._apply(self.plan.pre, polled.table)
         if self.tracker is not None and table.num_rows:
             same = table.num_rows == len(polled.parts)  # else pre operators changed the rows

@@ -35,8 +35,19 @@ from riera.stream.state import Change, decode_key, encode_key, key_group
 
 NO_TIME = -(2**62)
 
+# The raw state key under which window operators keep the schema of their partial table: a closed
+# window restored from a checkpoint must be emitted even when no record has been processed since
+# the restart (a processing-time window, a clock-driven watermark), and its output types come from
+# that schema. Never a stored operator key: those are pickles, which start with b"\x80".
+SCHEMA_KEY = b"\x00schema"
+
 
 def _combine(state: str, a: Any, b: Any) -> Any:
+    # ``first`` is the group's first row, null or not (batch's FinalAggOp takes the first partial
+    # by row number): the older state ``a`` wins even when it is null. Treating a null ``a`` as
+    # "no value yet" (as for sums and minima below) made the result depend on the epoch cuts.
+    if state == "first":
+        return a
     if a is None:
         return b
     if b is None:
@@ -133,6 +144,22 @@ class RunningAgg(StatefulOp):
         self.final = ops.FinalAggOp(name, keys, aggs)
         self.states = _partial_states(aggs)
         self.schema: pa.Schema | None = None  # of the partial table (keys + states)
+        self._saved_schema: pa.Schema | None = None  # the schema the state store holds
+
+    def restore(self, pairs: Iterable[tuple[bytes, Any]]) -> None:
+        rest = []
+        for raw, value in pairs:
+            if raw == SCHEMA_KEY:
+                self.schema = self._saved_schema = value
+            else:
+                rest.append((raw, value))
+        super().restore(rest)
+
+    def _schema_changes(self) -> Iterator[Change]:
+        """The partial schema, when it is new to the store (window operators; see SCHEMA_KEY)."""
+        if self.schema is not None and self.schema != self._saved_schema:
+            self._saved_schema = self.schema
+            yield (self.name, key_group(SCHEMA_KEY, self.key_groups), SCHEMA_KEY, self.schema)
 
     def process(self, table: pa.Table, watermark: int, proc_ms: int
                 ) -> tuple[list[pa.Table], pa.Table | None]:  # fmt: skip
@@ -190,6 +217,7 @@ class WindowedAgg(RunningAgg):
         self.state = {k: v[:-1] for k, v in self.state.items()}
 
     def changes(self) -> Iterator[Change]:
+        yield from self._schema_changes()
         for key in self._dirty:
             raw = encode_key(key)
             value = self.state.get(key)
@@ -235,7 +263,12 @@ class WindowedAgg(RunningAgg):
         touched = self._merge(part, len(self.keys))
         if self.window.emit == "update":
             return [self._out(touched)], late
-        again = [k for k in touched if k in self.fired]  # late firings within the lateness
+        # Late firings within the lateness: a window that fired already fires again, updated;
+        # and a window the watermark has passed but that never fired (its first record is this
+        # late one, e.g. a key new to it) fires now — advance() only closes windows when the
+        # watermark moves, which may never happen again.
+        again = [k for k in touched if k in self.fired or k[1] <= watermark]
+        self.fired.update(again)
         return ([self._out(again)] if again else []), late
 
     def advance(self, watermark: int) -> list[pa.Table]:
@@ -288,7 +321,7 @@ class SessionAgg(RunningAgg):
         cols = [part.column(i).to_pylist() for i in range(part.num_columns)]
         kinds = [s for _, s in self.states]
         order = sorted(range(part.num_rows), key=lambda r: ts[cols[nk][r]])
-        touched: set[tuple[Any, ...]] = set()
+        touched: list[tuple[tuple[Any, ...], list[Any]]] = []  # (key, session) changed here
         late_rows = []
         for r in order:
             key = tuple(cols[c][r] for c in range(nk))
@@ -311,12 +344,21 @@ class SessionAgg(RunningAgg):
             sessions.append(merged)
             sessions.sort(key=lambda s: s[0])
             self._dirty.add(key)
-            touched.add(key)
+            touched.append((key, merged))
         late = ops.take(table, np.array(sorted(late_rows), dtype=np.int64)) if late_rows else None
-        if self.window.emit == "update":
-            rows = [(k, s) for k in touched for s in self.state.get(k, [])]
-        else:
-            rows = [(k, s) for k in touched for s in self.state.get(k, []) if s[3]]
+        # Emit the sessions this batch changed — not every session of a touched key, which
+        # re-emitted unchanged, already fired sessions — each once: a session merged into a later
+        # one in this batch is gone from the state.
+        rows = []
+        for key, s in touched:
+            if any(s is x for x in self.state.get(key, [])) and not any(s is r for _, r in rows):
+                rows.append((key, s))
+        if self.window.emit == "close":
+            # As in WindowedAgg.process: a session the watermark already closed fires now (if it
+            # had fired before, again, updated); the others wait for advance().
+            rows = [(k, s) for k, s in rows if s[3] or s[1] + self.gap <= watermark]
+            for _, s in rows:
+                s[3] = True
         return ([self._sessions_out(rows)] if rows else []), late
 
     def advance(self, watermark: int) -> list[pa.Table]:
@@ -337,6 +379,10 @@ class SessionAgg(RunningAgg):
         if closing and self.window.emit == "close":
             return [self._sessions_out(closing)]
         return []
+
+    def changes(self) -> Iterator[Change]:
+        yield from self._schema_changes()
+        yield from super().changes()
 
     def _sessions_out(self, rows: list[tuple[tuple[Any, ...], list[Any]]]) -> pa.Table:
         assert self.schema is not None

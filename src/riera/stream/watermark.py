@@ -10,6 +10,8 @@ Bytewax #138 users asked for). The watermark never goes backwards.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from riera.plan.stream import WatermarkSpec
@@ -24,10 +26,12 @@ class WatermarkTracker:
         self.last_seen = [0.0] * partitions  # monotonic time of each partition's last event
         self._floor = NO_TIME
         self._last_any = 0.0
+        self._restored: tuple[int, float] | None = None  # (watermark, monotonic time) of floor()
 
     def floor(self, watermark: int) -> None:
         """Never report less than ``watermark`` (restored from the checkpoint log)."""
         self._floor = max(self._floor, watermark)
+        self._restored = (self._floor, time.monotonic())
 
     def observe(self, partitions: np.ndarray, ts: np.ndarray, now: float) -> None:
         if len(ts) == 0:
@@ -46,6 +50,15 @@ class WatermarkTracker:
         delay, idle = self.spec.delay_ms, self.spec.idle_ms
         seen = [i for i, t in enumerate(self.max_ts) if t != NO_TIME]
         if not seen:
+            # Restored from a checkpoint and no event since: the largest event times died with
+            # the previous run, but the restored watermark stands for them. Once the stream has
+            # been silent for idle_timeout since the restart, follow the wall clock from there,
+            # as below — else the windows left open by the restart never close on an idle stream.
+            if idle is not None and self._restored is not None:
+                restored, at = self._restored
+                quiet_ms = int((now - at) * 1000)
+                if quiet_ms >= idle:
+                    self._floor = max(self._floor, restored + quiet_ms)
             return self._floor
         if idle is None:
             active = seen

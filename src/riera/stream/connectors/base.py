@@ -50,6 +50,29 @@ class Message:
     position: Position  # the partition's position just after this message
 
 
+@dataclass(slots=True)
+class RawBatch:
+    """Messages as columns — what a reader's optional ``poll_raw`` returns instead of one
+    :class:`Message` object per record (the per-object cost dominated reading from Redis)."""
+
+    values: list[bytes]
+    keys: list[bytes | None]
+    ts: Any  # numpy float64 array, ms, NaN where the producer gave none
+    parts: Any  # numpy int64 array
+
+    @staticmethod
+    def of(messages: list[Message]) -> RawBatch:
+        import numpy as np
+
+        n = len(messages)
+        return RawBatch(
+            [m.value for m in messages],
+            [m.key for m in messages],
+            np.fromiter((np.nan if m.ts_ms is None else m.ts_ms for m in messages), np.float64, n),
+            np.fromiter((m.partition for m in messages), np.int64, n),
+        )
+
+
 @runtime_checkable
 class SourceReader(Protocol):
     """Reads the partitions assigned to one consumer, from given positions."""

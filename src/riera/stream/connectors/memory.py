@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 
 from riera.errors import FencedError, PlanError, SourceTrimmedError
@@ -196,6 +197,36 @@ class MemoryReader:
             remaining = deadline - time.monotonic()
             if out or remaining <= 0:
                 return out
+            self.broker.wait(min(remaining, 0.001))
+
+    def poll_raw(self, max_records: int, timeout_s: float, upto: dict[int, Any] | None = None
+                 ) -> base.RawBatch | None:  # fmt: skip
+        """:meth:`poll` as columns (no object per message)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows: list[tuple[Any, ...]] = []
+            parts: list[int] = []
+            for part, pos in self._pos.items():
+                if (upto is not None and part not in upto) or len(rows) >= max_records:
+                    continue
+                bound = None if upto is None else int(upto[part])
+                if bound is not None and pos >= bound:
+                    continue
+                got = self.broker.read(part, pos, max_records - len(rows), bound)
+                if got:
+                    rows += got
+                    parts += [part] * len(got)
+                    self._pos[part] = got[-1][0] + 1
+            remaining = deadline - time.monotonic()
+            if rows:
+                return base.RawBatch(
+                    [r[2] for r in rows],
+                    [r[1] for r in rows],
+                    np.array([np.nan if r[3] is None else r[3] for r in rows], np.float64),
+                    np.array(parts, np.int64),
+                )
+            if remaining <= 0:
+                return None
             self.broker.wait(min(remaining, 0.001))
 
     def positions(self) -> dict[int, Any]:
