@@ -130,6 +130,23 @@ class CheckpointLog:
         )
         self.db.execute("COMMIT")
 
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT v FROM meta WHERE k=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, **values: str | None) -> None:
+        """Set (or, with None, delete) meta values, in one transaction."""
+        self.db.execute("BEGIN IMMEDIATE")
+        for k, v in values.items():
+            if v is None:
+                self.db.execute("DELETE FROM meta WHERE k=?", (k,))
+            else:
+                self.db.execute(
+                    "INSERT INTO meta VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
+                    (k, v),
+                )
+        self.db.execute("COMMIT")
+
     def acquire_fence(self) -> int:
         """The next fencing token (each start of the query takes a larger one)."""
         self.db.execute("BEGIN IMMEDIATE")

@@ -68,11 +68,15 @@ class SinkSlot:
     seq: int = 0
     rows: int = 0  # rows written in the current epoch
 
-    def take(self) -> pa.Table | None:
+    def take(self, key: tuple[str, ...] = ()) -> pa.Table | None:
+        """What is pending, as one table; for an upsert sink, the last row of each key only
+        (what Spark's update mode sends per micro-batch: one row per changed key)."""
         if not self.pending:
             return None
         out = ops.concat(self.pending) if len(self.pending) > 1 else self.pending[0]
         self.pending = []
+        if key and self.sink.mode == "upsert" and self.role == "output" and out.num_rows > 1:
+            out = _last_per_key(out, key)
         return out
 
 
@@ -110,6 +114,7 @@ class Options:
     stop_when_idle_s: float | None = None
     max_batch: int = MAX_BATCH
     late_buffer: int = 10_000
+    quarantine_after: int = 3  # restarts without a commit before records go one at a time
 
 
 class Engine:
@@ -139,6 +144,10 @@ class Engine:
         self._dead_n = 0
         self.finished_idle = False
         self._closed: dict[str, Any] | None = None
+        self._isolate = False
+        self._restore_mark: str | None = None
+        self._k = 0
+        self._skip = -1
 
     # -- set-up -----------------------------------------------------------------------------------
     def start(self, job_hint: str) -> None:
@@ -188,6 +197,7 @@ class Engine:
             self.watermark = self._epoch_wm = int(rec.watermark)
             if self.tracker is not None:
                 self.tracker.floor(self.watermark)
+        self._quarantine_check(restore)
         replays = self.log.epochs_after(restore)
         if replays:
             log.info("stream %s: replaying epochs %s..%s", self.job, replays[0].epoch,
@@ -196,6 +206,45 @@ class Engine:
             self._replay(r)
         self.epoch = max([self.log.last_epoch(), *seen, restore]) + 1
         self.metrics.committed_epoch = max(restore, replays[-1].epoch if replays else restore)
+
+    def _quarantine_check(self, restore: int) -> None:
+        """A record that kills the process (a crash in native code, an ``os._exit`` in a user
+        function) would kill it again at every restart. After ``quarantine_after`` restarts
+        without a commit, the query takes the records after the restore point one at a time,
+        noting each one's number before touching it; the record it was on when it died the next
+        time is the poison one: it goes to the dead letters, and the query goes on."""
+        assert self.log is not None
+        mark = str(restore)
+        restarts = (
+            int(self.log.meta("restarts") or 0) + 1 if self.log.meta("restart_at") == mark else 1
+        )
+        self.log.set_meta(restart_at=mark, restarts=str(restarts))
+        self._isolate = restarts > self.opt.quarantine_after
+        self._restore_mark = mark
+        self._k = 0  # decoded records since the restore point
+        self._skip = -1
+        inflight = self.log.meta("inflight")
+        if self._isolate and inflight is not None:
+            at, _, k = inflight.partition(":")
+            if at == mark:
+                self._skip = int(k)
+        if self._isolate:
+            log.warning("stream %s: %d restarts without a commit; taking records one at a time "
+                        "to find the one that kills the process", self.job, restarts - 1)  # fmt: skip
+
+    def _isolated(self, table: pa.Table, parts: np.ndarray, proc_ms: int) -> None:
+        assert self.log is not None
+        for i in range(table.num_rows):
+            row = table.slice(i, 1)
+            if self._k == self._skip:
+                self._dead({"value": base_json(row), "partition": int(parts[i]) if i < len(parts)
+                            else None, "position": None, "reason": (
+                    f"quarantined: the process died {self.opt.quarantine_after} times in a row "
+                    f"while processing this record")})  # fmt: skip
+            else:
+                self.log.set_meta(inflight=f"{self._restore_mark}:{self._k}")
+                self._run(row, parts[i : i + 1], proc_ms)
+            self._k += 1
 
     def _poll(self, timeout: float, upto: dict[int, Any] | None = None) -> Polled | None:
         """One poll of the source, decoded (None: nothing came)."""
@@ -347,10 +396,18 @@ class Engine:
         self._ts.append(polled.ts)
         for row in polled.bad:
             self._dead(row)
-        table = self._apply(self.plan.pre, polled.table)
+        if self._isolate:
+            self._isolated(polled.table, polled.parts, proc_ms)
+        else:
+            self._k += polled.table.num_rows
+            self._run(polled.table, polled.parts, proc_ms)
+
+    def _run(self, table: pa.Table, parts: np.ndarray, proc_ms: int) -> None:
+        """The plan over decoded rows: narrow operators, the stateful one, what follows."""
+        table = self._apply(self.plan.pre, table)
         if self.tracker is not None and table.num_rows:
-            same = table.num_rows == len(polled.parts)  # else pre operators changed the rows
-            self._track(table, polled.parts if same else np.zeros(table.num_rows, np.int64))
+            same = table.num_rows == len(parts)  # else pre operators changed the rows
+            self._track(table, parts if same else np.zeros(table.num_rows, np.int64))
         table = self._apply(self.plan.post, table)
         if self.stateful is None:
             self._emit(table)
@@ -431,7 +488,7 @@ class Engine:
         """At-least-once: write what is pending now, as write ``(epoch, seq)``."""
         now = time.time() * 1000
         for slot in self.slots:
-            table = slot.take()
+            table = slot.take(self.plan.output_key)
             if table is None:
                 continue
             slot.seq += 1
@@ -470,7 +527,7 @@ class Engine:
         sinks = []
         now = time.time() * 1000
         for i, slot in enumerate(self.slots):  # step 3
-            table = slot.take()
+            table = slot.take(self.plan.output_key)
             rows = table if table is not None else pa.table({})
             applied = slot.sink.write(rows, epoch, base.FINAL, self.fence)
             sinks.append({"url": slot.sink.url, "role": slot.role, "rows": slot.rows + rows.num_rows,
@@ -481,6 +538,9 @@ class Engine:
             self.metrics.latency.add(np.concatenate(self._ts), now)
             self._ts = []
         self.log.mark_committed(epoch, self._out)
+        if self._isolate or self._restore_mark is not None:  # progress: no poison hunt needed
+            self.log.set_meta(inflight=None, restarts=None, restart_at=None)
+            self._isolate, self._restore_mark = False, None
         positions = self.reader.positions()
         assert self.source is not None
         self.source.release(positions)  # step 4
@@ -537,6 +597,22 @@ class Engine:
                     closer()
                 except Exception as err:
                     log.debug("stream: closing failed: %s", err)
+
+
+def _last_per_key(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
+    """The last row of each key, in the order of those last rows."""
+    if not all(k in table.column_names for k in key):
+        return table
+    rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    probe = pa.table({**{f"k{i}": table.column(k) for i, k in enumerate(key)}, "__row": rows})
+    try:
+        last = probe.group_by([f"k{i}" for i in range(len(key))], use_threads=False).aggregate(
+            [("__row", "max")]
+        )
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # a key type Acero cannot hash
+        return table
+    keep = np.sort(np.asarray(last.column("__row_max")))
+    return table.take(pa.array(keep))
 
 
 def _conform(table: pa.Table, schema: pa.Schema, url: str) -> pa.Table:

@@ -329,7 +329,7 @@ class MemorySink:
                     done = db.execute(
                         "INSERT INTO latest VALUES (?, ?, ?, ?) ON CONFLICT(k) DO UPDATE SET "
                         "row=excluded.row, epoch=excluded.epoch, seq=excluded.seq "
-                        "WHERE (latest.epoch, latest.seq) < (excluded.epoch, excluded.seq)",
+                        "WHERE (latest.epoch, latest.seq) <= (excluded.epoch, excluded.seq)",
                         (key, payload, epoch, seq),
                     )
                     if done.rowcount == 0:

@@ -52,7 +52,7 @@ for i = 7, #ARGV, 2 do
     local old = redis.call('HGET', KEYS[3], k)
     if old then
       local oe, os = string.match(old, '^(%-?%d+):(%-?%d+)$')
-      ok = newer(epoch, seq, tonumber(oe), tonumber(os))
+      ok = not newer(tonumber(oe), tonumber(os), epoch, seq)  -- later rows of one write win
     end
     if ok then
       redis.call('HSET', KEYS[2], k, v)

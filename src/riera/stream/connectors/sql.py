@@ -375,7 +375,7 @@ class SqlSink:
             updates = [c for c in names if c not in keys]
             sql += (f" ON CONFLICT ({', '.join(map(_quote, keys))}) DO UPDATE SET "
                     + ", ".join(f"{_quote(c)}=excluded.{_quote(c)}" for c in updates)
-                    + f" WHERE (_riera_old.{EPOCH_COL}, _riera_old.{SEQ_COL}) < "
+                    + f" WHERE (_riera_old.{EPOCH_COL}, _riera_old.{SEQ_COL}) <= "
                     f"(excluded.{EPOCH_COL}, excluded.{SEQ_COL})")  # fmt: skip
         adapt = self.dialect.adapt
         params = [
