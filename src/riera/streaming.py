@@ -146,6 +146,7 @@ class StreamMethods:
         key_groups: int = 128,
         state_store: str = "sqlite",
         stop_when_idle: Any = None,
+        workers: int = 1,
         name: str | None = None,
     ) -> StreamingQuery:
         """Start the query: read the stream, run the plan, commit to ``sink``; returns its
@@ -168,6 +169,9 @@ class StreamMethods:
           late records are counted and kept in ``query.late_records()``).
         - ``stop_when_idle``: end the query once the source has been idle that long and all is
           committed.
+        - ``workers``: processes that read the source's partitions (decoding, operators, the
+          map side of aggregates) while the driver keeps the state and commits; 1: the driver
+          alone. A restart may use another number: nothing is lost or counted twice.
 
         >>> import riera, riera.testing, tempfile
         >>> from riera import col
@@ -230,7 +234,9 @@ class StreamMethods:
         slots.append(SinkSlot(as_sink(dead_letter, "dead_letter"), "dead_letter"))
         if late is not None:
             slots.append(SinkSlot(as_sink(late, "late"), "late"))
-        options = Options(trig, guar, directory, key_groups, state_store, idle)
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise PlanError(f"write_stream: workers must be a positive integer; got {workers!r}")
+        options = Options(trig, guar, directory, key_groups, state_store, idle, workers=workers)
         engine = Engine(plan, slots, options, QueryMetrics())
         query = StreamingQuery(
             engine, name or f"stream-{plan.describe()}", self._node, runtime.settings

@@ -30,7 +30,10 @@ def wordcount(
     interval: Annotated[
         int, typer.Option("--interval", help="micro-batch / checkpoint interval, ms")
     ] = 1000,
-    workers: Annotated[int, typer.Option("--workers", help="worker processes (1: the driver)")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", help="processes reading the source's partitions (1: the driver)"),
+    ] = 1,
     guarantee: Annotated[
         str, typer.Option("--guarantee", help="exactly-once | at-least-once")
     ] = "exactly-once",
@@ -42,11 +45,9 @@ def wordcount(
     """Sum valorB per valorA of document 000's messages, resumable after any crash."""
     from riera.apps.streamcount import wordcount as start
 
-    if workers != 1:
-        err.print("[yellow]--workers: this version runs the query in the driver; using 1[/]")
     try:
         query = start(source, sink, checkpoint, trigger=trigger, interval_ms=interval,
-                      guarantee=guarantee, until_idle=until_idle)  # fmt: skip
+                      guarantee=guarantee, until_idle=until_idle, workers=workers)  # fmt: skip
     except RieraError as e:
         fail(e, 2)
         return

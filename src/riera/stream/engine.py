@@ -32,6 +32,7 @@ go to the dead-letter sink, with the reason, in the same commit as the epoch's o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -48,10 +49,11 @@ from riera.errors import PlanError, StreamError
 from riera.physical import ops
 from riera.plan.stream import Continuous, Guarantee, MicroBatch, Trigger
 from riera.stream import checkpoint as cp
-from riera.stream.compile import StreamPlan, decode
+from riera.stream.compile import StreamPlan
 from riera.stream.connectors import base
 from riera.stream.metrics import QueryMetrics
-from riera.stream.operators import NO_TIME, StatefulOp, event_time_ms
+from riera.stream.operators import NO_TIME, StatefulOp
+from riera.stream.sourceside import LocalSide, Piece, WorkerLost, make_side
 from riera.stream.state import Change, StateStore, open_state_store
 from riera.stream.watermark import WatermarkTracker
 
@@ -81,30 +83,6 @@ class SinkSlot:
 
 
 @dataclass
-class Polled:
-    """What one or more polls brought: decoded rows, with their partitions and producer times."""
-
-    table: pa.Table
-    parts: np.ndarray  # partition per row of ``table``
-    ts: np.ndarray  # producer time (ms, NaN: unknown) per record read, decodable or not
-    bad: list[dict[str, Any]]  # dead letters: value, reason, partition
-    count: int  # records read
-
-    @staticmethod
-    def merge(items: list[Polled]) -> Polled:
-        if len(items) == 1:
-            return items[0]
-        tables = [p.table for p in items if p.table.num_columns]
-        return Polled(
-            ops.concat(tables) if tables else items[0].table,
-            np.concatenate([p.parts for p in items]),
-            np.concatenate([p.ts for p in items]),
-            [b for p in items for b in p.bad],
-            sum(p.count for p in items),
-        )
-
-
-@dataclass
 class Options:
     trigger: Trigger
     guarantee: Guarantee
@@ -115,6 +93,7 @@ class Options:
     max_batch: int = MAX_BATCH
     late_buffer: int = 10_000
     quarantine_after: int = 3  # restarts without a commit before records go one at a time
+    workers: int = 1  # processes reading the source (1: the driver itself)
 
 
 class Engine:
@@ -127,7 +106,7 @@ class Engine:
         self.late: list[dict[str, Any]] = []
         self.late_lock = threading.Lock()
         self.source: base.Source | None = None
-        self.reader: base.SourceReader | None = None
+        self.side: Any = None  # LocalSide | ProcessSide
         self.store: StateStore | None = None
         self.log: cp.CheckpointLog | None = None
         self.stateful: StatefulOp | None = None
@@ -191,13 +170,15 @@ class Engine:
         rec = self.log.get(restore) if restore >= 0 else None
         parts = self.source.partitions()
         start = {p: (rec.positions.get(0, {}).get(p) if rec else None) for p in range(parts)}
-        self.reader = self.source.reader(start)
-        self._from = dict(self.reader.positions())
+        self.source.reader(start).close()  # fails here, loudly, if the source was trimmed
+        self._quarantine_check(restore)
+        workers = 1 if self._isolate else self.opt.workers
+        self.side = make_side(self.plan, start, self.opt.max_batch, workers)
+        self._from = self.side.positions()
         if rec is not None and rec.watermark is not None:
             self.watermark = self._epoch_wm = int(rec.watermark)
             if self.tracker is not None:
                 self.tracker.floor(self.watermark)
-        self._quarantine_check(restore)
         replays = self.log.epochs_after(restore)
         if replays:
             log.info("stream %s: replaying epochs %s..%s", self.job, replays[0].epoch,
@@ -232,88 +213,89 @@ class Engine:
             log.warning("stream %s: %d restarts without a commit; taking records one at a time "
                         "to find the one that kills the process", self.job, restarts - 1)  # fmt: skip
 
-    def _isolated(self, table: pa.Table, parts: np.ndarray, proc_ms: int) -> None:
-        assert self.log is not None
-        for i in range(table.num_rows):
-            row = table.slice(i, 1)
-            if self._k == self._skip:
-                self._dead({"value": base_json(row), "partition": int(parts[i]) if i < len(parts)
-                            else None, "position": None, "reason": (
-                    f"quarantined: the process died {self.opt.quarantine_after} times in a row "
-                    f"while processing this record")})  # fmt: skip
-            else:
-                self.log.set_meta(inflight=f"{self._restore_mark}:{self._k}")
-                self._run(row, parts[i : i + 1], proc_ms)
-            self._k += 1
+    def _poll_isolated(self, timeout: float, upto: dict[int, Any] | None) -> list[Piece]:
+        """One record at a time, its number noted before it is touched (see above)."""
+        assert self.log is not None and isinstance(self.side, LocalSide)
+        self.log.set_meta(inflight=f"{self._restore_mark}:{self._k}")
+        poison = self._k == self._skip
+        pieces = self.side.poll(timeout, upto, max_records=1, raw_only=poison)
+        for piece in pieces:
+            self._k += piece.count
+            if poison:
+                for row in piece.table.to_pylist():
+                    self._dead({"value": _json(row), "partition": None, "position": None,
+                                "reason": f"quarantined: the process died "
+                                f"{self.opt.quarantine_after} times in a row while processing "
+                                f"this record"})  # fmt: skip
+                piece.table = piece.table.slice(0, 0)
+        return pieces
 
-    def _poll(self, timeout: float, upto: dict[int, Any] | None = None) -> Polled | None:
-        """One poll of the source, decoded (None: nothing came)."""
-        assert self.reader is not None
-        fast = getattr(self.reader, "poll_table", None)
-        if fast is not None:  # in-process sources hand over rows, not bytes
-            got = fast(self.opt.max_batch, timeout, upto)
-            if got is None:
-                return None
-            table, parts, ts = got
-            schema = self.plan.source.schema
-            if schema is not None:
-                table = _conform(table, schema, self.plan.source.url)
-            return Polled(table, parts, ts, [], table.num_rows)
-        raw_poll = getattr(self.reader, "poll_raw", None)
-        if raw_poll is not None:
-            raw = raw_poll(self.opt.max_batch, timeout, upto)
-        else:
-            messages = self.reader.poll(self.opt.max_batch, timeout, upto)
-            raw = base.RawBatch.of(messages) if messages else None
-        if raw is None or not raw.values:
-            return None
-        table, bad = decode(self.plan.source, raw)
-        parts = raw.parts
-        dead = []
-        if bad:
-            dropped = np.zeros(len(raw.values), bool)
-            for i, why in bad:
-                dropped[i] = True
-                dead.append({"value": raw.values[i].decode(errors="replace"), "reason": why,
-                             "partition": int(raw.parts[i]), "position": None})  # fmt: skip
-            parts = parts[~dropped]
-        return Polled(table, parts, raw.ts, dead, len(raw.values))
+    def _poll(self, timeout: float, upto: dict[int, Any] | None = None) -> list[Piece]:
+        """What the source side brought within ``timeout`` (or up to ``upto``)."""
+        if self._isolate:
+            return self._poll_isolated(timeout, upto)
+        pieces: list[Piece] = self.side.poll(timeout, upto)
+        return pieces
 
-    def _drain(self, upto: dict[int, Any] | None, limit: int) -> Polled | None:
+    def _drain(self, upto: dict[int, Any] | None, limit: int) -> list[Piece]:
         """Everything available now (or up to ``upto``), at most about ``limit`` records."""
-        items: list[Polled] = []
+        items: list[Piece] = []
         total = 0
         while total < limit:
             got = self._poll(0.0, upto)
-            if got is None:
+            if not got:
                 break
-            items.append(got)
-            total += got.count
-        return Polled.merge(items) if items else None
+            items += got
+            total += sum(p.count for p in got)
+        return items
 
     def _replay(self, rec: cp.EpochRecord) -> None:
         upto = rec.positions.get(0, {})
-        polled = self._drain(upto, 2**62)
+        pieces = self._drain(upto, 2**62)
         self.epoch = rec.epoch
         self._epoch_wm = self.watermark
-        if polled is not None:
-            self._process(polled, rec.proc_ms)
+        for piece in pieces:
+            self._process(piece, rec.proc_ms)
         self._advance(rec.watermark if rec.watermark is not None else self.watermark, rec.proc_ms)
         self._commit(rec.proc_ms, logged=True, status="replayed")
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> None:
-        if isinstance(self.opt.trigger, MicroBatch):
-            self._run_micro_batch(self.opt.trigger)
-        else:
-            self._run_continuous(self.opt.trigger)
+        while True:
+            try:
+                if isinstance(self.opt.trigger, MicroBatch):
+                    self._run_micro_batch(self.opt.trigger)
+                else:
+                    self._run_continuous(self.opt.trigger)
+                return
+            except WorkerLost as err:  # recover from the last commit, without restarting
+                log.warning("stream %s: %s; recovering from epoch %s", self.job, err,
+                            self.metrics.committed_epoch)  # fmt: skip
+                self._reset()
+
+    def _reset(self) -> None:
+        """Forget everything after the last commit and start the source side again."""
+        with contextlib.suppress(Exception):
+            self.side.close()
+        for slot in self.slots:
+            slot.pending, slot.seq, slot.rows = [], 0, 0
+        self._ts = []
+        self._in = self._out = self._late_n = self._dead_n = 0
+        self.watermark = self._epoch_wm = NO_TIME
+        if self.tracker is not None and self.plan.watermark is not None:
+            assert self.source is not None
+            self.tracker = WatermarkTracker(self.plan.watermark, self.source.partitions())
+        self._recover()
 
     def _idle_done(self, last_input: float) -> bool:
+        """The source has been idle ``stop_when_idle`` seconds: every poll since came back
+        empty (a worker still busy with a batch is not idleness)."""
         idle = self.opt.stop_when_idle_s
-        return idle is not None and time.monotonic() - last_input >= idle
+        if idle is None or not self.side.quiet:
+            return False
+        return time.monotonic() - last_input >= idle
 
     def _run_continuous(self, trig: Continuous) -> None:
-        assert self.reader is not None
         eager = self.opt.guarantee == "at_least_once"
         interval = trig.checkpoint_ms / 1000
         next_cp = time.monotonic() + interval
@@ -324,10 +306,11 @@ class Engine:
             wait = next_cp - now
             if first_pending is not None:
                 wait = min(wait, first_pending + trig.linger_ms / 1000 - now)
-            polled = self._poll(max(0.0, min(wait, 0.05)))
+            pieces = self._poll(max(0.0, min(wait, 0.05)))
             proc_ms = int(time.time() * 1000)
-            if polled is not None:
-                self._process(polled, proc_ms)
+            if pieces:
+                for piece in pieces:
+                    self._process(piece, proc_ms)
                 last_input = time.monotonic()  # after the work: a long batch is not idleness
             if eager:
                 self._advance(self._current_watermark(proc_ms), proc_ms)
@@ -348,7 +331,7 @@ class Engine:
         self._checkpoint(int(time.time() * 1000))
 
     def _run_micro_batch(self, trig: MicroBatch) -> None:
-        assert self.reader is not None and self.log is not None
+        assert self.log is not None
         interval = trig.interval_ms / 1000
         next_tick = time.monotonic()  # the first epoch at once: a backlog does not wait
         last_input = time.monotonic()
@@ -357,67 +340,70 @@ class Engine:
             next_tick += interval
             if next_tick < time.monotonic():  # a slow batch: do not run several to catch up
                 next_tick = time.monotonic() + interval
-            polled = self._drain(None, 50 * self.opt.max_batch)
+            pieces = self._drain(None, 50 * self.opt.max_batch)
             proc_ms = int(time.time() * 1000)
-            wm = self._current_watermark(proc_ms, polled)
-            if polled is not None or wm > self.watermark:
+            wm = self._current_watermark(proc_ms, pieces)
+            if pieces or wm > self.watermark:
                 self._log(proc_ms, wm)  # step 1 first: the epoch is this offset range
                 self._epoch_wm = self.watermark
-                if polled is not None:
-                    self._process(polled, proc_ms)
+                for piece in pieces:
+                    self._process(piece, proc_ms)
                 self._advance(wm, proc_ms)
                 self._commit(proc_ms, logged=True)
-            if polled is not None:
+            if pieces:
                 last_input = time.monotonic()
             if self._idle_done(last_input):
                 self.finished_idle = True
                 return
 
     # -- processing -------------------------------------------------------------------------------
-    def _current_watermark(self, proc_ms: int, pending: Polled | None = None) -> int:
+    def _current_watermark(self, proc_ms: int, pending: list[Piece] | None = None) -> int:
         window = getattr(self.plan.stateful, "window", None)
         if window is not None and window.on is None:
             return proc_ms  # processing-time windows: the clock is the watermark
         if self.tracker is None:
             return self.watermark
-        if pending is not None and not self.plan.pre and pending.table.num_rows:
-            self._track(pending.table, pending.parts)  # micro-batch: before the epoch is logged
+        for piece in pending or ():  # micro-batch: before the epoch is logged
+            self._track(piece)
         return max(self.watermark, self.tracker.current(time.monotonic()))
 
-    def _track(self, table: pa.Table, parts: np.ndarray) -> None:
-        assert self.tracker is not None
-        ts = event_time_ms(table, self.tracker.spec.column, "with_watermark")
-        self.tracker.observe(parts, ts, time.monotonic())
+    def _track(self, piece: Piece) -> None:
+        if self.tracker is not None and piece.maxima:
+            parts = np.array(list(piece.maxima), np.int64)
+            times = np.array(list(piece.maxima.values()), np.int64)
+            self.tracker.observe(parts, times, time.monotonic())
 
-    def _process(self, polled: Polled, proc_ms: int) -> None:
+    def _process(self, piece: Piece, proc_ms: int) -> None:
         cp.fault_point("process", self.epoch)
-        self._in += polled.count
-        self.metrics.records_in.add(polled.count)
-        self._ts.append(polled.ts)
-        for row in polled.bad:
+        self._in += piece.count
+        self.metrics.records_in.add(piece.count)
+        self._ts.append(piece.ts)
+        for row in piece.dead:
             self._dead(row)
-        if self._isolate:
-            self._isolated(polled.table, polled.parts, proc_ms)
-        else:
-            self._k += polled.table.num_rows
-            self._run(polled.table, polled.parts, proc_ms)
-
-    def _run(self, table: pa.Table, parts: np.ndarray, proc_ms: int) -> None:
-        """The plan over decoded rows: narrow operators, the stateful one, what follows."""
-        table = self._apply(self.plan.pre, table)
-        if self.tracker is not None and table.num_rows:
-            same = table.num_rows == len(parts)  # else pre operators changed the rows
-            self._track(table, parts if same else np.zeros(table.num_rows, np.int64))
-        table = self._apply(self.plan.post, table)
-        if self.stateful is None:
-            self._emit(table)
+        if not self._isolate:
+            self._k += piece.count
+        self._track(piece)
+        if piece.table.num_rows == 0:
             return
-        outputs, late = self.stateful.process(table, self._epoch_wm if self._exactly else
-                                              self.watermark, proc_ms)  # fmt: skip
+        if self.stateful is None:
+            self._emit(piece.table)  # the worker ran every operator
+            return
+        if piece.kind == "partial":  # a running aggregate's map side, done by the worker
+            outputs, late = self._fold(piece.table), None
+        else:
+            outputs, late = self.stateful.process(piece.table, self._epoch_wm if self._exactly
+                                                  else self.watermark, proc_ms)  # fmt: skip
         for out in outputs:
             self._emit(self._apply(self.plan.after, out))
         if late is not None and late.num_rows:
             self._late(late)
+
+    def _fold(self, partial: pa.Table) -> list[pa.Table]:
+        """Merge a worker's partial aggregate into the keyed state; the updated totals."""
+        agg: Any = self.stateful
+        agg.schema = partial.schema
+        touched = agg._merge(partial, len(agg.keys))
+        return [agg._finish(touched)]
 
     @property
     def _exactly(self) -> bool:
@@ -500,8 +486,8 @@ class Engine:
 
     # -- the checkpoint ---------------------------------------------------------------------------
     def _log(self, proc_ms: int, watermark: int | None) -> None:
-        assert self.log is not None and self.reader is not None
-        positions = {0: self.reader.positions()}
+        assert self.log is not None
+        positions = {0: self.side.positions()}
         wm = None if watermark is None or watermark == NO_TIME else int(watermark)
         self.log.log_epoch(self.epoch, positions, wm, proc_ms, self._in)  # step 1
         cp.fault_point("log_positions", self.epoch)
@@ -518,7 +504,7 @@ class Engine:
 
     def _commit(self, proc_ms: int, *, logged: bool, status: str = "committed") -> None:
         """Steps 2 to 4 for the current epoch (step 1, the log, came first)."""
-        assert self.log is not None and self.store is not None and self.reader is not None
+        assert self.log is not None and self.store is not None
         started = time.perf_counter()
         epoch = self.epoch
         changes: list[Change] = list(self.stateful.changes()) if self.stateful else []
@@ -541,9 +527,8 @@ class Engine:
         if self._isolate or self._restore_mark is not None:  # progress: no poison hunt needed
             self.log.set_meta(inflight=None, restarts=None, restart_at=None)
             self._isolate, self._restore_mark = False, None
-        positions = self.reader.positions()
-        assert self.source is not None
-        self.source.release(positions)  # step 4
+        positions = self.side.positions()
+        self.side.release(positions)  # step 4
         if epoch % 16 == 0:
             self.store.compact(epoch)
             self.log.prune(epoch - 64)
@@ -574,11 +559,10 @@ class Engine:
         if self._closed is not None:
             return self._closed
         snap = self.metrics.snapshot()
-        if self.source is not None and self.reader is not None:
+        if self.side is not None:
             try:
-                snap["lag"] = {
-                    str(p): v for p, v in self.source.lag(self.reader.positions()).items()
-                }
+                snap["lag"] = {str(p): v for p, v in self.side.lag().items()}
+                snap["workers"] = self.side.workers
             except Exception as err:
                 snap["lag"] = {"error": str(err)}
         if self.store is not None:
@@ -589,7 +573,7 @@ class Engine:
         self._closed = self.status()  # what status() reports from now on
         self.metrics.sampler.stop()
         for closer in [s.sink.close for s in self.slots] + [
-            getattr(self.reader, "close", None), getattr(self.source, "close", None),
+            getattr(self.side, "close", None), getattr(self.source, "close", None),
             getattr(self.store, "close", None), getattr(self.log, "close", None),
         ]:  # fmt: skip
             if closer is not None:
@@ -615,18 +599,10 @@ def _last_per_key(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
     return table.take(pa.array(keep))
 
 
-def _conform(table: pa.Table, schema: pa.Schema, url: str) -> pa.Table:
-    """Rows of an in-process source in the declared schema (missing columns null)."""
-    cols = []
-    for field_ in schema:
-        if field_.name in table.column_names:
-            try:
-                cols.append(table.column(field_.name).cast(field_.type))
-            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
-                raise StreamError(f"{url}: column {field_.name!r}: {err}") from err
-        else:
-            cols.append(pa.nulls(table.num_rows, field_.type))
-    return pa.Table.from_arrays(cols, schema=schema)
+def _json(row: dict[str, Any]) -> str:
+    from riera.stream.connectors.rows import dumps
+
+    return dumps(row)
 
 
 def base_json(table: pa.Table) -> str:

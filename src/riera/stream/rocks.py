@@ -38,7 +38,7 @@ class RocksStateStore:
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
         try:
-            self.db = Rdict(str(self.path), opts)
+            self.db: Any = Rdict(str(self.path), opts)  # raw_mode: bytes keys and values
         except Exception as err:  # rocksdict raises its own exception types
             raise CheckpointError(f"state store {self.path}: cannot open it: {err}") from err
         self._sync = WriteOptions()
@@ -92,8 +92,9 @@ class RocksStateStore:
     def _ops(self) -> set[str]:
         ops = set()
         for raw in self.db.keys():  # noqa: SIM118 (an Rdict, iterated by key)
-            if not raw.startswith(_META):
-                ops.add(raw.split(b"\x00", 1)[0].decode())
+            key = bytes(raw)
+            if not key.startswith(_META):
+                ops.add(key.split(b"\x00", 1)[0].decode())
         return ops
 
     def rollback(self, after: int) -> None:

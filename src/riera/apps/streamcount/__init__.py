@@ -30,6 +30,7 @@ def wordcount(
     interval_ms: int = 1000,
     guarantee: str = "exactly_once",
     until_idle: float | None = None,
+    workers: int = 1,
 ) -> StreamingQuery:
     """Start the word count; returns its query handle.
 
@@ -52,6 +53,7 @@ def wordcount(
         checkpoint=checkpoint,
         guarantee=guarantee,
         stop_when_idle=until_idle,
+        workers=workers,
         name="wordcount",
     )
 
