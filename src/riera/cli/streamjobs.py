@@ -60,6 +60,19 @@ def wordcount(
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     last = time.monotonic()
+    try:
+        _watch(query, last)
+    except RieraError as e:  # the query failed: what failed, and exit 1 (resume: run it again)
+        fail(e, 1)
+    m = query.metrics
+    err.print(
+        f"wordcount {query.status['state']}: epoch {m['committed_epoch']}, {m['records_in']:,} "
+        f"records in this run, latency p50 {m['latency']['p50_ms']} ms p99 {m['latency']['p99_ms']} ms",
+        highlight=False,
+    )
+
+
+def _watch(query: Any, last: float) -> None:
     while not query.await_termination(0.2):
         if time.monotonic() - last >= 5:
             last = time.monotonic()
@@ -69,12 +82,6 @@ def wordcount(
                 f"{m['records_per_second']:,.0f}/s, p50 {m['latency']['p50_ms']} ms[/]",
                 highlight=False,
             )
-    m = query.metrics
-    err.print(
-        f"wordcount {query.status['state']}: epoch {m['committed_epoch']}, {m['records_in']:,} "
-        f"records in this run, latency p50 {m['latency']['p50_ms']} ms p99 {m['latency']['p99_ms']} ms",
-        highlight=False,
-    )
 
 
 def counts(
