@@ -349,7 +349,7 @@ class SessionAgg(RunningAgg):
         # Emit the sessions this batch changed — not every session of a touched key, which
         # re-emitted unchanged, already fired sessions — each once: a session merged into a later
         # one in this batch is gone from the state.
-        rows = []
+        rows: list[tuple[tuple[Any, ...], list[Any]]] = []
         for key, s in touched:
             if any(s is x for x in self.state.get(key, [])) and not any(s is r for _, r in rows):
                 rows.append((key, s))
