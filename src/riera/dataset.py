@@ -662,8 +662,12 @@ class Dataset(Actions, StreamMethods):
         right_on: str | Sequence[str] | None = None,
         suffix: str = "_right",
         partitions: int | None = None,
+        window: Any = None,
     ) -> Dataset:
         """Hash join with ``other`` on equal keys (SQL semantics: null keys never match).
+
+        Two streams join per window (``window=riera.stream.tumbling("10s")``, on each side's
+        watermark column; ``inner`` or ``left``); a stream joins a bounded Dataset without one.
 
         Keys: ``on`` (same names on both sides) or ``left_on``/``right_on``; the result keeps the
         left keys. ``how``: ``inner``, ``left``, ``right``, ``outer`` (full outer), ``semi`` (rows
@@ -708,6 +712,10 @@ class Dataset(Actions, StreamMethods):
             raise PlanError("join: name the keys with on= (or left_on= and right_on=)")
         self._require_columns("join (left side)", keys)
         other._require_columns("join (right side)", rkeys or keys)
+        if (self.is_streaming() and other.is_streaming()) or window is not None:
+            from riera.streaming import stream_join
+
+            return stream_join(self, other, keys, rkeys, how, suffix, window)
         node = n.Join((self._node, other._node), keys, how, partitions, rkeys, suffix)
         return self._checked(node, "join")
 

@@ -82,6 +82,44 @@ def read_stream(
     return Dataset(st.StreamSource((), source, format, arrow_schema))  # type: ignore[arg-type]
 
 
+def stream_join(left: Dataset, right: Dataset, keys: tuple[str, ...], rkeys: tuple[str, ...],
+                how: str, suffix: str, window: Any) -> Dataset:  # fmt: skip
+    """``join`` of two streams: windowed, or refused with the fix."""
+    from riera.dataset import Dataset
+
+    if not (left.is_streaming() and right.is_streaming()):
+        raise PlanError("join(window=): windows join two streams; a stream joins a bounded Dataset "
+                        "without one")  # fmt: skip
+    if window is None:
+        raise PlanError(
+            "join: joining two streams without a window would keep every row forever; join "
+            "within windows: left.join(right, on=..., window=riera.stream.tumbling('10s')) (each "
+            "side with .with_watermark(...))"
+        )
+    if not isinstance(window, st.Window) or window.kind == "session":
+        raise PlanError(
+            f"join: window= must be riera.stream.tumbling(...) or sliding(...); got {window!r}"
+        )
+    if how not in ("inner", "left"):
+        raise PlanError(f"join of two streams: how must be 'inner' or 'left'; got {how!r}")
+    marked = [_has_watermark(left.node), _has_watermark(right.node)]
+    if (any(marked) and not all(marked)) or (window.on is not None and not all(marked)):
+        side = "left" if not marked[0] else "right"
+        raise PlanError(
+            f"join: the {side} stream needs .with_watermark(column, delay=...): an event-time "
+            f"window joins rows by each side's event time (without watermarks on either side, "
+            f"the window is on processing time)"
+        )
+    node = st.WindowJoin((left.node, right.node), keys, rkeys or keys, how, window, suffix)  # type: ignore[arg-type]
+    return Dataset(node)
+
+
+def _has_watermark(node: Any) -> bool:
+    from riera.plan import nodes as n
+
+    return any(isinstance(x, st.Watermark) for x in n.walk(node))
+
+
 def check_window(ds: Dataset, window: Any) -> None:
     if not isinstance(window, st.Window):
         raise PlanError(

@@ -268,3 +268,24 @@ class WindowAgg(Node):
 def unbounded(root: Node) -> bool:
     """Whether a plan reads a stream (it then runs only through ``write_stream``)."""
     return any(isinstance(x, StreamSource) for x in walk(root))
+
+
+@dataclass(frozen=True, eq=False)
+class WindowJoin(Node):
+    """Two streams joined on equal keys within the same window: each pair of rows whose event
+    times fall into one window is emitted as soon as both have arrived; a ``left`` join also
+    emits, when the window closes, the left rows that met no right row."""
+
+    on: tuple[str, ...]
+    right_on: tuple[str, ...]
+    how: Literal["inner", "left"]
+    window: Window
+    suffix: str = "_right"
+    kind = "window_join"
+
+    def label(self) -> str:
+        return f"window_join({','.join(self.on)},{self.how})"
+
+    def params(self) -> dict[str, Any]:
+        return {"on": list(self.on), "right_on": list(self.right_on), "how": self.how,
+                "window": self.window.describe()}  # fmt: skip

@@ -16,6 +16,7 @@ import dataclasses
 import io
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.json as pajson
@@ -26,7 +27,7 @@ from riera.physical import ops, planner
 from riera.plan import nodes as n
 from riera.plan import stream as s
 from riera.stream.connectors.base import RawBatch
-from riera.stream.operators import RunningAgg, SessionAgg, StatefulOp, WindowedAgg
+from riera.stream.operators import RunningAgg, SessionAgg, WindowedAgg
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,27 @@ class StreamPlan:
     watermark: s.WatermarkSpec | None
     stateful: n.Node | None  # GroupByAgg or WindowAgg
     after: list[ops.Op] = field(default_factory=list)  # narrow ops after the stateful one
-    output_key: tuple[str, ...] = ()  # what an upsert sink keys by
+    # what an upsert sink keys by; None: the output has no key (rows are appended)
+    output_key: tuple[str, ...] | None = None
+    # a join of two streams: one plan per input (each with its source, operators, watermark)
+    inputs: list[StreamPlan] = field(default_factory=list)
 
-    def make_stateful(self, key_groups: int) -> StatefulOp | None:
+    @property
+    def sources(self) -> list[StreamPlan]:
+        """The plan of each input stream (this plan itself when it has one)."""
+        return self.inputs or [self]
+
+    def make_stateful(self, key_groups: int) -> Any:
         node = self.stateful
+        if isinstance(node, s.WindowJoin):
+            from riera.physical.schema import schema_of
+            from riera.stream.joins import WindowJoinOp
+
+            times = tuple(
+                node.window.on or (p.watermark.column if p.watermark else None) for p in self.inputs
+            )
+            schemas = tuple(schema_of(i) for i in node.inputs)
+            return WindowJoinOp(node, key_groups, times, schemas)  # type: ignore[arg-type]
         if isinstance(node, n.GroupByAgg):
             return RunningAgg(node.name, key_groups, node.keys, node.aggs)
         if isinstance(node, s.WindowAgg):
@@ -76,6 +94,7 @@ class StreamPlan:
         import hashlib
 
         names = [self.source.url, *(o.name for o in self.pre + self.post + self.after)]
+        names += [p.describe() for p in self.inputs]
         if self.stateful is not None:
             names.append(self.stateful.name)
         return hashlib.sha1(json.dumps(names).encode()).hexdigest()[:16]
@@ -96,6 +115,8 @@ def compile_plan(root: n.Node, settings: Settings) -> StreamPlan:
     chain: list[n.Node] = []
     node = root
     while not isinstance(node, s.StreamSource):
+        if isinstance(node, s.WindowJoin):
+            return _join_plan(node, chain, settings)
         chain.append(node)
         streams = [i for i in node.inputs if s.unbounded(i)]
         if len(streams) != 1:
@@ -138,6 +159,27 @@ def compile_plan(root: n.Node, settings: Settings) -> StreamPlan:
         if isinstance(plan.stateful, s.WindowAgg):
             keys = (*keys, "window_start")
         plan.output_key = tuple(keys)
+    return plan
+
+
+def _join_plan(join: s.WindowJoin, above: list[n.Node], settings: Settings) -> StreamPlan:
+    """A windowed join of two streams: each input compiled on its own, the join their stateful
+    operator, the nodes ``above`` it narrow operators after it."""
+    inputs = []
+    for side in join.inputs:
+        sub = compile_plan(side, settings)
+        if sub.stateful is not None or sub.inputs:
+            raise PlanError(
+                f"{join.name}: join streams before aggregating them (an input of the join "
+                f"aggregates: {sub.stateful.name if sub.stateful else 'a join'})"
+            )
+        sub.stateful = join  # its workers hand over rows, not partial aggregates
+        inputs.append(sub)
+    plan = StreamPlan(inputs[0].source, [], [], inputs[0].watermark, join, inputs=inputs)
+    for x in reversed(above):
+        if not isinstance(x, n.NARROW):
+            raise PlanError(f"{x.name}: only row-by-row operators may follow a join of two streams")
+        plan.after.extend(_narrow_ops(x, settings))
     return plan
 
 

@@ -52,8 +52,8 @@ from riera.stream import checkpoint as cp
 from riera.stream.compile import StreamPlan
 from riera.stream.connectors import base
 from riera.stream.metrics import QueryMetrics
-from riera.stream.operators import NO_TIME, StatefulOp
-from riera.stream.sourceside import LocalSide, Piece, WorkerLost, make_side
+from riera.stream.operators import NO_TIME
+from riera.stream.sourceside import Piece, Sides, WorkerLost, make_side
 from riera.stream.state import Change, StateStore, open_state_store
 from riera.stream.watermark import WatermarkTracker
 
@@ -105,14 +105,14 @@ class Engine:
         self.stop_event = threading.Event()
         self.late: list[dict[str, Any]] = []
         self.late_lock = threading.Lock()
-        self.source: base.Source | None = None
-        self.side: Any = None  # LocalSide | ProcessSide
+        self.sources: list[base.Source] = []
+        self.side: Any = None  # Sides
         self.store: StateStore | None = None
         self.log: cp.CheckpointLog | None = None
-        self.stateful: StatefulOp | None = None
+        self.stateful: Any = None  # a StatefulOp, or a WindowJoinOp
         self.watermark = NO_TIME
         self._epoch_wm = NO_TIME  # lateness is judged against this (exactly-once: epoch start)
-        self.tracker: WatermarkTracker | None = None
+        self.trackers: list[WatermarkTracker | None] = []
         self.epoch = 0
         self._in = 0
         self._out = 0
@@ -131,13 +131,14 @@ class Engine:
     # -- set-up -----------------------------------------------------------------------------------
     def start(self, job_hint: str) -> None:
         exactly = self.opt.guarantee == "exactly_once"
-        self.source = base.open_source(self.plan.source.url)
-        if exactly and not self.source.replayable:
-            raise PlanError(
-                f"write_stream: {self.plan.source.url} cannot be read again after a crash, so "
-                f"exactly_once is impossible; use guarantee='at_least_once' or a replayable "
-                f"source (Redis, Kafka, files, memory://)"
-            )
+        self.sources = [base.open_source(p.source.url) for p in self.plan.sources]
+        for src in self.sources:
+            if exactly and not src.replayable:
+                raise PlanError(
+                    f"write_stream: {src.url} cannot be read again after a crash, so "
+                    f"exactly_once is impossible; use guarantee='at_least_once' or a replayable "
+                    f"source (Redis, Kafka, files, memory://)"
+                )
         self.log = cp.CheckpointLog(self.opt.checkpoint, job_hint, self.plan.describe(),
                                     self.opt.key_groups)  # fmt: skip
         self.fence = self.log.acquire_fence()
@@ -145,13 +146,20 @@ class Engine:
             self.opt.state_store, self.opt.checkpoint, self.log.key_groups
         )
         self.stateful = self.plan.make_stateful(self.log.key_groups)
-        wm = self.plan.watermark
-        if wm is not None:
-            self.tracker = WatermarkTracker(wm, self.source.partitions())
+        self.trackers = self._trackers()
         for slot in self.slots:
-            slot.sink.open(self.log.job, self.plan.output_key if slot.role == "output" else ())
+            key = self.plan.output_key if slot.role == "output" else None
+            if key is None and slot.sink.mode == "upsert":
+                slot.sink.mode = "append"  # rows without a key: every one is kept
+            slot.sink.open(self.log.job, key or ())
         self._recover()
         self.metrics.sampler.start()
+
+    def _trackers(self) -> list[WatermarkTracker | None]:
+        return [
+            WatermarkTracker(p.watermark, src.partitions()) if p.watermark is not None else None
+            for p, src in zip(self.plan.sources, self.sources, strict=True)
+        ]
 
     @property
     def job(self) -> str:
@@ -159,7 +167,7 @@ class Engine:
         return self.log.job
 
     def _recover(self) -> None:
-        assert self.log and self.store and self.source
+        assert self.log and self.store and self.sources
         durable = self.store.epoch()
         sink_epochs = [base.committed_epoch(s.sink) for s in self.slots]
         seen = [s.sink.committed()[0] for s in self.slots]
@@ -168,17 +176,21 @@ class Engine:
         if self.stateful is not None:
             self.stateful.restore(self.store.load(self.stateful.name, restore))
         rec = self.log.get(restore) if restore >= 0 else None
-        parts = self.source.partitions()
-        start = {p: (rec.positions.get(0, {}).get(p) if rec else None) for p in range(parts)}
-        self.source.reader(start).close()  # fails here, loudly, if the source was trimmed
         self._quarantine_check(restore)
         workers = 1 if self._isolate else self.opt.workers
-        self.side = make_side(self.plan, start, self.opt.max_batch, workers)
+        sides = []
+        for i, (plan, src) in enumerate(zip(self.plan.sources, self.sources, strict=True)):
+            logged = rec.positions.get(i, {}) if rec else {}
+            start = {p: logged.get(p) for p in range(src.partitions())}
+            src.reader(start).close()  # fails here, loudly, if the source was trimmed
+            sides.append(make_side(plan, start, self.opt.max_batch, workers))
+        self.side = Sides(sides)
         self._from = self.side.positions()
         if rec is not None and rec.watermark is not None:
             self.watermark = self._epoch_wm = int(rec.watermark)
-            if self.tracker is not None:
-                self.tracker.floor(self.watermark)
+            for tracker in self.trackers:
+                if tracker is not None:
+                    tracker.floor(self.watermark)
         replays = self.log.epochs_after(restore)
         if replays:
             log.info("stream %s: replaying epochs %s..%s", self.job, replays[0].epoch,
@@ -215,7 +227,7 @@ class Engine:
 
     def _poll_isolated(self, timeout: float, upto: dict[int, Any] | None) -> list[Piece]:
         """One record at a time, its number noted before it is touched (see above)."""
-        assert self.log is not None and isinstance(self.side, LocalSide)
+        assert self.log is not None and self.side.local
         self.log.set_meta(inflight=f"{self._restore_mark}:{self._k}")
         poison = self._k == self._skip
         pieces = self.side.poll(timeout, upto, max_records=1, raw_only=poison)
@@ -250,8 +262,7 @@ class Engine:
         return items
 
     def _replay(self, rec: cp.EpochRecord) -> None:
-        upto = rec.positions.get(0, {})
-        pieces = self._drain(upto, 2**62)
+        pieces = self._drain(rec.positions, 2**62)
         self.epoch = rec.epoch
         self._epoch_wm = self.watermark
         for piece in pieces:
@@ -282,9 +293,7 @@ class Engine:
         self._ts = []
         self._in = self._out = self._late_n = self._dead_n = 0
         self.watermark = self._epoch_wm = NO_TIME
-        if self.tracker is not None and self.plan.watermark is not None:
-            assert self.source is not None
-            self.tracker = WatermarkTracker(self.plan.watermark, self.source.partitions())
+        self.trackers = self._trackers()
         self._recover()
 
     def _idle_done(self, last_input: float) -> bool:
@@ -359,19 +368,22 @@ class Engine:
     # -- processing -------------------------------------------------------------------------------
     def _current_watermark(self, proc_ms: int, pending: list[Piece] | None = None) -> int:
         window = getattr(self.plan.stateful, "window", None)
-        if window is not None and window.on is None:
+        if window is not None and window.on is None and not any(self.trackers):
             return proc_ms  # processing-time windows: the clock is the watermark
-        if self.tracker is None:
+        if not any(self.trackers):
             return self.watermark
         for piece in pending or ():  # micro-batch: before the epoch is logged
             self._track(piece)
-        return max(self.watermark, self.tracker.current(time.monotonic()))
+        now = time.monotonic()
+        current = min(t.current(now) for t in self.trackers if t is not None)
+        return max(self.watermark, current)
 
     def _track(self, piece: Piece) -> None:
-        if self.tracker is not None and piece.maxima:
+        tracker = self.trackers[piece.input] if self.trackers else None
+        if tracker is not None and piece.maxima:
             parts = np.array(list(piece.maxima), np.int64)
             times = np.array(list(piece.maxima.values()), np.int64)
-            self.tracker.observe(parts, times, time.monotonic())
+            tracker.observe(parts, times, time.monotonic())
 
     def _process(self, piece: Piece, proc_ms: int) -> None:
         cp.fault_point("process", self.epoch)
@@ -391,8 +403,11 @@ class Engine:
         if piece.kind == "partial":  # a running aggregate's map side, done by the worker
             outputs, late = self._fold(piece.table), None
         else:
-            outputs, late = self.stateful.process(piece.table, self._epoch_wm if self._exactly
-                                                  else self.watermark, proc_ms)  # fmt: skip
+            wm = self._epoch_wm if self._exactly else self.watermark
+            if len(self.plan.sources) > 1:  # a join of streams: which side the rows came from
+                outputs, late = self.stateful.process_input(piece.input, piece.table, wm, proc_ms)
+            else:
+                outputs, late = self.stateful.process(piece.table, wm, proc_ms)
         for out in outputs:
             self._emit(self._apply(self.plan.after, out))
         if late is not None and late.num_rows:
@@ -413,12 +428,13 @@ class Engine:
         """Run narrow operators; rows on which one raises go to the dead letters, one by one."""
         if not chain or table.num_rows == 0:
             return table
+        original = table  # the row-by-row retry starts again from the input, not half-way
         try:
             for op in chain:
                 table = op.apply(table)
             return table
         except Exception:  # a user function failed on some row: find which, keep the rest
-            pass
+            table = original
         good = []
         for i in range(table.num_rows):
             row = table.slice(i, 1)
@@ -474,7 +490,7 @@ class Engine:
         """At-least-once: write what is pending now, as write ``(epoch, seq)``."""
         now = time.time() * 1000
         for slot in self.slots:
-            table = slot.take(self.plan.output_key)
+            table = slot.take(self.plan.output_key or ())
             if table is None:
                 continue
             slot.seq += 1
@@ -487,7 +503,7 @@ class Engine:
     # -- the checkpoint ---------------------------------------------------------------------------
     def _log(self, proc_ms: int, watermark: int | None) -> None:
         assert self.log is not None
-        positions = {0: self.side.positions()}
+        positions = self.side.positions()
         wm = None if watermark is None or watermark == NO_TIME else int(watermark)
         self.log.log_epoch(self.epoch, positions, wm, proc_ms, self._in)  # step 1
         cp.fault_point("log_positions", self.epoch)
@@ -513,7 +529,7 @@ class Engine:
         sinks = []
         now = time.time() * 1000
         for i, slot in enumerate(self.slots):  # step 3
-            table = slot.take(self.plan.output_key)
+            table = slot.take(self.plan.output_key or ())
             rows = table if table is not None else pa.table({})
             applied = slot.sink.write(rows, epoch, base.FINAL, self.fence)
             sinks.append({"url": slot.sink.url, "role": slot.role, "rows": slot.rows + rows.num_rows,
@@ -561,7 +577,7 @@ class Engine:
         snap = self.metrics.snapshot()
         if self.side is not None:
             try:
-                snap["lag"] = {str(p): v for p, v in self.side.lag().items()}
+                snap["lag"] = self.side.lag()
                 snap["workers"] = self.side.workers
             except Exception as err:
                 snap["lag"] = {"error": str(err)}
@@ -573,7 +589,7 @@ class Engine:
         self._closed = self.status()  # what status() reports from now on
         self.metrics.sampler.stop()
         for closer in [s.sink.close for s in self.slots] + [
-            getattr(self.side, "close", None), getattr(self.source, "close", None),
+            getattr(self.side, "close", None), *(src.close for src in self.sources),
             getattr(self.store, "close", None), getattr(self.log, "close", None),
         ]:  # fmt: skip
             if closer is not None:

@@ -52,6 +52,7 @@ class Piece:
     positions: dict[int, Any]  # of the worker's partitions, after this piece
     maxima: dict[int, int] = field(default_factory=dict)  # event time per partition
     dead: list[dict[str, Any]] = field(default_factory=list)
+    input: int = 0  # which input stream (a join of two streams has two)
 
 
 class SourceWorker:
@@ -134,12 +135,13 @@ class SourceWorker:
         """Run narrow operators; rows on which one raises go to the dead letters, one by one."""
         if not chain or table.num_rows == 0:
             return table
+        original = table  # the row-by-row retry starts again from the input, not half-way
         try:
             for op in chain:
                 table = op.apply(table)
             return table
         except Exception:  # a user function failed on some row: find which, keep the rest
-            pass
+            table = original
         from riera.physical import ops
         from riera.stream.connectors.rows import dumps
 
@@ -390,3 +392,62 @@ def make_side(plan: StreamPlan, start: dict[int, Any], max_batch: int, workers: 
     if workers <= 1 or len(start) <= 1:
         return LocalSide(plan, start, max_batch)
     return ProcessSide(plan, start, max_batch, min(workers, len(start)))
+
+
+class Sides:
+    """The source sides of all of a query's inputs (one, or two for a join of streams), seen
+    as one: positions and ``upto`` are keyed by input index, then by partition — the layout of
+    the checkpoint log."""
+
+    def __init__(self, sides: list[Any]) -> None:
+        self.sides = sides
+
+    @property
+    def workers(self) -> int:
+        return sum(s.workers for s in self.sides)
+
+    @property
+    def quiet(self) -> bool:
+        return all(s.quiet for s in self.sides)
+
+    @property
+    def local(self) -> bool:
+        return all(isinstance(s, LocalSide) for s in self.sides)
+
+    def poll(self, timeout: float, upto: dict[int, dict[int, Any]] | None = None,
+             max_records: int | None = None, raw_only: bool = False) -> list[Piece]:  # fmt: skip
+        out: list[Piece] = []
+        share = timeout / len(self.sides)
+        for i, side in enumerate(self.sides):
+            bound = None if upto is None else upto.get(i, {})
+            if bound == {} and upto is not None:
+                continue
+            if max_records is not None or raw_only:
+                got = side.poll(share, bound, max_records=max_records, raw_only=raw_only)
+            else:
+                got = side.poll(share, bound)
+            for piece in got:
+                piece.input = i
+            out += got
+            if out and (max_records is not None or raw_only):
+                break  # one record at a time: the first side that had one
+        return out
+
+    def positions(self) -> dict[int, dict[int, Any]]:
+        return {i: s.positions() for i, s in enumerate(self.sides)}
+
+    def release(self, positions: dict[int, dict[int, Any]]) -> None:
+        for i, side in enumerate(self.sides):
+            side.release(positions.get(i, {}))
+
+    def lag(self) -> dict[str, int | None]:
+        out: dict[str, int | None] = {}
+        for i, side in enumerate(self.sides):
+            for p, v in side.lag().items():
+                out[f"{i}:{p}" if len(self.sides) > 1 else str(p)] = v
+        return out
+
+    def close(self) -> None:
+        for side in self.sides:
+            with contextlib.suppress(Exception):
+                side.close()
