@@ -242,22 +242,36 @@ def _decode_json(source: s.StreamSource, values: list[bytes]
             return pajson.read_json(io.BytesIO(blob), parse_options=options), []
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             pass  # find the bad messages one by one below
-    rows, bad = [], []
+    rows: list[dict[str, Any]] = []
+    bad: list[tuple[int, str]] = []
     for i, v in enumerate(values):
         try:
             row = json.loads(v)
             if not isinstance(row, dict):
                 raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-            if source.schema is not None:
-                pa.Table.from_pylist([row], schema=source.schema)
             rows.append(row)
-        except (ValueError, pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        except ValueError as err:
             bad.append((i, f"{source.name}: undecodable message: {err}"))
     if not rows:
         return _empty(source.schema), bad
-    if source.schema is not None:
+    if source.schema is None:
+        return ops.rows_to_table(rows), bad
+    try:  # all at once; one by one only when some row does not fit the schema
         return pa.Table.from_pylist(rows, schema=source.schema), bad
-    return ops.rows_to_table(rows), bad
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    good_idx = [i for i in range(len(values)) if i not in {b for b, _ in bad}]
+    fitting = []
+    for i, row in zip(good_idx, rows, strict=True):
+        try:
+            pa.Table.from_pylist([row], schema=source.schema)
+            fitting.append(row)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+            bad.append(
+                (i, f"{source.name}: undecodable message (it does not fit the schema): {err}")
+            )
+    bad.sort()
+    return pa.Table.from_pylist(fitting, schema=source.schema), bad
 
 
 def _empty(schema: pa.Schema | None) -> pa.Table:

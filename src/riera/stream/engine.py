@@ -47,8 +47,10 @@ import pyarrow as pa
 
 from riera.errors import PlanError, StreamError
 from riera.physical import ops
+from riera.plan import nodes as n
 from riera.plan.stream import Continuous, Guarantee, MicroBatch, Trigger
 from riera.stream import checkpoint as cp
+from riera.stream import small
 from riera.stream.compile import StreamPlan
 from riera.stream.connectors import base
 from riera.stream.metrics import QueryMetrics
@@ -416,6 +418,13 @@ class Engine:
     def _fold(self, partial: pa.Table) -> list[pa.Table]:
         """Merge a worker's partial aggregate into the keyed state; the updated totals."""
         agg: Any = self.stateful
+        if agg.schema is None:  # the first batch: may Python finish the small ones? (small.py)
+            node = self.plan.stateful
+            if isinstance(node, n.GroupByAgg):
+                from riera.physical.schema import schema_of
+
+                before = schema_of(node.inputs[0])
+                agg._simple = before is not None and small.simple(before, node.keys, node.aggs)
         agg.schema = partial.schema
         touched = agg._merge(partial, len(agg.keys))
         return [agg._finish(touched)]

@@ -31,6 +31,7 @@ from riera.errors import ColumnTypeError
 from riera.physical import ops
 from riera.plan.nodes import AggSpec
 from riera.plan.stream import Window
+from riera.stream import small
 from riera.stream.state import Change, decode_key, encode_key, key_group
 
 NO_TIME = -(2**62)
@@ -144,6 +145,8 @@ class RunningAgg(StatefulOp):
         self.final = ops.FinalAggOp(name, keys, aggs)
         self.states = _partial_states(aggs)
         self.schema: pa.Schema | None = None  # of the partial table (keys + states)
+        self._out_schema: pa.Schema | None = None  # of the finished rows, once Arrow made some
+        self._simple = False  # set by the engine: Python may finish small batches (small.py)
         self._saved_schema: pa.Schema | None = None  # the schema the state store holds
 
     def restore(self, pairs: Iterable[tuple[bytes, Any]]) -> None:
@@ -186,6 +189,14 @@ class RunningAgg(StatefulOp):
         return touched
 
     def _finish(self, keys: list[tuple[Any, ...]]) -> pa.Table:
+        assert self.schema is not None
+        if len(keys) <= small.SMALL and self._out_schema is not None and self._simple:
+            return small.finish(keys, self.state, self.aggs, self._out_schema)
+        out = self._finish_arrow(keys)
+        self._out_schema = out.schema
+        return out
+
+    def _finish_arrow(self, keys: list[tuple[Any, ...]]) -> pa.Table:
         assert self.schema is not None
         nkeys = len(self.keys)
         columns = [[k[i] for k in keys] for i in range(nkeys)]

@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from riera.errors import StreamError
 from riera.plan import nodes as n
+from riera.stream import small
 from riera.stream.compile import StreamPlan, decode
 from riera.stream.connectors import base
 from riera.stream.operators import event_time_ms
@@ -65,6 +66,8 @@ class SourceWorker:
         self.reader = self.source.reader(start)
         self.partial = isinstance(plan.stateful, n.GroupByAgg)
         self._agg: Any = None
+        self._small: bool | None = None  # small batches aggregate in Python (small.py)
+        self._partial_schema: pa.Schema | None = None
         if self.partial:
             from riera.physical import ops
 
@@ -93,12 +96,23 @@ class SourceWorker:
         table = self._apply(self.plan.post, table, dead)
         kind = "rows"
         if self.partial and table.num_rows:
-            table = self._agg.apply(table)
+            table = self._map_side(table)
             kind = "partial"
         elif self.plan.stateful is None:
             table = self._apply(self.plan.after, table, dead)
         return Piece(kind, table, parts if kind == "rows" else np.zeros(0, np.int64), ts, count,
                      self.reader.positions(), maxima, dead)  # fmt: skip
+
+    def _map_side(self, table: pa.Table) -> pa.Table:
+        node = self.plan.stateful
+        assert isinstance(node, n.GroupByAgg)
+        if self._small is None:
+            self._small = small.simple(table.schema, node.keys, node.aggs)
+        if self._small and self._partial_schema is not None and table.num_rows <= small.SMALL:
+            return small.partial(table, node.keys, node.aggs, self._partial_schema)
+        out: pa.Table = self._agg.apply(table)
+        self._partial_schema = out.schema
+        return out
 
     def _read(self, timeout: float, upto: dict[int, Any] | None, limit: int) -> tuple[Any, Any]:
         fast = getattr(self.reader, "poll_table", None)
