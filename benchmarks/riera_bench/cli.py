@@ -565,6 +565,7 @@ def stream(
     from rich.console import Console
 
     from riera_bench import stream as study
+    from riera_bench import stream_report
 
     def names(value: str | None, option: str, known: tuple[str, ...]) -> tuple[str, ...] | None:
         items = _str_list(value)
@@ -596,11 +597,11 @@ def stream(
         report = study.run(config, _progress)
     except RieraError as e:
         fail(f"benchmark aborted by an engine error: {e}")
-    target = out if out is not None else study.default_out()
+    target = out if out is not None else stream_report.default_out()
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(study.render(report), encoding="utf-8")
+    target.write_text(stream_report.render(report), encoding="utf-8")
     console = Console(width=None if Console().is_terminal else 220)
-    console.print(study.rich_table(report))
+    console.print(stream_report.rich_table(report))
     err.print(f"[dim]report written to {target}[/]")
     wrong = [r for r in report.mismatched if r.engine == "Riera"]
     for r in report.mismatched:
