@@ -508,7 +508,15 @@ def stream(
     ] = None,
     transports: Annotated[
         str | None,
-        typer.Option("--transports", help="Riera's transports: memory,redis (default: both)"),
+        typer.Option(
+            "--transports",
+            help="Riera's transports: generator,memory,redis (default: all; generator: "
+            "throughput only)",
+        ),
+    ] = None,
+    riera_workers: Annotated[
+        str | None,
+        typer.Option("--riera-workers", help="Riera's worker counts, comma-separated (1,2)"),
     ] = None,
     modes: Annotated[
         str | None,
@@ -585,6 +593,7 @@ def stream(
         products=products,
         repeat=repeat,
         transports=names(transports, "--transports", study.TRANSPORTS),
+        riera_workers=_int_list(riera_workers, "--riera-workers") if riera_workers else None,
         riera_modes=names(modes, "--modes", study.RIERA_MODES),
         peers=names(peers, "--peers", study.PEERS),
         flink_modes=names(flink_modes, "--flink-modes", study.FLINK_MODES),

@@ -66,7 +66,7 @@ from riera_bench.measure import Options, machine_info
 Progress = Callable[[str], None]
 
 RIERA_MODES = ("continuous-alo", "continuous-eo", "micro-batch")
-TRANSPORTS = ("memory", "redis")
+TRANSPORTS = ("generator", "memory", "redis")
 PEERS = ("bytewax", "spark", "flink")
 FLINK_MODES = ("process", "thread", "sql")
 REFERENCE = ("Riera", "continuous-eo", "memory")
@@ -88,7 +88,11 @@ _RIERA_LABELS = {
     "continuous-eo": ("continuous (linger 1 ms, checkpoint 1 s)", "exactly_once"),
     "micro-batch": ("micro_batch 1 s", "exactly_once"),
 }
-_TRANSPORT_LABELS = {"memory": "memory:// (embedded broker)", "redis": "redis:// (Redis Streams)"}
+_TRANSPORT_LABELS = {
+    "generator": "in-process generator (from_generator)",
+    "memory": "memory:// (embedded broker)",
+    "redis": "redis:// (Redis Streams)",
+}
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class StreamConfig(Options):
     products: int = 3
     repeat: int = 3
     transports: tuple[str, ...] = TRANSPORTS
+    riera_workers: tuple[int, ...] = (1, 2)  # worker processes of Riera's throughput rows
     riera_modes: tuple[str, ...] = RIERA_MODES
     peers: tuple[str, ...] = PEERS
     flink_modes: tuple[str, ...] = ("process", "thread")
@@ -112,7 +117,8 @@ class StreamConfig(Options):
 
     @classmethod
     def quick_defaults(cls) -> StreamConfig:
-        return cls(messages=2_000, rate=500, seconds=1.0, warmup=50, repeat=1, quick=True)
+        return cls(messages=2_000, rate=500, seconds=1.0, warmup=50, repeat=1, quick=True,
+                   riera_workers=(1,))  # fmt: skip
 
     @property
     def timed(self) -> int:
@@ -136,10 +142,15 @@ class Row:
     problem: str | None = None  # why the row could not run at all
     errors: list[str] = field(default_factory=list)
     info: str = ""
+    workers: int = 1  # Riera: processes reading the source
 
     @property
     def reference(self) -> bool:
-        return (self.engine, self.key, self.transport.split(":")[0]) == REFERENCE
+        return (
+            self.engine,
+            self.key,
+            self.transport.split(":")[0],
+        ) == REFERENCE and self.workers == 1
 
 
 @dataclass
@@ -270,18 +281,19 @@ class _Names:
         self.config, self.n = config, 0
         self.made: list[tuple[str, str]] = []
 
-    def new(self, transport: str) -> tuple[str, str]:
+    def new(self, transport: str, partitions: int = 1) -> tuple[str, str]:
         self.n += 1
         name = f"riera-bench-stream-{os.getpid()}-{self.n}"
         self.made.append((transport, name))
-        if transport == "memory":
-            return f"memory://{name}-in", f"memory://{name}-out"
-        return f"{self.config.redis_url}/{name}-in", f"{self.config.redis_url}/{name}-out"
+        query = f"?partitions={partitions}" if partitions > 1 else ""
+        if transport in ("memory", "generator"):  # a generator's totals go to memory://
+            return f"memory://{name}-in{query}", f"memory://{name}-out"
+        return f"{self.config.redis_url}/{name}-in{query}", f"{self.config.redis_url}/{name}-out"
 
     def drop(self) -> None:
         for transport, name in self.made:
             try:
-                if transport == "memory":
+                if transport in ("memory", "generator"):
                     from riera.stream.connectors.memory import Broker
 
                     Broker.drop(f"{name}-in")
@@ -305,7 +317,7 @@ def drop_redis(url: str, prefix: str) -> None:
         client.close()
 
 
-def _start_riera(key: str, source: str, sink: Any, checkpoint: Path) -> Any:
+def _start_riera(key: str, source: str, sink: Any, checkpoint: Path, workers: int = 1) -> Any:
     import riera
     from riera import col
     from riera.apps.streamcount import SCHEMA
@@ -316,7 +328,21 @@ def _start_riera(key: str, source: str, sink: Any, checkpoint: Path) -> Any:
     words = riera.read_stream(source, schema=SCHEMA)
     totals = words.group_by("valorA").agg(total=col("valorB").cast("int64").sum())
     return totals.write_stream(sink, trigger=trigger, checkpoint=checkpoint, guarantee=guarantee,
-                               name=f"bench-{key}")  # fmt: skip
+                               workers=workers, name=f"bench-{key}")  # fmt: skip
+
+
+def _generator(work: Workload, partitions: int, name: str) -> str:
+    """An in-process source of the workload's messages (as dicts), split over ``partitions``."""
+    from riera.stream import from_generator
+
+    words = work.words
+    now = time.time() * 1000
+
+    def make(part: int) -> Any:
+        for i in range(part, len(words), partitions):
+            yield {"chave": str(i), "valorA": words[i], "valorB": "1", "ts": now}
+
+    return from_generator(make, partitions=partitions, name=name)
 
 
 def _preload(url: str, lines: list[bytes]) -> None:
@@ -347,11 +373,16 @@ def _judge(row: Row, got: dict[str, int], want: collections.Counter[str], what: 
 def riera_throughput(row: Row, work: Workload, names: _Names, root: Path, timeout: float) -> None:
     from riera.stream.connectors.base import open_sink
 
-    source, sink_url = names.new(row.transport.split(":")[0])
-    _preload(source, work.lines)
+    transport = row.transport.split(" ")[0].split(":")[0]
+    transport = "generator" if transport == "in-process" else transport
+    source, sink_url = names.new(transport, row.workers)
+    if transport == "generator":
+        source = _generator(work, max(2, row.workers), f"bench-{names.n}")
+    else:
+        _preload(source, work.lines)
     watch = Watch(open_sink(sink_url))
     t0 = time.time()
-    query = _start_riera(row.key, source, watch, root / f"cp-{names.n}")
+    query = _start_riera(row.key, source, watch, root / f"cp-{names.n}", row.workers)
     try:
         done = watch.wait_for(len(work.words), timeout)
     finally:
@@ -615,15 +646,26 @@ class PeerRuns:
 def _riera_rows(config: StreamConfig) -> list[Row]:
     rows = []
     for transport in config.transports:
-        for key in config.riera_modes:
-            mode, guarantee = _RIERA_LABELS[key]
-            rows.append(Row("Riera", key, mode, guarantee, _TRANSPORT_LABELS[transport]))
+        for workers in config.riera_workers:
+            for key in config.riera_modes:
+                mode, guarantee = _RIERA_LABELS[key]
+                # latency: one process (what the per-record path costs); a generator has no
+                # producer clock to measure from
+                only = ("throughput",) if workers > 1 or transport == "generator" else None
+                if workers > 1:
+                    mode = f"{mode}, {workers} workers"
+                row = Row(
+                    "Riera", key, mode, guarantee, _TRANSPORT_LABELS[transport], workers=workers
+                )
+                if only:
+                    row.measures = only
+                rows.append(row)
     return rows
 
 
 def _warm_up(row: Row, say: Progress, one: Callable[[Row], None]) -> None:
     """One untimed throughput run on a scratch row (engine caches, JIT, imports)."""
-    scratch = Row(row.engine, row.key, row.mode, row.guarantee, row.transport)
+    scratch = Row(row.engine, row.key, row.mode, row.guarantee, row.transport, workers=row.workers)
     try:
         one(scratch)
     except Exception as e:
