@@ -84,8 +84,8 @@ INSTALL = {
     ),
 }
 _RIERA_LABELS = {
-    "continuous-alo": ("continuous (linger 1 ms)", "at_least_once"),
-    "continuous-eo": ("continuous (linger 1 ms, checkpoint 1 s)", "exactly_once"),
+    "continuous-alo": ("continuous (linger 0)", "at_least_once"),
+    "continuous-eo": ("continuous (linger 0, checkpoint 1 s)", "exactly_once"),
     "micro-batch": ("micro_batch 1 s", "exactly_once"),
 }
 _TRANSPORT_LABELS = {
@@ -323,7 +323,7 @@ def _start_riera(key: str, source: str, sink: Any, checkpoint: Path, workers: in
     from riera.apps.streamcount import SCHEMA
     from riera.stream import continuous, micro_batch
 
-    trigger = micro_batch("1s") if key == "micro-batch" else continuous("1ms", checkpoint="1s")
+    trigger = micro_batch("1s") if key == "micro-batch" else continuous("0ms", checkpoint="1s")
     guarantee = _RIERA_LABELS[key][1]
     words = riera.read_stream(source, schema=SCHEMA)
     totals = words.group_by("valorA").agg(total=col("valorB").cast("int64").sum())

@@ -57,7 +57,7 @@ class Continuous:
     """Per record: each event is processed as it arrives; outputs leave in small batches at most
     ``linger_ms`` after their first record. Checkpoints (epochs) every ``checkpoint_ms``."""
 
-    linger_ms: int = 1
+    linger_ms: int = 0
     checkpoint_ms: int = 1000
     kind: Literal["continuous"] = "continuous"
 
@@ -77,9 +77,10 @@ class MicroBatch:
 Trigger = Continuous | MicroBatch
 
 
-def continuous(linger: Any = "1ms", *, checkpoint: Any = "1s") -> Continuous:
-    """The per-record trigger: outputs are flushed ``linger`` after their first input at most;
-    a checkpoint (an epoch) every ``checkpoint``.
+def continuous(linger: Any = "0ms", *, checkpoint: Any = "1s") -> Continuous:
+    """The per-record trigger: outputs are flushed ``linger`` after their first input at most
+    (0: after each poll, which already holds whatever arrived while the previous one was being
+    processed); a checkpoint (an epoch) every ``checkpoint``.
 
     >>> continuous("2ms", checkpoint="500ms")
     Continuous(linger_ms=2, checkpoint_ms=500, kind='continuous')
