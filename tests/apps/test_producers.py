@@ -324,6 +324,12 @@ def test_cli_produces_comment_words(memory_url: str, broker_dir: Path) -> None:
     assert [r["valorA"] for r in got] == expected
 
 
+def _default_sigint() -> None:
+    # A shell runs background jobs with SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: give the child the default, as a terminal would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.integration
 def test_cli_ctrl_c_reports_what_was_sent(memory_url: str, broker_dir: Path) -> None:
     proc = subprocess.Popen(
@@ -332,15 +338,17 @@ def test_cli_ctrl_c_reports_what_was_sent(memory_url: str, broker_dir: Path) -> 
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "RIERA_BROKER_DIR": str(broker_dir)},
+        preexec_fn=_default_sigint,
     )  # fmt: skip
-    try:
-        read_back(memory_url, 3)  # polls until the producer is sending
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with proc:  # the pipe is closed however the test ends
+        try:
+            read_back(memory_url, 3)  # polls until the producer is sending
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert proc.returncode == 130, stderr
     said = re.search(rf"interrupted: sent (\d+) messages to {memory_url}", stderr)
     assert said is not None, stderr
