@@ -223,6 +223,7 @@ class StreamMethods:
         True
         >>> out.rows()[-1]
         {'w': 'a', 'n': 3}
+        >>> Broker.drop("doc-in")  # a broker outlives its processes until dropped
         """
         from riera.runtime import get_runtime
         from riera.stream.compile import compile_plan

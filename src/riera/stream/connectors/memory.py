@@ -12,6 +12,7 @@ Positions are offsets: the offset of the next message to read in each partition.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -150,6 +151,8 @@ class Broker:
         """Delete the broker ``name`` (its log, its upserts, its commit records)."""
         for suffix in ("", "-wal", "-shm"):
             Path(broker_dir() / f"{name}.sqlite{suffix}").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the last broker gone: no empty folder left in tmpfs
+            broker_dir().rmdir()
 
 
 class _Tx:
