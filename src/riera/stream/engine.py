@@ -55,7 +55,7 @@ from riera.stream.compile import StreamPlan
 from riera.stream.connectors import base
 from riera.stream.metrics import QueryMetrics
 from riera.stream.operators import NO_TIME
-from riera.stream.sourceside import Piece, Sides, WorkerLost, make_side
+from riera.stream.sourceside import Piece, Sides, SourceWorker, WorkerLost, make_side
 from riera.stream.state import Change, StateStore, open_state_store
 from riera.stream.watermark import WatermarkTracker
 
@@ -434,30 +434,13 @@ class Engine:
         return self.opt.guarantee == "exactly_once"
 
     def _apply(self, chain: list[ops.Op], table: pa.Table) -> pa.Table:
-        """Run narrow operators; rows on which one raises go to the dead letters, one by one."""
-        if not chain or table.num_rows == 0:
-            return table
-        original = table  # the row-by-row retry starts again from the input, not half-way
-        try:
-            for op in chain:
-                table = op.apply(table)
-            return table
-        except Exception:  # a user function failed on some row: find which, keep the rest
-            table = original
-        good = []
-        for i in range(table.num_rows):
-            row = table.slice(i, 1)
-            try:
-                for op in chain:
-                    row = op.apply(row)
-                good.append(row)
-            except Exception as err:
-                bad_op = getattr(op, "name", "?")
-                self._dead({"value": base_json(table.slice(i, 1)),
-                            "reason": f"{bad_op}: {type(err).__name__}: {err}",
-                            "partition": None, "position": None})  # fmt: skip
-        good = [g for g in good if g.num_columns]
-        return ops.concat(good) if good else table.slice(0, 0)
+        """Run the operators after the stateful one, as a worker runs those before it (rows
+        on which one raises go to the dead letters)."""
+        dead: list[dict[str, Any]] = []
+        out = SourceWorker._apply(chain, table, dead)
+        for row in dead:
+            self._dead(row)
+        return out
 
     def _emit(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -634,13 +617,6 @@ def _json(row: dict[str, Any]) -> str:
     from riera.stream.connectors.rows import dumps
 
     return dumps(row)
-
-
-def base_json(table: pa.Table) -> str:
-    from riera.stream.connectors.rows import dumps
-
-    rows = table.to_pylist()
-    return dumps(rows[0] if rows else {})
 
 
 def _hash(changes: list[Any]) -> str:
