@@ -35,6 +35,7 @@ from riera.plan import stream as st
 if TYPE_CHECKING:
     from riera.dataset import Dataset
     from riera.plan import nodes as n
+    from riera.stream.leased import LeasedQuery
     from riera.stream.query import StreamingQuery
 
 
@@ -186,7 +187,11 @@ class StreamMethods:
         stop_when_idle: Any = None,
         workers: int = 1,
         name: str | None = None,
-    ) -> StreamingQuery:
+        coordinator: str | None = None,
+        shards: int = 8,
+        member: str | None = None,
+        lease_ttl: Any = "3s",
+    ) -> StreamingQuery | LeasedQuery:
         """Start the query: read the stream, run the plan, commit to ``sink``; returns its
         :class:`~riera.stream.query.StreamingQuery` handle at once.
 
@@ -210,6 +215,12 @@ class StreamMethods:
         - ``workers``: processes that read the source's partitions (decoding, operators, the
           map side of aggregates) while the driver keeps the state and commits; 1: the driver
           alone. A restart may use another number: nothing is lost or counted twice.
+        - ``coordinator``: ``redis://HOST:PORT/DB`` to run the query with other drivers (on this
+          machine or others) that start it with the same ``name``: the key groups are cut into
+          ``shards`` (fixed at the first start), each driver runs the shards it leases
+          (``lease_ttl``) and takes over those of a driver that dies; returns a
+          :class:`~riera.stream.leased.LeasedQuery`. ``checkpoint`` must then be a directory
+          every driver reaches, and the sinks URLs (see :mod:`riera.stream.leased`).
 
         >>> import riera, riera.testing, tempfile
         >>> from riera import col
@@ -260,6 +271,8 @@ class StreamMethods:
                 f"write_stream: {what} must be a URL, a sink or a function; got {value!r}"
             )
 
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise PlanError(f"write_stream: workers must be a positive integer; got {workers!r}")
         directory = (
             Path(checkpoint)
             if checkpoint is not None
@@ -267,21 +280,72 @@ class StreamMethods:
         )
         runtime = get_runtime()
         plan = compile_plan(self._node, runtime.settings)
-        slots = [SinkSlot(as_sink(sink, "sink"), "output")]
-        if dead_letter is None:
-            dead_letter = f"sqlite:///{directory.resolve()}/dead_letters.sqlite?table=dead_letters&mode=append"
-        slots.append(SinkSlot(as_sink(dead_letter, "dead_letter"), "dead_letter"))
-        if late is not None:
-            slots.append(SinkSlot(as_sink(late, "late"), "late"))
-        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-            raise PlanError(f"write_stream: workers must be a positive integer; got {workers!r}")
-        options = Options(trig, guar, directory, key_groups, state_store, idle, workers=workers)
-        engine = Engine(plan, slots, options, QueryMetrics())
-        query = StreamingQuery(
-            engine, name or f"stream-{plan.describe()}", self._node, runtime.settings
+        job = name or f"stream-{plan.describe()}"
+
+        def start(here: Path, qname: str, shard: int | None = None, token: int | None = None,
+                  groups: range | None = None) -> StreamingQuery:  # fmt: skip
+            def opened(value: Any, what: str) -> Any:
+                if shard is not None and isinstance(value, str) and value.startswith("file:"):
+                    value = value.split("?")[0].rstrip("/") + f"/shard-{shard}"  # one job per dir
+                return as_sink(value, what)
+
+            slots = [SinkSlot(opened(sink, "sink"), "output")]
+            dead = dead_letter or (
+                f"sqlite:///{here.resolve()}/dead_letters.sqlite?table=dead_letters&mode=append"
+            )
+            slots.append(SinkSlot(opened(dead, "dead_letter"), "dead_letter"))
+            if late is not None:
+                slots.append(SinkSlot(opened(late, "late"), "late"))
+            options = Options(trig, guar, here, key_groups, state_store, idle, workers=workers,
+                              shard=shard, shards=shards, groups=groups, lease_token=token)  # fmt: skip
+            engine = Engine(compile_plan(self._node, runtime.settings), slots, options,
+                            QueryMetrics())  # fmt: skip
+            query = StreamingQuery(engine, qname, self._node, runtime.settings)
+            query._begin()
+            return query
+
+        if coordinator is None:
+            return start(directory, job)
+        fingerprint = f"{plan.describe()} -> {sink if isinstance(sink, str) else type(sink)}"
+        return _leased(coordinator, job, fingerprint, directory, start, sink=sink,
+                       dead_letter=dead_letter, late=late, checkpoint=checkpoint, shards=shards,
+                       key_groups=key_groups, member=member, lease_ttl=lease_ttl,
+                       until_idle=idle is not None)  # fmt: skip
+
+
+def _leased(coordinator: str, job: str, plan: str, directory: Path, start: Callable[..., Any],
+            *, sink: Any, dead_letter: Any, late: Any, checkpoint: Any, shards: int,
+            key_groups: int, member: str | None, lease_ttl: Any, until_idle: bool
+            ) -> LeasedQuery:  # fmt: skip
+    """``write_stream`` with a coordinator: this driver's part of a job run by several."""
+    from riera.stream.lease import ShardLeases
+    from riera.stream.leased import LeasedQuery, default_member
+
+    for value, what in ((sink, "sink"), (dead_letter, "dead_letter"), (late, "late")):
+        if value is not None and not isinstance(value, str):
+            raise PlanError(
+                f"write_stream(coordinator=): the {what} must be a URL: drivers on other "
+                f"machines write to it too, and a Python object lives in this process only"
+            )
+    if checkpoint is None:
+        raise PlanError(
+            "write_stream(coordinator=): give checkpoint= a directory every driver reaches (a "
+            "shared file system): a shard taken over resumes from its checkpoint"
         )
-        query._begin()
-        return query
+    if not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= key_groups:
+        raise PlanError(
+            f"write_stream: shards must be an integer from 1 to key_groups ({key_groups}); "
+            f"got {shards!r}"
+        )
+    ttl = st.duration_ms(lease_ttl, "write_stream(lease_ttl=)")
+    leases = ShardLeases(coordinator, job, member or default_member(), shards=shards,
+                         key_groups=key_groups, plan=plan, ttl_ms=int(ttl))  # fmt: skip
+
+    def start_shard(shard: int, token: int) -> Any:
+        return start(directory / f"shard-{shard}", f"{job}/shard-{shard}", shard, token,
+                     leases.groups(shard))  # fmt: skip
+
+    return LeasedQuery(leases, start_shard, until_idle=until_idle, name=job)
 
 
 Sinkish = str | Callable[..., Any] | Any

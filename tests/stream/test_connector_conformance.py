@@ -485,6 +485,34 @@ def test_sink_older_fence_is_refused(sink_kit: SinkKit) -> None:
     assert sink.committed() == (0, 1)
 
 
+def _claim_fences(sink_kit: SinkKit, job: str, old: Any) -> None:
+    """A new driver's first act: a write of nothing at the last applied identifier, which the
+    sink skips (or, for a job without a record, applies empty) but whose token it keeps."""
+    mode = sink_kit.modes[0]
+    before = sink_kit.contents(old, mode)
+    newer = sink_kit.open(job)
+    epoch, seq = newer.committed()
+    assert newer.write(pa.table({}), epoch, seq, 5) is (epoch == -1)
+    assert newer.committed() == (epoch, seq)
+    with pytest.raises(FencedError, match=r"fenced|taken over"):
+        old.write(_rows(("a", 666)), epoch + 1, 0, 4)  # the driver it took over from
+    assert sink_kit.contents(old, mode) == before
+    assert newer.write(_rows(("b", 2)), epoch + 1, FINAL, 5) is True
+    assert newer.committed() == (epoch + 1, FINAL)
+
+
+def test_sink_skipped_write_still_fences(sink_kit: SinkKit) -> None:
+    job = _job()
+    old = sink_kit.open(job)
+    assert old.write(_rows(("a", 1)), 3, FINAL, 4) is True
+    _claim_fences(sink_kit, job, old)
+
+
+def test_sink_first_claim_fences(sink_kit: SinkKit) -> None:
+    job = _job()
+    _claim_fences(sink_kit, job, sink_kit.open(job))
+
+
 def test_sink_upsert_never_goes_backwards(sink_kit: SinkKit) -> None:
     if "upsert" not in sink_kit.modes:
         with pytest.raises(PlanError, match="upsert"):

@@ -41,13 +41,32 @@ def wordcount(
         float | None,
         typer.Option("--until-idle", help="exit once the source is idle this long (s)"),
     ] = None,
+    coordinator: Annotated[
+        str | None,
+        typer.Option(
+            "--coordinator",
+            help="redis://HOST:PORT/DB: run the job with every driver started with the same "
+            "coordinator, sharing its key groups by leases (the checkpoint must be shared)",
+        ),
+    ] = None,
+    shards: Annotated[
+        int, typer.Option("--shards", help="with --coordinator: shards, fixed at the first start")
+    ] = 8,
+    lease_ttl: Annotated[
+        int, typer.Option("--lease-ttl", help="with --coordinator: lease time to live, ms")
+    ] = 3000,
+    name: Annotated[
+        str, typer.Option("--name", help="the job's name at the sinks and the coordinator")
+    ] = "wordcount",
 ) -> None:
     """Sum valorB per valorA of document 000's messages, resumable after any crash."""
     from riera.apps.streamcount import wordcount as start
 
     try:
         query = start(source, sink, checkpoint, trigger=trigger, interval_ms=interval,
-                      guarantee=guarantee, until_idle=until_idle, workers=workers)  # fmt: skip
+                      guarantee=guarantee, until_idle=until_idle, workers=workers,
+                      coordinator=coordinator, shards=shards, name=name,
+                      lease_ttl_ms=lease_ttl)  # fmt: skip
     except RieraError as e:
         fail(e, 2)
         return
@@ -55,7 +74,7 @@ def wordcount(
 
     def on_signal(signum: int, frame: Any) -> None:
         stopping["n"] += 1
-        query.engine.stop_event.set()
+        query.request_stop()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -65,6 +84,14 @@ def wordcount(
     except RieraError as e:  # the query failed: what failed, and exit 1 (resume: run it again)
         fail(e, 1)
     m = query.metrics
+    if coordinator is not None:
+        st = query.status
+        err.print(
+            f"wordcount {st['state']}: {m['records_in']:,} records in this run over shards "
+            f"{sorted(int(s) for s in m['shards'])}, {st['taken_over']} taken, {st['lost']} lost",
+            highlight=False,
+        )
+        return
     err.print(
         f"wordcount {query.status['state']}: epoch {m['committed_epoch']}, {m['records_in']:,} "
         f"records in this run, latency p50 {m['latency']['p50_ms']} ms p99 {m['latency']['p99_ms']} ms",
@@ -77,6 +104,10 @@ def _watch(query: Any, last: float) -> None:
         if time.monotonic() - last >= 5:
             last = time.monotonic()
             m = query.metrics
+            if "shards" in m:
+                err.print(f"[dim]shards {query.status['held']}: {m['records_in']:,} records[/]",
+                          highlight=False)  # fmt: skip
+                continue
             err.print(
                 f"[dim]epoch {m['committed_epoch']}: {m['records_in']:,} records, "
                 f"{m['records_per_second']:,.0f}/s, p50 {m['latency']['p50_ms']} ms[/]",

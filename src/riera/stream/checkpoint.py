@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from riera.errors import CheckpointError
+from riera.errors import CheckpointError, FencedError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
@@ -79,29 +79,19 @@ def fault_point(step: str, epoch: int) -> None:
 class CheckpointLog:
     """The epoch log of one query, in ``DIR/log.sqlite``; holds ``DIR/lock`` while open."""
 
-    def __init__(self, directory: str | Path, job: str, plan: str, key_groups: int) -> None:
+    def __init__(self, directory: str | Path, job: str, plan: str, key_groups: int,
+                 *, leased: bool = False) -> None:  # fmt: skip
+        """``leased``: a shard of a job run by several drivers (riera.stream.lease): the lease in
+        Redis, not a file lock, says who may write here, and :meth:`take_fence` fences the log."""
         self.dir = Path(directory)
+        self.token: int | None = None
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise CheckpointError(
                 f"checkpoint directory {self.dir}: cannot create it: {err}"
             ) from err
-        self._lock = open(self.dir / "lock", "a+")  # noqa: SIM115 (held while the query runs)
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            self._lock.seek(0)
-            holder = self._lock.read().strip() or "another process"
-            self._lock.close()
-            raise CheckpointError(
-                f"checkpoint directory {self.dir} is in use by a running query ({holder}); stop "
-                f"it first, or give this query its own directory"
-            ) from err
-        self._lock.seek(0)
-        self._lock.truncate()
-        self._lock.write(f"pid {os.getpid()}")
-        self._lock.flush()
+        self._lock = None if leased else self._take_lock()
         self.db = sqlite3.connect(str(self.dir / "log.sqlite"), timeout=30, isolation_level=None,
                                   check_same_thread=False)  # fmt: skip
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -121,6 +111,24 @@ class CheckpointLog:
             )
         self.job: str = known["job"]
         self.key_groups = int(known["key_groups"])
+
+    def _take_lock(self) -> Any:
+        lock = open(self.dir / "lock", "a+")  # noqa: SIM115 (held while the query runs)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise CheckpointError(
+                f"checkpoint directory {self.dir} is in use by a running query ({holder}); stop "
+                f"it first, or give this query its own directory"
+            ) from err
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        return lock
 
     def _set(self, values: dict[str, str]) -> None:
         self.db.execute("BEGIN IMMEDIATE")
@@ -155,11 +163,45 @@ class CheckpointLog:
         self.db.execute("COMMIT")
         return token
 
+    def take_fence(self, token: int) -> None:
+        """A leased shard's new holder: from now on only ``token`` (or a newer one) writes here."""
+        self.db.execute("BEGIN IMMEDIATE")
+        held = int(self.db.execute("SELECT v FROM meta WHERE k='fence'").fetchone()[0])
+        if held > token:
+            self.db.execute("ROLLBACK")
+            raise FencedError(f"checkpoint {self.dir} is fenced at token {held}; this driver "
+                              f"holds {token}: another driver took the shard over")  # fmt: skip
+        self.db.execute("UPDATE meta SET v=? WHERE k='fence'", (str(token),))
+        self.db.execute("COMMIT")
+        self.token = token
+
+    def check_fence(self) -> None:
+        """Raise :class:`FencedError` if a newer holder took the shard over (leased only)."""
+        if self.token is None:
+            return
+        held = int(self.db.execute("SELECT v FROM meta WHERE k='fence'").fetchone()[0])
+        if held != self.token:
+            raise FencedError(f"checkpoint {self.dir} is fenced at token {held}; this driver "
+                              f"holds {self.token}: another driver took the shard over")  # fmt: skip
+
+    def _fenced_write(self, sql: str, args: tuple[Any, ...]) -> None:
+        if self.token is None:
+            self.db.execute(sql, args)
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.check_fence()
+            self.db.execute(sql, args)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     # -- epochs -----------------------------------------------------------------------------------
     def log_epoch(self, epoch: int, positions: dict[int, dict[int, Any]], watermark: int | None,
                   proc_ms: int, records_in: int) -> None:  # fmt: skip
         """Step 1 of a checkpoint: the epoch's source positions and watermark."""
-        self.db.execute(
+        self._fenced_write(
             "INSERT INTO epochs (epoch, positions, watermark, proc_ms, status, logged_at, "
             "records_in) VALUES (?, ?, ?, ?, 'logged', ?, ?) ON CONFLICT(epoch) DO UPDATE SET "
             "attempts=attempts+1",
@@ -167,7 +209,7 @@ class CheckpointLog:
         )
 
     def mark_committed(self, epoch: int, records_out: int) -> None:
-        self.db.execute(
+        self._fenced_write(
             "UPDATE epochs SET status='committed', committed_at=?, records_out=? WHERE epoch=?",
             (time.time(), records_out, epoch),
         )
@@ -201,16 +243,17 @@ class CheckpointLog:
         self.db.execute("DELETE FROM epochs WHERE epoch<?", (below,))
 
     def write_status(self, status: dict[str, Any]) -> None:
-        tmp = self.dir / "status.json.tmp"
+        tmp = self.dir / f"status.json.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(status, default=str))
         os.replace(tmp, self.dir / "status.json")
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.db.close()
-        with contextlib.suppress(Exception):
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
+        if self._lock is not None:
+            with contextlib.suppress(Exception):
+                fcntl.flock(self._lock, fcntl.LOCK_UN)
+                self._lock.close()
 
 
 def _record(row: tuple[Any, ...]) -> EpochRecord:

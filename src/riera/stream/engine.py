@@ -48,7 +48,7 @@ import pyarrow as pa
 from riera.errors import PlanError, StreamError
 from riera.physical import ops
 from riera.plan import nodes as n
-from riera.plan.stream import Continuous, Guarantee, MicroBatch, Trigger
+from riera.plan.stream import Continuous, Guarantee, MicroBatch, Trigger, WindowAgg, WindowJoin
 from riera.stream import checkpoint as cp
 from riera.stream import small
 from riera.stream.compile import StreamPlan
@@ -56,7 +56,7 @@ from riera.stream.connectors import base
 from riera.stream.metrics import QueryMetrics
 from riera.stream.operators import NO_TIME
 from riera.stream.sourceside import Piece, Sides, SourceWorker, WorkerLost, make_side
-from riera.stream.state import Change, StateStore, open_state_store
+from riera.stream.state import Change, StateStore, encode_key, key_group, open_state_store
 from riera.stream.watermark import WatermarkTracker
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,12 @@ class Options:
     late_buffer: int = 10_000
     quarantine_after: int = 3  # restarts without a commit before records go one at a time
     workers: int = 1  # processes reading the source (1: the driver itself)
+    # a shard of a job run by several drivers (riera.stream.lease): its index, the job's shard
+    # count, its key groups and the fencing token of this driver's lease on it
+    shard: int | None = None
+    shards: int = 1
+    groups: range | None = None
+    lease_token: int | None = None
 
 
 class Engine:
@@ -129,6 +135,7 @@ class Engine:
         self._restore_mark: str | None = None
         self._k = 0
         self._skip = -1
+        self._shard_keys: list[tuple[str, ...]] | None = None
 
     # -- set-up -----------------------------------------------------------------------------------
     def start(self, job_hint: str) -> None:
@@ -141,9 +148,14 @@ class Engine:
                     f"exactly_once is impossible; use guarantee='at_least_once' or a replayable "
                     f"source (Redis, Kafka, files, memory://)"
                 )
+        token = self.opt.lease_token
         self.log = cp.CheckpointLog(self.opt.checkpoint, job_hint, self.plan.describe(),
-                                    self.opt.key_groups)  # fmt: skip
-        self.fence = self.log.acquire_fence()
+                                    self.opt.key_groups, leased=token is not None)  # fmt: skip
+        if token is None:
+            self.fence = self.log.acquire_fence()
+        else:
+            self.log.take_fence(token)
+            self.fence = token
         self.store = open_state_store(
             self.opt.state_store, self.opt.checkpoint, self.log.key_groups
         )
@@ -154,8 +166,50 @@ class Engine:
             if key is None and slot.sink.mode == "upsert":
                 slot.sink.mode = "append"  # rows without a key: every one is kept
             slot.sink.open(self.log.job, key or ())
+            _claim(slot.sink, self.fence)
+        if self.opt.shard is not None:
+            self._shard_setup()
         self._recover()
         self.metrics.sampler.start()
+
+    def _shard_setup(self) -> None:
+        """This engine runs one shard of a job: the rows of its key groups, or, for a query
+        without keyed state, the source partitions of its index."""
+        for src in self.sources:
+            if getattr(src, "trim", False):
+                raise PlanError(
+                    f"{src.url}: trim=1 cannot be used by a job run in shards: every shard reads "
+                    f"every partition, and one shard would trim what another has not read yet"
+                )
+            if hasattr(src, "group"):  # its own consumer group: lag per shard
+                src.group = f"{src.group}-shard{self.opt.shard}"
+        node = self.plan.stateful
+        if node is None:
+            self._shard_keys = None
+        elif isinstance(node, WindowJoin):
+            self._shard_keys = [node.on, node.right_on]
+        elif isinstance(node, n.GroupByAgg | WindowAgg):
+            self._shard_keys = [node.keys]
+        else:
+            raise PlanError(f"write_stream: {node.label()} cannot run in shards")
+
+    def _mine(self, index: int, table: pa.Table) -> pa.Table:
+        """The rows of ``table`` (of input ``index``) whose key group is this shard's."""
+        assert self._shard_keys is not None and self.opt.groups is not None and self.log
+        names = self._shard_keys[index]
+        if table.num_rows == 0 or not all(c in table.column_names for c in names):
+            return table
+        columns = [table.column(c).to_pylist() for c in names]
+        groups, total = self.opt.groups, self.log.key_groups
+        keep = [key_group(encode_key(k), total) in groups for k in zip(*columns, strict=True)]
+        return table.filter(pa.array(keep, pa.bool_()))
+
+    def _partitions(self, src: base.Source) -> list[int]:
+        """The partitions this engine reads: all, unless it is a shard without keyed state."""
+        parts = list(range(src.partitions()))
+        if self.opt.shard is None or self._shard_keys is not None:
+            return parts
+        return [p for p in parts if p % self.opt.shards == self.opt.shard]
 
     def _trackers(self) -> list[WatermarkTracker | None]:
         return [
@@ -183,7 +237,7 @@ class Engine:
         sides = []
         for i, (plan, src) in enumerate(zip(self.plan.sources, self.sources, strict=True)):
             logged = rec.positions.get(i, {}) if rec else {}
-            start = {p: logged.get(p) for p in range(src.partitions())}
+            start = {p: logged.get(p) for p in self._partitions(src)}
             src.reader(start).close()  # fails here, loudly, if the source was trimmed
             sides.append(make_side(plan, start, self.opt.max_batch, workers))
         self.side = Sides(sides)
@@ -397,6 +451,8 @@ class Engine:
         if not self._isolate:
             self._k += piece.count
         self._track(piece)
+        if self._shard_keys is not None:
+            piece.table = self._mine(piece.input, piece.table)
         if piece.table.num_rows == 0:
             return
         if self.stateful is None:
@@ -516,6 +572,7 @@ class Engine:
         started = time.perf_counter()
         epoch = self.epoch
         changes: list[Change] = list(self.stateful.changes()) if self.stateful else []
+        self.log.check_fence()  # a leased shard taken over: stop before its state
         self.store.put(epoch, changes)  # step 2
         cp.fault_point("state_durable", epoch)
         sinks = []
@@ -589,6 +646,14 @@ class Engine:
                     closer()
                 except Exception as err:
                     log.debug("stream: closing failed: %s", err)
+
+
+def _claim(sink: base.Sink, fence: int) -> None:
+    """Hand the sink this start's fencing token before anything else: a write of nothing at
+    the last identifier it applied, which it skips but whose token it keeps. From here on, a
+    driver with an older token (one this start took over from) cannot commit to it."""
+    epoch, seq = sink.committed()
+    sink.write(pa.table({}), epoch, seq, fence)
 
 
 def _last_per_key(table: pa.Table, key: tuple[str, ...]) -> pa.Table:

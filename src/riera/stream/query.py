@@ -76,6 +76,10 @@ class StreamingQuery:
             self._provenance_end()
             self.engine.close()
 
+    def request_stop(self) -> None:
+        """Ask the query to commit what is in flight and stop, without waiting (signal-safe)."""
+        self.engine.stop_event.set()
+
     def stop(self, timeout: float = 60.0) -> None:
         """Commit what is in flight, then stop (idempotent)."""
         self.engine.stop_event.set()

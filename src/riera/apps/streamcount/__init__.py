@@ -17,6 +17,7 @@ from typing import Any
 import riera
 from riera import col
 from riera.stream import StreamingQuery, continuous, micro_batch
+from riera.stream.leased import LeasedQuery
 
 SCHEMA = {"chave": "string", "valorA": "string", "valorB": "string", "ts": "float64"}
 
@@ -31,11 +32,17 @@ def wordcount(
     guarantee: str = "exactly_once",
     until_idle: float | None = None,
     workers: int = 1,
-) -> StreamingQuery:
+    coordinator: str | None = None,
+    shards: int = 8,
+    name: str = "wordcount",
+    lease_ttl_ms: int = 3000,
+) -> StreamingQuery | LeasedQuery:
     """Start the word count; returns its query handle.
 
     ``interval_ms`` is the micro-batch interval, or the checkpoint interval of the continuous
-    trigger; ``until_idle``: stop once the source has been idle that many seconds.
+    trigger; ``until_idle``: stop once the source has been idle that many seconds;
+    ``coordinator``/``shards``: run it with the other drivers started with the same coordinator
+    (see :meth:`riera.Dataset.write_stream`).
     """
     words = riera.read_stream(source, schema=SCHEMA)
     totals = words.group_by("valorA").agg(total=col("valorB").cast("int64").sum())
@@ -54,7 +61,10 @@ def wordcount(
         guarantee=guarantee,
         stop_when_idle=until_idle,
         workers=workers,
-        name="wordcount",
+        name=name,
+        coordinator=coordinator,
+        shards=shards,
+        lease_ttl=f"{lease_ttl_ms}ms",
     )
 
 

@@ -444,6 +444,9 @@ class DirectorySink:
                         f"driver holds {fence}: another driver took the job over"
                     )
                 if (epoch, seq) <= (record[0], record[1]):
+                    if fence > record[2]:  # skipped, but its token fences older drivers out
+                        fenced = {"epoch": record[0], "seq": record[1], "fence": fence}
+                        _write_atomically(self._record, json.dumps(fenced).encode())
                     return False
             target = self.folder / data_file_name(epoch, seq)
             try:

@@ -496,6 +496,8 @@ class KafkaSink:
             if fence < record[2]:
                 raise self._fenced(f"is fenced at token {record[2]}; this driver holds {fence}")
             if (epoch, seq) <= (record[0], record[1]):
+                if fence > record[2]:  # skipped; opening the producer fences the older one out
+                    self._transactional()
                 return False
         producer = self._transactional()
         ck = self.target.ck

@@ -325,6 +325,8 @@ class MemorySink:
                         f"holds {fence}: another driver took the job over"
                     )
                 if (epoch, seq) <= (row[0], row[1]):
+                    if fence > row[2]:  # skipped, but its token fences older drivers out
+                        db.execute("UPDATE commits SET fence=? WHERE job=?", (fence, self.job))
                     return False
             messages = []
             for key, payload in encode_rows(rows, self.key if self.mode == "upsert" else ()):

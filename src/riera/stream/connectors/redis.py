@@ -41,7 +41,10 @@ if c then
   local ce, cs, cf = string.match(c, '^(%-?%d+):(%-?%d+):(%-?%d+)$')
   ce, cs, cf = tonumber(ce), tonumber(cs), tonumber(cf)
   if fence < cf then return {-1, cf} end
-  if not newer(epoch, seq, ce, cs) then return {0, cf} end
+  if not newer(epoch, seq, ce, cs) then
+    if fence > cf then redis.call('HSET', KEYS[1], job, ce .. ':' .. cs .. ':' .. fence) end
+    return {0, cf}
+  end
 end
 local applied = 0
 local ver = epoch .. ':' .. seq

@@ -302,7 +302,15 @@ class SqlSink:
                         f"over"
                     )
                 if (epoch, seq) <= (record[0], record[1]):
-                    conn.rollback()
+                    if fence > record[2]:  # skipped, but its token fences older drivers out
+                        conn.execute(
+                            f"UPDATE {COMMITS} SET fence={d.param} WHERE job={d.param} AND "
+                            f"tbl={d.param}",
+                            (fence, self.job, self.table),
+                        )
+                        conn.commit()
+                    else:
+                        conn.rollback()
                     return False
             self._insert(conn, rows, epoch, seq)
             conn.execute(
