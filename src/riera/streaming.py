@@ -191,6 +191,7 @@ class StreamMethods:
         shards: int = 8,
         member: str | None = None,
         lease_ttl: Any = "3s",
+        lineage: bool = False,
     ) -> StreamingQuery | LeasedQuery:
         """Start the query: read the stream, run the plan, commit to ``sink``; returns its
         :class:`~riera.stream.query.StreamingQuery` handle at once.
@@ -221,6 +222,9 @@ class StreamMethods:
           (``lease_ttl``) and takes over those of a driver that dies; returns a
           :class:`~riera.stream.leased.LeasedQuery`. ``checkpoint`` must then be a directory
           every driver reaches, and the sinks URLs (see :mod:`riera.stream.leased`).
+        - ``lineage``: per-window lineage: each window row emitted is recorded in the provenance
+          table ``stream_window_lineage`` with the epochs whose records reached the window (and
+          so, through ``stream_epochs``, the source ranges that hold them).
 
         >>> import riera, riera.testing, tempfile
         >>> from riera import col
@@ -297,7 +301,8 @@ class StreamMethods:
             if late is not None:
                 slots.append(SinkSlot(opened(late, "late"), "late"))
             options = Options(trig, guar, here, key_groups, state_store, idle, workers=workers,
-                              shard=shard, shards=shards, groups=groups, lease_token=token)  # fmt: skip
+                              shard=shard, shards=shards, groups=groups, lease_token=token,
+                              lineage=lineage)  # fmt: skip
             engine = Engine(compile_plan(self._node, runtime.settings), slots, options,
                             QueryMetrics())  # fmt: skip
             query = StreamingQuery(engine, qname, self._node, runtime.settings)

@@ -89,7 +89,7 @@ __all__ = [
     "to_utc",
 ]
 
-SCHEMA_VERSION = 5  # 4: runs.executor; 5: stream_epochs
+SCHEMA_VERSION = 6  # 4: runs.executor; 5: stream_epochs; 6: stream_window_lineage
 
 
 def to_utc(value: datetime) -> datetime:
@@ -410,6 +410,22 @@ stream_epochs = Table(
     Column("state_keys", BigInteger),
     Column("state_hash", Text),
     Column("checkpoint_seconds", Float),
+)
+
+# Per-window lineage of a streaming query (opt-in, write_stream(lineage=True)): each window row
+# the epoch emitted, with the epochs whose records reached that window. Joined with stream_epochs
+# on (run_id, epoch), those epochs' positions_from → positions_to are the source ranges holding
+# every record of the window (the ranges are per epoch, so they may hold other keys' records too).
+stream_window_lineage = Table(
+    "stream_window_lineage",
+    metadata,
+    _run_id(),
+    Column("epoch", BigInteger, primary_key=True),  # the epoch that emitted the row
+    Column("operator", Text, primary_key=True),
+    Column("key", Text, primary_key=True),  # JSON list of the group keys
+    Column("window_start", BigInteger, primary_key=True),  # Unix ms
+    Column("window_end", BigInteger),
+    Column("from_epochs", JsonText),  # [epoch, …] whose records reached the window
 )
 
 schema_version = Table(

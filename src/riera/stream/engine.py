@@ -54,7 +54,7 @@ from riera.stream import small
 from riera.stream.compile import StreamPlan
 from riera.stream.connectors import base
 from riera.stream.metrics import QueryMetrics
-from riera.stream.operators import NO_TIME
+from riera.stream.operators import NO_TIME, SessionAgg, WindowedAgg
 from riera.stream.sourceside import Piece, Sides, SourceWorker, WorkerLost, make_side
 from riera.stream.state import Change, StateStore, encode_key, key_group, open_state_store
 from riera.stream.watermark import WatermarkTracker
@@ -102,6 +102,7 @@ class Options:
     shards: int = 1
     groups: range | None = None
     lease_token: int | None = None
+    lineage: bool = False  # per-window lineage into provenance (window operators)
 
 
 class Engine:
@@ -136,6 +137,7 @@ class Engine:
         self._k = 0
         self._skip = -1
         self._shard_keys: list[tuple[str, ...]] | None = None
+        self._lineage: list[tuple[tuple[Any, ...], int, int, list[int]]] = []
 
     # -- set-up -----------------------------------------------------------------------------------
     def start(self, job_hint: str) -> None:
@@ -160,6 +162,13 @@ class Engine:
             self.opt.state_store, self.opt.checkpoint, self.log.key_groups
         )
         self.stateful = self.plan.make_stateful(self.log.key_groups)
+        if self.opt.lineage:
+            if not isinstance(self.stateful, WindowedAgg | SessionAgg):
+                raise PlanError(
+                    "write_stream(lineage=True): per-window lineage needs a windowed group_by "
+                    "(group_by(..., window=tumbling/sliding/session(...))); this query has none"
+                )
+            self.stateful.lineage = {}
         self.trackers = self._trackers()
         for slot in self.slots:
             key = self.plan.output_key if slot.role == "output" else None
@@ -231,6 +240,9 @@ class Engine:
         self.store.rollback(restore)
         if self.stateful is not None:
             self.stateful.restore(self.store.load(self.stateful.name, restore))
+            if self.opt.lineage:
+                name = f"{self.stateful.name}#lineage"
+                self.stateful.restore_lineage(self.store.load(name, restore))
         rec = self.log.get(restore) if restore >= 0 else None
         self._quarantine_check(restore)
         workers = 1 if self._isolate else self.opt.workers
@@ -347,6 +359,7 @@ class Engine:
         for slot in self.slots:
             slot.pending, slot.seq, slot.rows = [], 0, 0
         self._ts = []
+        self._lineage = []
         self._in = self._out = self._late_n = self._dead_n = 0
         self.watermark = self._epoch_wm = NO_TIME
         self.trackers = self._trackers()
@@ -458,6 +471,7 @@ class Engine:
         if self.stateful is None:
             self._emit(piece.table)  # the worker ran every operator
             return
+        self.stateful.epoch = self.epoch
         if piece.kind == "partial":  # a running aggregate's map side, done by the worker
             outputs, late = self._fold(piece.table), None
         else:
@@ -470,6 +484,8 @@ class Engine:
             self._emit(self._apply(self.plan.after, out))
         if late is not None and late.num_rows:
             self._late(late)
+        if self.opt.lineage:
+            self._lineage += self.stateful.take_lineage()
 
     def _fold(self, partial: pa.Table) -> list[pa.Table]:
         """Merge a worker's partial aggregate into the keyed state; the updated totals."""
@@ -531,8 +547,11 @@ class Engine:
         self.watermark = watermark
         self.metrics.watermark = watermark
         if self.stateful is not None:
+            self.stateful.epoch = self.epoch
             for out in self.stateful.advance(watermark):
                 self._emit(self._apply(self.plan.after, out))
+            if self.opt.lineage:
+                self._lineage += self.stateful.take_lineage()
 
     def _flush(self) -> None:
         """At-least-once: write what is pending now, as write ``(epoch, seq)``."""
@@ -612,6 +631,13 @@ class Engine:
             "state_keys": self.stateful.size() if self.stateful is not None else 0,
             "state_hash": _hash(changes),
         }  # fmt: skip
+        if self.opt.lineage:
+            info["lineage"] = [
+                {"operator": self.stateful.name, "key": list(k), "window_start": int(start),
+                 "window_end": int(end), "from_epochs": epochs}
+                for k, start, end, epochs in self._lineage
+            ]  # fmt: skip
+            self._lineage = []
         self._from = dict(positions)
         self._in = self._out = self._late_n = self._dead_n = 0
         self._epoch_started = time.time()

@@ -110,6 +110,41 @@ class StatefulOp:
         self.name, self.key_groups = name, key_groups
         self.state: dict[tuple[Any, ...], Any] = {}
         self._dirty: set[tuple[Any, ...]] = set()
+        # Per-window lineage (opt-in, window operators): the epochs whose records reached each
+        # window; set by the engine, with the epoch being processed.
+        self.lineage: dict[tuple[Any, ...], list[int]] | None = None
+        self.epoch = 0
+        self._lineage_dirty: set[tuple[Any, ...]] = set()
+        self._emitted: list[tuple[tuple[Any, ...], int, int, list[int]]] = []
+
+    def trace(self, keys: Iterable[tuple[Any, ...]]) -> None:
+        """Note the current epoch as a contributor to these window keys (lineage only)."""
+        if self.lineage is None:
+            return
+        for k in keys:
+            seen = self.lineage.setdefault(k, [])
+            if not seen or seen[-1] != self.epoch:
+                seen.append(self.epoch)
+                self._lineage_dirty.add(k)
+
+    def take_lineage(self) -> list[tuple[tuple[Any, ...], int, int, list[int]]]:
+        """``(key, window start ms, window end ms, epochs)`` of each window row emitted since
+        the last call."""
+        out, self._emitted = self._emitted, []
+        return out
+
+    def restore_lineage(self, pairs: Iterable[tuple[bytes, Any]]) -> None:
+        self.lineage = {decode_key(k): list(v) for k, v in pairs}
+        self._lineage_dirty.clear()
+
+    def lineage_changes(self) -> Iterator[Change]:
+        if self.lineage is None:
+            return
+        for key in self._lineage_dirty:
+            raw = encode_key(key)
+            yield (f"{self.name}#lineage", key_group(raw, self.key_groups), raw,
+                   self.lineage.get(key))  # fmt: skip
+        self._lineage_dirty.clear()
 
     def restore(self, pairs: Iterable[tuple[bytes, Any]]) -> None:
         self.state = {decode_key(k): v for k, v in pairs}
@@ -236,6 +271,7 @@ class WindowedAgg(RunningAgg):
                 value = [*value, key in self.fired]
             yield (self.name, key_group(raw, self.key_groups), raw, value)
         self._dirty.clear()
+        yield from self.lineage_changes()
 
     def assign(self, table: pa.Table, ts: np.ndarray) -> tuple[pa.Table, np.ndarray]:
         """Rows repeated once per window they fall into, with window_start/_end (ms)."""
@@ -272,6 +308,7 @@ class WindowedAgg(RunningAgg):
         part = self.partial.apply(assigned)
         self.schema = part.schema
         touched = self._merge(part, len(self.keys))
+        self.trace(touched)
         if self.window.emit == "update":
             return [self._out(touched)], late
         # Late firings within the lateness: a window that fired already fires again, updated;
@@ -294,9 +331,13 @@ class WindowedAgg(RunningAgg):
             del self.state[k]
             self.fired.discard(k)
             self._dirty.add(k)
+            if self.lineage is not None and self.lineage.pop(k, None) is not None:
+                self._lineage_dirty.add(k)
         return out
 
     def _out(self, keys: list[tuple[Any, ...]]) -> pa.Table:
+        if self.lineage is not None:
+            self._emitted += [(k[2:], k[0], k[1], list(self.lineage.get(k, ()))) for k in keys]
         t = self._finish(keys)
         starts = pc.cast(t.column("window_start"), _TS)
         ends = pc.cast(t.column("window_end"), _TS)
@@ -347,6 +388,8 @@ class SessionAgg(RunningAgg):
                 continue
             merged = [min([at, *(s[0] for s in near)]), max([at, *(s[1] for s in near)]),
                       partials, any(s[3] for s in near)]  # fmt: skip
+            if self.lineage is not None:  # the epochs of the merged sessions, and this one
+                merged.append(sorted({self.epoch, *(e for s in near for e in _epochs(s))}))
             for s in near:
                 merged[2] = [
                     _combine(k, a, b) for k, a, b in zip(kinds, s[2], merged[2], strict=True)
@@ -397,6 +440,8 @@ class SessionAgg(RunningAgg):
 
     def _sessions_out(self, rows: list[tuple[tuple[Any, ...], list[Any]]]) -> pa.Table:
         assert self.schema is not None
+        if self.lineage is not None:
+            self._emitted += [(k, s[0], s[1] + self.gap, _epochs(s)) for k, s in rows]
         nk = len(self.user_keys)
         key_fields = [self.schema.field(i) for i in range(nk)]
         state_fields = [self.schema.field(nk + 1 + j) for j in range(len(self.states))]
@@ -411,3 +456,8 @@ class SessionAgg(RunningAgg):
         return pa.Table.from_arrays(
             cols, names=[*self.user_keys, "window_start", "window_end", *t.column_names[2 + nk :]]
         )
+
+
+def _epochs(session: list[Any]) -> list[int]:
+    """The epochs noted in a session (lineage on; a session from before it was on has none)."""
+    return list(session[4]) if len(session) > 4 else []

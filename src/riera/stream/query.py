@@ -11,6 +11,7 @@ one run in the provenance store (action ``write_stream``) and each committed epo
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import threading
@@ -151,7 +152,13 @@ class StreamingQuery:
             row.update(run_id=self.run_id, started_at=utc(info["started"]),
                        committed_at=utc(info["committed"]), source=self.engine.plan.source.url,
                        seconds=info["committed"] - info["started"])  # fmt: skip
-            self._collector.emit([("put", "stream_epochs", row)])
+            row.pop("lineage", None)
+            events: list[Any] = [("put", "stream_epochs", row)]
+            for item in info.get("lineage", ()):
+                events.append(("put", "stream_window_lineage", {
+                    **item, "run_id": self.run_id, "epoch": info["epoch"],
+                    "key": json.dumps(item["key"], default=str)}))  # fmt: skip
+            self._collector.emit(events)
         for hook in self._hooks:
             fn = getattr(hook, "on_stream_epoch", None)
             if fn is not None:
