@@ -178,7 +178,7 @@ class Engine:
             _claim(slot.sink, self.fence)
         if self.opt.shard is not None:
             self._shard_setup()
-        self._recover()
+        self._recover_retrying(first=True)
         self.metrics.sampler.start()
 
     def _shard_setup(self) -> None:
@@ -251,7 +251,11 @@ class Engine:
             logged = rec.positions.get(i, {}) if rec else {}
             start = {p: logged.get(p) for p in self._partitions(src)}
             src.reader(start).close()  # fails here, loudly, if the source was trimmed
-            sides.append(make_side(plan, start, self.opt.max_batch, workers))
+            try:
+                sides.append(make_side(plan, start, self.opt.max_batch, workers))
+            except BaseException:
+                Sides(sides).close()
+                raise
         self.side = Sides(sides)
         self._from = self.side.positions()
         if rec is not None and rec.watermark is not None:
@@ -350,7 +354,22 @@ class Engine:
             except WorkerLost as err:  # recover from the last commit, without restarting
                 log.warning("stream %s: %s; recovering from epoch %s", self.job, err,
                             self.metrics.committed_epoch)  # fmt: skip
-                self._reset()
+                self._recover_retrying(first=False)
+
+    def _recover_retrying(self, *, first: bool, attempts: int = 3) -> None:
+        """Recover (at the start) or go back to the last commit (after a lost worker), again
+        if a worker dies meanwhile — while its processes start or an epoch is replayed."""
+        for attempt in range(attempts):
+            try:
+                if first and attempt == 0:
+                    self._recover()
+                else:
+                    self._reset()
+                return
+            except WorkerLost as err:
+                if attempt == attempts - 1:
+                    raise
+                log.warning("stream %s: %s while recovering; recovering again", self.job, err)
 
     def _reset(self) -> None:
         """Forget everything after the last commit and start the source side again."""

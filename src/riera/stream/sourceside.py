@@ -263,8 +263,6 @@ class ProcessSide:
 
     def __init__(self, plan: StreamPlan, start: dict[int, Any], max_batch: int, workers: int
                  ) -> None:  # fmt: skip
-        import cloudpickle
-
         ctx = multiprocessing.get_context("spawn")
         self.workers = workers
         self._pos = dict(start)
@@ -278,6 +276,16 @@ class ProcessSide:
             if plan.source.url in base._OBJECTS
             else {}
         )
+        try:
+            self._start_workers(ctx, plan, start, max_batch, workers, objects)
+        except BaseException:  # a worker died while starting: none is left behind
+            self.close()
+            raise
+
+    def _start_workers(self, ctx: Any, plan: StreamPlan, start: dict[int, Any], max_batch: int,
+                       workers: int, objects: dict[str, Any]) -> None:  # fmt: skip
+        import cloudpickle
+
         for w in range(workers):
             mine = {p: pos for p, pos in start.items() if p % workers == w}
             if not mine:
