@@ -72,6 +72,14 @@ class SinkSlot:
     seq: int = 0
     rows: int = 0  # rows written in the current epoch
 
+    def add(self, table: pa.Table, key: tuple[str, ...]) -> None:
+        """Hold a table for the next write. An upsert sink gets only the last row of each key, so
+        held output is folded to that every 32 tables: the commit then has little left to do
+        (folding a second of per-record updates at once took ~15 ms of the commit)."""
+        self.pending.append(table)
+        if len(self.pending) >= 32 and key and self.sink.mode == "upsert" and self.role == "output":
+            self.pending = [_last_per_key(ops.concat(self.pending), key)]
+
     def take(self, key: tuple[str, ...] = ()) -> pa.Table | None:
         """What is pending, as one table; for an upsert sink, the last row of each key only
         (what Spark's update mode sends per micro-batch: one row per changed key)."""
@@ -420,7 +428,8 @@ class Engine:
             if time.monotonic() >= next_cp:
                 self._checkpoint(int(time.time() * 1000))
                 first_pending = None
-                next_cp = time.monotonic() + interval
+                # every interval, however long the commit took (late: from now)
+                next_cp = max(next_cp + interval, time.monotonic())
             if self._idle_done(last_input):
                 self._checkpoint(int(time.time() * 1000))
                 self.finished_idle = True
@@ -537,9 +546,10 @@ class Engine:
         if table.num_rows == 0:
             return
         self._out += table.num_rows
+        key = self.plan.output_key or ()
         for slot in self.slots:
             if slot.role == "output":
-                slot.pending.append(table)
+                slot.add(table, key)
 
     def _dead(self, row: dict[str, Any]) -> None:
         self._dead_n += 1

@@ -374,7 +374,9 @@ class RedisProducer:
         self._sent = 0
 
     def send(self, messages: Sequence[tuple[bytes | None, bytes, float | None]]) -> None:
-        pipe = self.client.pipeline(transaction=False)
+        """One MULTI/EXEC: the messages of a send appear together, so a reader blocked on the
+        stream wakes once for all of them, not after the first with the rest behind it."""
+        pipe = self.client.pipeline(transaction=True)
         for key, value, ts in messages:
             part = base.partition_of(key, self.n, self._sent)
             self._sent += 1
