@@ -230,6 +230,11 @@ def test_drivers_split_the_shards_and_take_over_a_killed_one(
         assert b.stop() == 0, b.stderr()[-3000:]
         b = None
         assert _totals("out") == _oracle(rows)
+        shown = subprocess.run([sys.executable, "-m", "riera", "stream", "status", str(ckpt)],
+                               env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        for s in range(SHARDS):
+            assert f"shard-{s}" in shown.stdout and f"{job}/shard-{s}" in shown.stdout
     finally:
         a.stop()
         if b is not None:

@@ -133,8 +133,20 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="print the raw JSON")] = False,
 ) -> None:
     """The query's epoch, lag, throughput, latency percentiles and per-process CPU/memory."""
+    from pathlib import Path
+
     from riera.stream.checkpoint import read_status
 
+    shards = sorted(Path(directory).glob("shard-*/status.json"))
+    if shards and not (Path(directory) / "status.json").exists():  # a job run in shards
+        if as_json:
+            print(json.dumps({p.parent.name: read_status(p.parent) for p in shards}, indent=2,
+                             default=str))  # fmt: skip
+            return
+        for p in shards:
+            out.print(f"[bold]{p.parent.name}[/]")
+            _print_status(read_status(p.parent))
+        return
     try:
         st = read_status(directory)
     except RieraError as e:
@@ -143,6 +155,10 @@ def status(
     if as_json:
         print(json.dumps(st, indent=2, default=str))
         return
+    _print_status(st)
+
+
+def _print_status(st: dict[str, Any]) -> None:
     age = time.time() - float(st.get("written_at", 0))
     lat = st.get("latency", {})
     out.print(
