@@ -7,9 +7,7 @@ exactly-once mode no total the sink ever appended repeats or goes back (no epoch
 from __future__ import annotations
 
 import collections
-import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -21,25 +19,13 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-import riera
-from riera import col
 from riera.stream.connectors.memory import Broker
 from riera.testing import send
+from wordcount_data import messages, oracle, totals_and_log
 
 pytestmark = pytest.mark.integration
 
-WORDS = ["Freezer", "Ar Condicionado", "Microondas", "Geladeira", "Fogão"]
 SRC, DST = "memory://in?partitions=4", "memory://out?mode=upsert"
-
-
-def _rows(n: int, seed: int) -> list[dict[str, str]]:
-    rng = random.Random(seed)
-    return [{"chave": str(i), "valorA": rng.choice(WORDS), "valorB": "1"} for i in range(n)]
-
-
-def _oracle(rows: list[dict[str, str]]) -> dict[str, int]:
-    totals = riera.from_items(rows).group_by("valorA").agg(total=col("valorB").cast("int64").sum())
-    return {r["valorA"]: r["total"] for r in totals.collect()}
 
 
 class Run:
@@ -87,17 +73,6 @@ def _kill_driver(run: Run) -> None:
     assert not alive, f"workers outlived their driver: {alive}"
 
 
-def _totals_and_log() -> tuple[dict[str, int], list[dict[str, object]]]:
-    broker = Broker("out")
-    try:
-        latest = {json.loads(k)[0]: json.loads(r)["total"] for k, r in
-                  broker.db.execute("SELECT k, row FROM latest").fetchall()}  # fmt: skip
-        log = [json.loads(v) for (v,) in broker.db.execute("SELECT value FROM log ORDER BY off")]
-    finally:
-        broker.close()
-    return latest, log
-
-
 SCHEDULES = st.lists(
     st.tuples(st.sampled_from(["driver", "worker", "all"]), st.integers(50, 1200)),
     min_size=1,
@@ -130,7 +105,7 @@ def test_kill_schedules_end_with_exact_totals(
     os.environ["RIERA_BROKER_DIR"] = str(tmp / "brokers")
     env = {**os.environ, "RIERA_PROVENANCE": "off"}
     args = ["--trigger", trigger, "--guarantee", guarantee]
-    rows = _rows(30_000, seed=len(schedule) * 1000 + sum(d for _, d in schedule))
+    rows = messages(30_000, seed=len(schedule) * 1000 + sum(d for _, d in schedule))
     ckpt = tmp / "ckpt"
     sent = 0
     run: Run | None = None
@@ -166,8 +141,8 @@ def test_kill_schedules_end_with_exact_totals(
         send(SRC, rows[sent:], key="chave")
         final = Run(env, ckpt, [*args, "--until-idle", "0.5"])
         assert final.proc.wait(120) == 0, final.stderr()
-        totals, log = _totals_and_log()
-        assert totals == _oracle(rows), f"schedule {schedule}, {trigger}, {guarantee}"
+        totals, log = totals_and_log("out")
+        assert totals == oracle(rows), f"schedule {schedule}, {trigger}, {guarantee}"
         series: dict[str, list[int]] = collections.defaultdict(list)
         for entry in log:
             series[str(entry["valorA"])].append(int(entry["total"]))  # type: ignore[call-overload]

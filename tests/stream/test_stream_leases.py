@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -35,12 +34,12 @@ from riera.stream.connectors.memory import Broker
 from riera.stream.lease import ShardLeases
 from riera.testing import send
 from services import service_missing
+from wordcount_data import messages, oracle
 
 pytestmark = pytest.mark.integration
 
 REDIS = os.environ.get("RIERA_TEST_REDIS", "127.0.0.1:6379")
 COORD = f"redis://{REDIS}/0"
-WORDS = ["Freezer", "Ar Condicionado", "Microondas", "Geladeira", "Fogão", "Sofá", "Cama"]
 SHARDS = 4
 TTL_MS = 1000
 
@@ -136,16 +135,6 @@ def test_write_stream_with_coordinator_refuses_what_cannot_be_shared(job: str) -
 # -- drivers as processes -------------------------------------------------------------------------
 
 
-def _messages(n: int, seed: int) -> list[dict[str, str]]:
-    rng = random.Random(seed)
-    return [{"chave": str(i), "valorA": rng.choice(WORDS), "valorB": "1"} for i in range(n)]
-
-
-def _oracle(rows: list[dict[str, str]]) -> dict[str, int]:
-    totals = riera.from_items(rows).group_by("valorA").agg(total=col("valorB").cast("int64").sum())
-    return {r["valorA"]: r["total"] for r in totals.collect()}
-
-
 def _totals(name: str) -> dict[str, int]:
     broker = Broker(name)
     try:
@@ -210,7 +199,7 @@ def _count(job: str, member: str) -> int:
 def test_drivers_split_the_shards_and_take_over_a_killed_one(
     env: dict[str, str], tmp_path: Path, job: str
 ) -> None:
-    rows = _messages(6000, seed=1)
+    rows = messages(6000, seed=1)
     send("memory://in", rows[:2000], key="chave")
     ckpt = tmp_path / "ckpt"
     a = Driver(env, job, ckpt)
@@ -221,15 +210,15 @@ def test_drivers_split_the_shards_and_take_over_a_killed_one(
         _wait(lambda: _count(job, a.member) == 2 and _count(job, b.member) == 2,  # type: ignore[union-attr]
               "the drivers to split the shards 2/2")  # fmt: skip
         send("memory://in", rows[2000:4000], key="chave")
-        _wait(lambda: _totals("out") == _oracle(rows[:4000]), "both drivers' totals")
+        _wait(lambda: _totals("out") == oracle(rows[:4000]), "both drivers' totals")
         a.proc.kill()  # kill -9: its shards' leases expire, b takes them over
         a.proc.wait()
         send("memory://in", rows[4000:], key="chave")
         _wait(lambda: _count(job, b.member) == SHARDS, "b to take every shard")  # type: ignore[union-attr]
-        _wait(lambda: _totals("out") == _oracle(rows), "exact totals after the take-over")
+        _wait(lambda: _totals("out") == oracle(rows), "exact totals after the take-over")
         assert b.stop() == 0, b.stderr()[-3000:]
         b = None
-        assert _totals("out") == _oracle(rows)
+        assert _totals("out") == oracle(rows)
         shown = subprocess.run([sys.executable, "-m", "riera", "stream", "status", str(ckpt)],
                                env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
         assert shown.returncode == 0, shown.stderr
@@ -262,7 +251,7 @@ def _records_in(ckpt: Path) -> int:
 def test_a_paused_driver_cannot_commit_after_its_shards_were_taken_over(
     env: dict[str, str], tmp_path: Path, job: str
 ) -> None:
-    rows = _messages(5000, seed=2)
+    rows = messages(5000, seed=2)
     send("memory://in", rows[:1500], key="chave")
     ckpt = tmp_path / "ckpt"
     # a checkpoints every 5 s: what it read since its last commit is in flight when it pauses
@@ -270,7 +259,7 @@ def test_a_paused_driver_cannot_commit_after_its_shards_were_taken_over(
     b: Driver | None = None
     try:
         _wait(lambda: _plan_ready(job) and _count(job, a.member) == SHARDS, "a to hold every shard")
-        _wait(lambda: _totals("out") == _oracle(rows[:1500]), "a's first commit")
+        _wait(lambda: _totals("out") == oracle(rows[:1500]), "a's first commit")
         before = _records_in(ckpt)
         send("memory://in", rows[1500:2500], key="chave")
         _wait(lambda: _records_in(ckpt) > before, "a to read the new records", timeout=30)
@@ -278,21 +267,21 @@ def test_a_paused_driver_cannot_commit_after_its_shards_were_taken_over(
         b = Driver(env, job, ckpt)
         _wait(lambda: _count(job, b.member) == SHARDS, "b to take every shard")  # type: ignore[union-attr]
         send("memory://in", rows[2500:4000], key="chave")
-        _wait(lambda: _totals("out") == _oracle(rows[:4000]), "b's totals")
+        _wait(lambda: _totals("out") == oracle(rows[:4000]), "b's totals")
         a.proc.send_signal(signal.SIGCONT)  # a wakes up with its old tokens
         text = _wait(lambda: ("fenced" in a.stderr() or "taken over" in a.stderr()) and a.stderr(),
                      "a to learn it was fenced")  # fmt: skip
         assert "taken over" in text or "fenced at token" in text
-        assert _totals("out") == _oracle(rows[:4000]), "nothing of the zombie was committed"
+        assert _totals("out") == oracle(rows[:4000]), "nothing of the zombie was committed"
         # a is a live driver again: b hands it half the shards, with new tokens
         _wait(lambda: _count(job, a.member) == 2 and _count(job, b.member) == 2,  # type: ignore[union-attr]
               "the shards to be split again")  # fmt: skip
         send("memory://in", rows[4000:], key="chave")
-        _wait(lambda: _totals("out") == _oracle(rows), "exact totals at the end")
+        _wait(lambda: _totals("out") == oracle(rows), "exact totals at the end")
         assert a.stop() == 0, a.stderr()[-3000:]
         assert b.stop() == 0, b.stderr()[-3000:]
         b = None
-        assert _totals("out") == _oracle(rows)
+        assert _totals("out") == oracle(rows)
         broker = Broker("out")
         try:
             fences = dict(broker.db.execute("SELECT job, fence FROM commits").fetchall())

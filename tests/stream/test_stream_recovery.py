@@ -8,7 +8,6 @@ The batch engine is the oracle: the final totals equal ``group_by().agg()`` over
 from __future__ import annotations
 
 import collections
-import json
 import os
 import random
 import signal
@@ -19,18 +18,9 @@ from pathlib import Path
 
 import pytest
 
-import riera
-from riera import col
-from riera.stream.connectors.memory import Broker
+from wordcount_data import messages, oracle, totals_and_log
 
 pytestmark = pytest.mark.integration
-
-WORDS = ["Freezer", "Ar Condicionado", "Microondas", "Geladeira", "Fogão"]
-
-
-def _messages(n: int, seed: int) -> list[dict[str, str]]:
-    rng = random.Random(seed)
-    return [{"chave": str(i), "valorA": rng.choice(WORDS), "valorB": "1"} for i in range(n)]
 
 
 def _send(url: str, rows: list[dict[str, str]]) -> None:
@@ -53,22 +43,6 @@ def _start(
 
 def _stderr(proc: subprocess.Popen[bytes]) -> str:
     return str(proc.log.read_text()[-3000:])  # type: ignore[attr-defined]
-
-
-def _oracle(rows: list[dict[str, str]]) -> dict[str, int]:
-    totals = riera.from_items(rows).group_by("valorA").agg(total=col("valorB").cast("int64").sum())
-    return {r["valorA"]: r["total"] for r in totals.collect()}
-
-
-def _totals_and_log(name: str) -> tuple[dict[str, int], list[dict[str, object]]]:
-    broker = Broker(name)
-    try:
-        latest = {json.loads(k)[0]: json.loads(r)["total"] for k, r in
-                  broker.db.execute("SELECT k, row FROM latest").fetchall()}  # fmt: skip
-        log = [json.loads(v) for (v,) in broker.db.execute("SELECT value FROM log ORDER BY off")]
-    finally:
-        broker.close()
-    return latest, log
 
 
 def _wait_dead(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
@@ -99,7 +73,7 @@ def test_crash_at_each_checkpoint_step_then_exact_totals(
     env: dict[str, str], tmp_path: Path, step: str, trigger: str
 ) -> None:
     src, dst = "memory://in", "memory://out?mode=upsert"
-    rows = _messages(3000, seed=len(step))
+    rows = messages(3000, seed=len(step))
     _send(src, rows[:1000])
     ckpt = tmp_path / "ckpt"
     crash_env = {**env, "RIERA_STREAM_CRASH": f"{step}@1"}
@@ -118,8 +92,8 @@ def test_crash_at_each_checkpoint_step_then_exact_totals(
     _send(src, rows[sent:])
     again = _start(env, src, dst, ckpt, "--trigger", trigger, "--until-idle", "0.5")
     assert _wait_dead(again) == 0, _stderr(again)
-    totals, log = _totals_and_log("out")
-    assert totals == _oracle(rows)
+    totals, log = totals_and_log("out")
+    assert totals == oracle(rows)
     # exactly-once: every total the sink ever appended is new — no epoch was written twice
     seen = collections.defaultdict(list)
     for entry in log:
@@ -133,7 +107,7 @@ def test_random_kill_schedule_at_least_once_converges(env: dict[str, str], tmp_p
     and a consumer never sees a total go backwards."""
     rng = random.Random(7)
     src, dst = "memory://in", "memory://out"
-    rows = _messages(6000, seed=3)
+    rows = messages(6000, seed=3)
     ckpt = tmp_path / "ckpt"
     sent = 0
     for _ in range(5):
@@ -148,8 +122,8 @@ def test_random_kill_schedule_at_least_once_converges(env: dict[str, str], tmp_p
     _send(src, rows[sent:])
     final = _start(env, src, dst, ckpt, "--guarantee", "at-least-once", "--until-idle", "0.5")
     assert _wait_dead(final) == 0, _stderr(final)
-    totals, log = _totals_and_log("out")
-    assert totals == _oracle(rows)
+    totals, log = totals_and_log("out")
+    assert totals == oracle(rows)
     last: dict[str, int] = {}
     for entry in log:
         word, total = str(entry["valorA"]), int(entry["total"])  # type: ignore[call-overload]

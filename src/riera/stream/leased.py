@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from riera.errors import FencedError, StreamError
+from riera.stream.handle import QueryHandle
 from riera.stream.lease import Lease, ShardLeases
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,10 @@ def default_member() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class LeasedQuery:
+class LeasedQuery(QueryHandle):
     """The handle of this driver's part of a job (the same methods as a StreamingQuery's)."""
+
+    kind = "job"
 
     def __init__(self, leases: ShardLeases, start_shard: StartShard, *, until_idle: bool,
                  name: str) -> None:  # fmt: skip
@@ -185,32 +188,8 @@ class LeasedQuery:
 
     # -- the handle -------------------------------------------------------------------------------
     def request_stop(self) -> None:
+        """Ask every held shard to commit what is in flight and the leases to go (no wait)."""
         self._stop.set()
-
-    def stop(self, timeout: float = 60.0) -> None:
-        """Commit what every held shard has in flight, let the leases go, and stop."""
-        self._stop.set()
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise StreamError(f"job {self.name} did not stop within {timeout:.0f} s")
-
-    def await_termination(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            return False
-        if self._error is not None:
-            raise StreamError(f"job {self.name} failed: {self._error}") from self._error
-        return True
-
-    def __enter__(self) -> LeasedQuery:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    @property
-    def is_active(self) -> bool:
-        return self._thread.is_alive()
 
     @property
     def shards_held(self) -> list[int]:

@@ -19,13 +19,13 @@ import time
 import uuid
 from typing import Any
 
-from riera.errors import StreamError
 from riera.stream.engine import Engine
+from riera.stream.handle import QueryHandle
 
 log = logging.getLogger(__name__)
 
 
-class StreamingQuery:
+class StreamingQuery(QueryHandle):
     """A running streaming query (see :meth:`riera.Dataset.write_stream`)."""
 
     def __init__(self, engine: Engine, name: str, root: Any, settings: Any) -> None:
@@ -78,37 +78,9 @@ class StreamingQuery:
             self.engine.close()
 
     def request_stop(self) -> None:
-        """Ask the query to commit what is in flight and stop, without waiting (signal-safe)."""
         self.engine.stop_event.set()
-
-    def stop(self, timeout: float = 60.0) -> None:
-        """Commit what is in flight, then stop (idempotent)."""
-        self.engine.stop_event.set()
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise StreamError(f"streaming query {self.name} did not stop within {timeout:.0f} s")
-
-    def await_termination(self, timeout: float | None = None) -> bool:
-        """Wait until the query ends (stopped, finished idle, or failed: the error is raised
-        here). True when it ended, False on timeout."""
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            return False
-        if self._error is not None:
-            raise StreamError(f"streaming query {self.name} failed: {self._error}") from self._error
-        return True
-
-    def __enter__(self) -> StreamingQuery:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
     # -- what it reports --------------------------------------------------------------------------
-    @property
-    def is_active(self) -> bool:
-        return self._thread.is_alive()
-
     @property
     def status(self) -> dict[str, Any]:
         """``state`` (starting, running, stopped, finished, failed), the epoch, the error."""
