@@ -48,7 +48,12 @@ class SourceTrimmedError(StreamError):
 
 class FencedError(SinkError, StreamError):
     """A sink refused a commit from a driver whose fencing token is older than the newest one
-    seen for the job: another driver took the job over, so this one must stop."""
+    seen for the job: another driver took the job over, so this one must stop.
+    ``held_token``: the newer token, where the refusing side knows it."""
+
+    def __init__(self, message: str, held_token: int | None = None) -> None:
+        super().__init__(message)
+        self.held_token = held_token
 
 
 class CheckpointError(StreamError):

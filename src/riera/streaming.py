@@ -311,17 +311,22 @@ class StreamMethods:
 
         if coordinator is None:
             return start(directory, job)
+        if coordinator is not None and getattr(plan.stateful, "keys", None) == ():
+            raise PlanError(
+                "write_stream(coordinator=): an aggregate without group_by keys has one key for "
+                "the whole stream, so it cannot be cut into shards; run it on one driver"
+            )
         fingerprint = f"{plan.describe()} -> {sink if isinstance(sink, str) else type(sink)}"
         return _leased(coordinator, job, fingerprint, directory, start, sink=sink,
                        dead_letter=dead_letter, late=late, checkpoint=checkpoint, shards=shards,
                        key_groups=key_groups, member=member, lease_ttl=lease_ttl,
-                       until_idle=idle is not None)  # fmt: skip
+                       until_idle=idle is not None, state_store=state_store)  # fmt: skip
 
 
 def _leased(coordinator: str, job: str, plan: str, directory: Path, start: Callable[..., Any],
             *, sink: Any, dead_letter: Any, late: Any, checkpoint: Any, shards: int,
-            key_groups: int, member: str | None, lease_ttl: Any, until_idle: bool
-            ) -> LeasedQuery:  # fmt: skip
+            key_groups: int, member: str | None, lease_ttl: Any, until_idle: bool,
+            state_store: str) -> LeasedQuery:  # fmt: skip
     """``write_stream`` with a coordinator: this driver's part of a job run by several."""
     from riera.stream.lease import ShardLeases
     from riera.stream.leased import LeasedQuery, default_member
@@ -342,8 +347,16 @@ def _leased(coordinator: str, job: str, plan: str, directory: Path, start: Calla
             f"write_stream: shards must be an integer from 1 to key_groups ({key_groups}); "
             f"got {shards!r}"
         )
+    if state_store != "sqlite":
+        raise PlanError(
+            f"write_stream(coordinator=): state_store={state_store!r} locks its files to one "
+            f"process, so a shard could not be taken over from a paused driver; use 'sqlite'"
+        )
     ttl = st.duration_ms(lease_ttl, "write_stream(lease_ttl=)")
-    leases = ShardLeases(coordinator, job, member or default_member(), shards=shards,
+    import uuid
+
+    identity = f"{member or default_member()}/{uuid.uuid4().hex[:8]}"  # one per incarnation
+    leases = ShardLeases(coordinator, job, identity, shards=shards,
                          key_groups=key_groups, plan=plan, ttl_ms=int(ttl))  # fmt: skip
 
     def start_shard(shard: int, token: int) -> Any:

@@ -132,6 +132,49 @@ def test_write_stream_with_coordinator_refuses_what_cannot_be_shared(job: str) -
                             shards=0, name=job)  # fmt: skip
 
 
+def test_a_taken_over_log_and_state_refuse_the_old_holder(tmp_path: Path) -> None:
+    """Every write of a leased shard's log and state checks the token inside its transaction:
+    after a newer holder took them, the old one can neither log, mark, roll back nor put —
+    not even mark its epoch aborted — and recovery replays an aborted epoch all the same."""
+    from riera.errors import FencedError
+    from riera.stream.checkpoint import CheckpointLog
+    from riera.stream.state import SqliteStateStore
+
+    old_log = CheckpointLog(tmp_path, "job", "plan", 8, leased=True)
+    old_log.take_fence(1)
+    old_state = SqliteStateStore(tmp_path / "state.sqlite", 8)
+    old_state.take_fence(1)
+    old_log.log_epoch(0, {0: {0: 5}}, None, 1, 5)
+    old_state.put(0, [("op", 0, b"k", 1)])
+    new_log = CheckpointLog(tmp_path, "job", "plan", 8, leased=True)  # no file lock: the lease
+    new_log.take_fence(2)
+    new_state = SqliteStateStore(tmp_path / "state.sqlite", 8)
+    new_state.take_fence(2)
+    for write in (lambda: old_log.log_epoch(1, {0: {0: 9}}, None, 2, 4),
+                  lambda: old_log.mark_committed(0, 1), lambda: old_log.mark_aborted(0),
+                  lambda: old_log.set_meta(restarts="1"), lambda: old_log.prune(5),
+                  lambda: old_state.put(1, [("op", 0, b"k", 99)]),
+                  lambda: old_state.rollback(-1), lambda: old_state.compact(0)):  # fmt: skip
+        with pytest.raises(FencedError, match="fenced at token 2"):
+            write()
+    with pytest.raises(FencedError) as caught:
+        old_log.take_fence(1)
+    assert caught.value.held_token == 2
+    assert dict(new_state.load("op", 5)) == {b"k": 1}, "the old holder changed nothing"
+    new_log.mark_aborted(0)  # for the record: recovery still replays its boundaries
+    assert [r.epoch for r in new_log.epochs_after(-1)] == [0]
+    assert new_log.get(0) is not None and new_log.get(0).positions == {0: {0: 5}}
+    for closer in (old_log, new_log, old_state, new_state):
+        closer.close()
+
+
+def test_a_global_aggregate_is_refused_in_shards(job: str, tmp_path: Path) -> None:
+    total = riera.read_stream("memory://leases-g", schema={"w": "string"}).agg(n=col("w").count())
+    with pytest.raises(riera.PlanError, match="without group_by keys"):
+        total.write_stream("memory://leases-g-out", coordinator=COORD, checkpoint=tmp_path,
+                           name=job)  # fmt: skip
+
+
 # -- drivers as processes -------------------------------------------------------------------------
 
 
@@ -193,7 +236,8 @@ def _plan(job: str) -> str:
 
 
 def _count(job: str, member: str) -> int:
-    return sum(1 for h in _holders(job).values() if h == member)
+    """Shards held by the driver named ``member`` (its identity adds a random suffix)."""
+    return sum(1 for h in _holders(job).values() if h is not None and h.startswith(member + "/"))
 
 
 def test_drivers_split_the_shards_and_take_over_a_killed_one(
@@ -293,3 +337,26 @@ def test_a_paused_driver_cannot_commit_after_its_shards_were_taken_over(
         a.stop()
         if b is not None:
             b.stop()
+
+
+def test_one_driver_keeps_its_leases_while_it_starts_many_shards(
+    job: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Starting a shard (recovery, replay) and stopping one take longer than a short lease; the
+    renewals run on their own thread, so the driver never loses a lease to itself."""
+    rows = messages(3000, seed=5)
+    send("memory://in", rows, key="chave")
+    counts = (
+        riera.read_stream("memory://in", schema={"chave": "string", "valorA": "string",
+                                                  "valorB": "string"})  # fmt: skip
+        .group_by("valorA")
+        .agg(total=col("valorB").cast("int64").sum())
+    )
+    q = counts.write_stream("memory://out?mode=upsert", checkpoint=tmp_path / "ck",
+                            coordinator=COORD, shards=8, name=job, lease_ttl="300ms",
+                            stop_when_idle="1s")  # fmt: skip
+    assert q.await_termination(120)
+    status = q.status
+    assert status["state"] == "finished", status
+    assert status["lost"] == 0 and status["taken_over"] == 8, status
+    assert _totals("out") == oracle(rows)

@@ -87,8 +87,8 @@ def wordcount(
     if coordinator is not None:
         st = query.status
         err.print(
-            f"wordcount {st['state']}: {m['records_in']:,} records in this run over shards "
-            f"{sorted(int(s) for s in m['shards'])}, {st['taken_over']} taken, {st['lost']} lost",
+            f"wordcount {st['state']}: shards {sorted({r['shard'] for r in m['shards']})} run here "
+            f"({m['records_read']:,} records read), {st['taken_over']} taken, {st['lost']} lost",
             highlight=False,
         )
         return
@@ -105,7 +105,7 @@ def _watch(query: Any, last: float) -> None:
             last = time.monotonic()
             m = query.metrics
             if "shards" in m:
-                err.print(f"[dim]shards {query.status['held']}: {m['records_in']:,} records[/]",
+                err.print(f"[dim]shards {query.status['held']}: {m['records_read']:,} records read[/]",
                           highlight=False)  # fmt: skip
                 continue
             err.print(

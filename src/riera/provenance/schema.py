@@ -413,9 +413,9 @@ stream_epochs = Table(
 )
 
 # Per-window lineage of a streaming query (opt-in, write_stream(lineage=True)): each window row
-# the epoch emitted, with the epochs whose records reached that window. Joined with stream_epochs
-# on (run_id, epoch), those epochs' positions_from → positions_to are the source ranges holding
-# every record of the window (the ranges are per epoch, so they may hold other keys' records too).
+# the epoch emitted, with the ranges of epochs whose records reached that window. Those epochs'
+# positions_from → positions_to in stream_epochs (of the query's runs: epochs number on across
+# restarts) hold every record of the window (per epoch, so other keys' records too).
 stream_window_lineage = Table(
     "stream_window_lineage",
     metadata,
@@ -425,7 +425,7 @@ stream_window_lineage = Table(
     Column("key", Text, primary_key=True),  # JSON list of the group keys
     Column("window_start", BigInteger, primary_key=True),  # Unix ms
     Column("window_end", BigInteger),
-    Column("from_epochs", JsonText),  # [epoch, …] whose records reached the window
+    Column("from_epochs", JsonText),  # [[first, last], …]: epochs whose records reached it
 )
 
 schema_version = Table(

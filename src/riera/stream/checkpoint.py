@@ -29,6 +29,7 @@ import os
 import signal
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,16 +145,15 @@ class CheckpointLog:
 
     def set_meta(self, **values: str | None) -> None:
         """Set (or, with None, delete) meta values, in one transaction."""
-        self.db.execute("BEGIN IMMEDIATE")
-        for k, v in values.items():
-            if v is None:
-                self.db.execute("DELETE FROM meta WHERE k=?", (k,))
-            else:
-                self.db.execute(
-                    "INSERT INTO meta VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
-                    (k, v),
-                )
-        self.db.execute("COMMIT")
+        with self._tx():
+            for k, v in values.items():
+                if v is None:
+                    self.db.execute("DELETE FROM meta WHERE k=?", (k,))
+                else:
+                    self.db.execute(
+                        "INSERT INTO meta VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
+                        (k, v),
+                    )
 
     def acquire_fence(self) -> int:
         """The next fencing token (each start of the query takes a larger one)."""
@@ -170,7 +170,8 @@ class CheckpointLog:
         if held > token:
             self.db.execute("ROLLBACK")
             raise FencedError(f"checkpoint {self.dir} is fenced at token {held}; this driver "
-                              f"holds {token}: another driver took the shard over")  # fmt: skip
+                              f"holds {token}: another driver took the shard over (or the "
+                              f"coordinator lost its tokens)", held_token=held)  # fmt: skip
         self.db.execute("UPDATE meta SET v=? WHERE k='fence'", (str(token),))
         self.db.execute("COMMIT")
         self.token = token
@@ -184,24 +185,28 @@ class CheckpointLog:
             raise FencedError(f"checkpoint {self.dir} is fenced at token {held}; this driver "
                               f"holds {self.token}: another driver took the shard over")  # fmt: skip
 
-    def _fenced_write(self, sql: str, args: tuple[Any, ...]) -> None:
-        if self.token is None:
-            self.db.execute(sql, args)
-            return
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        """One write transaction; for a leased shard, refused (FencedError) once a newer holder
+        took the log over — checked inside the transaction, so no write slips in after it."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
             self.check_fence()
-            self.db.execute(sql, args)
+            yield
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
 
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        with self._tx():
+            self.db.execute(sql, args)
+
     # -- epochs -----------------------------------------------------------------------------------
     def log_epoch(self, epoch: int, positions: dict[int, dict[int, Any]], watermark: int | None,
                   proc_ms: int, records_in: int) -> None:  # fmt: skip
         """Step 1 of a checkpoint: the epoch's source positions and watermark."""
-        self._fenced_write(
+        self._write(
             "INSERT INTO epochs (epoch, positions, watermark, proc_ms, status, logged_at, "
             "records_in) VALUES (?, ?, ?, ?, 'logged', ?, ?) ON CONFLICT(epoch) DO UPDATE SET "
             "attempts=attempts+1",
@@ -209,19 +214,21 @@ class CheckpointLog:
         )
 
     def mark_committed(self, epoch: int, records_out: int) -> None:
-        self._fenced_write(
+        self._write(
             "UPDATE epochs SET status='committed', committed_at=?, records_out=? WHERE epoch=?",
             (time.time(), records_out, epoch),
         )
 
     def mark_aborted(self, epoch: int) -> None:
-        self.db.execute("UPDATE epochs SET status='aborted' WHERE epoch=? AND status='logged'",
-                        (epoch,))  # fmt: skip
+        """Note that the epoch was given up (for the record only: recovery replays it with the
+        same boundaries all the same, since some sink may hold it already)."""
+        self._write("UPDATE epochs SET status='aborted' WHERE epoch=? AND status='logged'",
+                    (epoch,))  # fmt: skip
 
     def epochs_after(self, epoch: int) -> list[EpochRecord]:
         rows = self.db.execute(
             "SELECT epoch, positions, watermark, proc_ms, status FROM epochs WHERE epoch>? "
-            "AND status!='aborted' ORDER BY epoch",
+            "ORDER BY epoch",
             (epoch,),
         ).fetchall()
         return [_record(r) for r in rows]
@@ -229,7 +236,7 @@ class CheckpointLog:
     def get(self, epoch: int) -> EpochRecord | None:
         row = self.db.execute(
             "SELECT epoch, positions, watermark, proc_ms, status FROM epochs WHERE epoch<=? "
-            "AND status!='aborted' ORDER BY epoch DESC LIMIT 1",
+            "ORDER BY epoch DESC LIMIT 1",
             (epoch,),
         ).fetchone()
         return _record(row) if row else None
@@ -240,7 +247,7 @@ class CheckpointLog:
 
     def prune(self, below: int) -> None:
         """Forget epochs older than ``below`` (no recovery can start before it)."""
-        self.db.execute("DELETE FROM epochs WHERE epoch<?", (below,))
+        self._write("DELETE FROM epochs WHERE epoch<?", (below,))
 
     def write_status(self, status: dict[str, Any]) -> None:
         tmp = self.dir / f"status.json.{os.getpid()}.tmp"

@@ -56,7 +56,14 @@ from riera.stream.connectors import base
 from riera.stream.metrics import QueryMetrics
 from riera.stream.operators import NO_TIME, SessionAgg, WindowedAgg
 from riera.stream.sourceside import Piece, Sides, SourceWorker, WorkerLost, make_side
-from riera.stream.state import Change, StateStore, encode_key, key_group, open_state_store
+from riera.stream.state import (
+    Change,
+    SqliteStateStore,
+    StateStore,
+    encode_key,
+    key_group,
+    open_state_store,
+)
 from riera.stream.watermark import WatermarkTracker
 
 log = logging.getLogger(__name__)
@@ -145,7 +152,7 @@ class Engine:
         self._k = 0
         self._skip = -1
         self._shard_keys: list[tuple[str, ...]] | None = None
-        self._lineage: list[tuple[tuple[Any, ...], int, int, list[int]]] = []
+        self._lineage: list[tuple[tuple[Any, ...], int, int, list[list[int]]]] = []
 
     # -- set-up -----------------------------------------------------------------------------------
     def start(self, job_hint: str) -> None:
@@ -169,6 +176,13 @@ class Engine:
         self.store = open_state_store(
             self.opt.state_store, self.opt.checkpoint, self.log.key_groups
         )
+        if token is not None:
+            if not isinstance(self.store, SqliteStateStore):
+                raise PlanError(
+                    f"write_stream(coordinator=): state_store={self.opt.state_store!r} cannot be "
+                    f"taken over while a paused driver still has it open; use state_store='sqlite'"
+                )
+            self.store.take_fence(token)
         self.stateful = self.plan.make_stateful(self.log.key_groups)
         if self.opt.lineage:
             if not isinstance(self.stateful, WindowedAgg | SessionAgg):
@@ -198,14 +212,17 @@ class Engine:
                     f"{src.url}: trim=1 cannot be used by a job run in shards: every shard reads "
                     f"every partition, and one shard would trim what another has not read yet"
                 )
-            if hasattr(src, "group"):  # its own consumer group: lag per shard
-                src.group = f"{src.group}-shard{self.opt.shard}"
         node = self.plan.stateful
         if node is None:
             self._shard_keys = None
         elif isinstance(node, WindowJoin):
             self._shard_keys = [node.on, node.right_on]
         elif isinstance(node, n.GroupByAgg | WindowAgg):
+            if not node.keys:
+                raise PlanError(
+                    "write_stream(coordinator=): an aggregate without group_by keys has one key "
+                    "for the whole stream, so it cannot be cut into shards; run it on one driver"
+                )
             self._shard_keys = [node.keys]
         else:
             raise PlanError(f"write_stream: {node.label()} cannot run in shards")
@@ -216,7 +233,7 @@ class Engine:
         names = self._shard_keys[index]
         if table.num_rows == 0 or not all(c in table.column_names for c in names):
             return table
-        columns = [table.column(c).to_pylist() for c in names]
+        columns = [[_routed(v) for v in table.column(c).to_pylist()] for c in names]
         groups, total = self.opt.groups, self.log.key_groups
         keep = [key_group(encode_key(k), total) in groups for k in zip(*columns, strict=True)]
         return table.filter(pa.array(keep, pa.bool_()))
@@ -241,6 +258,7 @@ class Engine:
 
     def _recover(self) -> None:
         assert self.log and self.store and self.sources
+        self.log.check_fence()  # a driver that lost its shard does not touch it again
         durable = self.store.epoch()
         sink_epochs = [base.committed_epoch(s.sink) for s in self.slots]
         seen = [s.sink.committed()[0] for s in self.slots]
@@ -265,6 +283,8 @@ class Engine:
                 Sides(sides).close()
                 raise
         self.side = Sides(sides)
+        if self.opt.shard is not None:  # its own consumer group: lag and release per shard
+            self.side.rename_group(f"shard{self.opt.shard}")
         self._from = self.side.positions()
         if rec is not None and rec.watermark is not None:
             self.watermark = self._epoch_wm = int(rec.watermark)
@@ -428,8 +448,10 @@ class Engine:
             if time.monotonic() >= next_cp:
                 self._checkpoint(int(time.time() * 1000))
                 first_pending = None
-                # every interval, however long the commit took (late: from now)
-                next_cp = max(next_cp + interval, time.monotonic())
+                # every interval however long the commit took; late, a whole interval from now
+                next_cp += interval
+                if next_cp <= time.monotonic():
+                    next_cp = time.monotonic() + interval
             if self._idle_done(last_input):
                 self._checkpoint(int(time.time() * 1000))
                 self.finished_idle = True
@@ -487,8 +509,9 @@ class Engine:
         self._in += piece.count
         self.metrics.records_in.add(piece.count)
         self._ts.append(piece.ts)
-        for row in piece.dead:
-            self._dead(row)
+        if self.opt.shard in (None, 0) or self._shard_keys is None:  # every shard reads them
+            for row in piece.dead:
+                self._dead(row)
         if not self._isolate:
             self._k += piece.count
         self._track(piece)
@@ -701,6 +724,16 @@ class Engine:
                     closer()
                 except Exception as err:
                     log.debug("stream: closing failed: %s", err)
+
+
+def _routed(value: Any) -> Any:
+    """A key value as shards route it: equal keys (1, 1.0 and True are one dict key, as -0.0
+    and 0.0 are) go to one shard, whatever their Python type."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _claim(sink: base.Sink, fence: int) -> None:

@@ -15,8 +15,10 @@ Every time comes from the Redis server (``TIME`` inside the scripts), so clocks 
 machines never have to agree.
 
 Keys, under ``riera:lease:{JOB}:``: ``meta`` (a hash: shards, key groups, plan), ``members``
-(a sorted set: driver → expiry, ms), ``shard:S`` (``member token``, with the lease's expiry) and
-``fence:S`` (the shard's last token).
+(a sorted set: driver → expiry, ms), ``shard:S`` (``member token``, with the lease's expiry),
+``fence:S`` (the shard's last token) and ``finished`` (a hash: shard → when it last ended idle,
+ms). A job's keys stay after it ends (its shard count and tokens must outlive its drivers);
+:meth:`ShardLeases.drop` removes them.
 """
 
 from __future__ import annotations
@@ -79,6 +81,37 @@ _LEAVE = """
 return redis.call('ZREM', KEYS[1], ARGV[1])
 """
 
+# KEYS: meta; ARGV: shards, key groups, plan. The first driver's settings, set atomically.
+_META = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'shards', ARGV[1], 'key_groups', ARGV[2], 'plan', ARGV[3])
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS: fence key; ARGV: floor. Tokens continue above the floor (a checkpoint's newest token).
+_FLOOR = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if cur < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+# KEYS: finished; ARGV: shard.
+_FINISHED = (
+    _NOW
+    + """
+redis.call('HSET', KEYS[1], ARGV[1], now)
+return now
+"""
+)
+
+_TIME = (
+    _NOW
+    + """
+return now
+"""
+)
+
 
 @dataclass(frozen=True)
 class Lease:
@@ -94,22 +127,23 @@ class ShardLeases:
         if ttl_ms < 300:
             raise StreamError(f"shard leases: ttl must be at least 300 ms; got {ttl_ms}")
         self.url, self.job, self.member, self.ttl_ms = url, job, member, ttl_ms
-        self.client = _connect(url)
+        self.client = _connect(url, timeout_s=max(0.1, ttl_ms / 3000))
         self.prefix = f"riera:lease:{job}:"
         self._acquire = self.client.register_script(_ACQUIRE)
         self._renew = self.client.register_script(_RENEW)
         self._release = self.client.register_script(_RELEASE)
         self._leave = self.client.register_script(_LEAVE)
+        self._meta_script = self.client.register_script(_META)
+        self._floor = self.client.register_script(_FLOOR)
+        self._finished = self.client.register_script(_FINISHED)
+        self._time = self.client.register_script(_TIME)
         self.shards, self.key_groups = self._meta(shards, key_groups, plan)
         self.alive = 1
 
     def _meta(self, shards: int, key_groups: int, plan: str) -> tuple[int, int]:
         """The job's shard count and key groups: set by the first driver, checked by the others."""
-        key = self.prefix + "meta"
-        self.client.hsetnx(key, "shards", shards)
-        self.client.hsetnx(key, "key_groups", key_groups)
-        self.client.hsetnx(key, "plan", plan)
-        got = {k.decode(): v.decode() for k, v in self.client.hgetall(key).items()}
+        flat = self._meta_script(keys=[self.prefix + "meta"], args=[shards, key_groups, plan])
+        got = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
         if got["plan"] != plan:
             raise CheckpointError(
                 f"job {self.job!r} at {self.url} runs another plan ({got['plan']}; this one is "
@@ -147,6 +181,23 @@ class ShardLeases:
         token = self._acquire(keys=[self._shard_key(shard), self.prefix + f"fence:{shard}"],
                               args=[self.member, self.ttl_ms])  # fmt: skip
         return None if token is None else Lease(shard, int(token))
+
+    def raise_floor(self, shard: int, floor: int) -> None:
+        """The next token of ``shard`` is above ``floor`` (Redis lost its counters, and the
+        shard's checkpoint holds a newer token than it hands out)."""
+        self._floor(keys=[self.prefix + f"fence:{shard}"], args=[floor])
+
+    def now_ms(self) -> int:
+        """The Redis server's time (the clock every lease is measured by)."""
+        return int(self._time(keys=[], args=[]))
+
+    def mark_finished(self, shard: int) -> None:
+        self._finished(keys=[self.prefix + "finished"], args=[shard])
+
+    def finished_since(self, since_ms: int) -> set[int]:
+        """The shards that ended idle at or after ``since_ms`` (server time)."""
+        got = self.client.hgetall(self.prefix + "finished")
+        return {int(k) for k, v in got.items() if int(v) >= since_ms}
 
     def release(self, lease: Lease) -> None:
         self._release(keys=[self._shard_key(lease.shard)], args=[self.member, lease.token])
@@ -187,7 +238,7 @@ class ShardLeases:
         self.client.close()
 
 
-def _connect(url: str) -> Any:
+def _connect(url: str, timeout_s: float = 5.0) -> Any:
     """A client for ``redis://HOST:PORT[/DB]``, checked at once."""
     try:
         import redis
@@ -197,7 +248,7 @@ def _connect(url: str) -> Any:
         ) from err
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise StreamError(f"coordinator {url!r}: expected redis://HOST:PORT/DB")
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
         client.ping()
     except redis.RedisError as err:

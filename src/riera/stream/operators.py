@@ -111,30 +111,35 @@ class StatefulOp:
         self.state: dict[tuple[Any, ...], Any] = {}
         self._dirty: set[tuple[Any, ...]] = set()
         # Per-window lineage (opt-in, window operators): the epochs whose records reached each
-        # window; set by the engine, with the epoch being processed.
-        self.lineage: dict[tuple[Any, ...], list[int]] | None = None
+        # window, as ranges [first, last] of consecutive epochs (a window fed every epoch keeps
+        # one range); set by the engine, with the epoch being processed.
+        self.lineage: dict[tuple[Any, ...], list[list[int]]] | None = None
         self.epoch = 0
         self._lineage_dirty: set[tuple[Any, ...]] = set()
-        self._emitted: list[tuple[tuple[Any, ...], int, int, list[int]]] = []
+        self._emitted: list[tuple[tuple[Any, ...], int, int, list[list[int]]]] = []
 
     def trace(self, keys: Iterable[tuple[Any, ...]]) -> None:
         """Note the current epoch as a contributor to these window keys (lineage only)."""
         if self.lineage is None:
             return
         for k in keys:
-            seen = self.lineage.setdefault(k, [])
-            if not seen or seen[-1] != self.epoch:
-                seen.append(self.epoch)
-                self._lineage_dirty.add(k)
+            ranges = self.lineage.setdefault(k, [])
+            if ranges and ranges[-1][1] >= self.epoch:
+                continue
+            if ranges and ranges[-1][1] == self.epoch - 1:
+                ranges[-1] = [ranges[-1][0], self.epoch]
+            else:
+                ranges.append([self.epoch, self.epoch])
+            self._lineage_dirty.add(k)
 
-    def take_lineage(self) -> list[tuple[tuple[Any, ...], int, int, list[int]]]:
-        """``(key, window start ms, window end ms, epochs)`` of each window row emitted since
-        the last call."""
+    def take_lineage(self) -> list[tuple[tuple[Any, ...], int, int, list[list[int]]]]:
+        """``(key, window start ms, window end ms, epoch ranges)`` of each window row emitted
+        since the last call."""
         out, self._emitted = self._emitted, []
         return out
 
     def restore_lineage(self, pairs: Iterable[tuple[bytes, Any]]) -> None:
-        self.lineage = {decode_key(k): list(v) for k, v in pairs}
+        self.lineage = {decode_key(k): [list(r) for r in v] for k, v in pairs}
         self._lineage_dirty.clear()
 
     def lineage_changes(self) -> Iterator[Change]:
@@ -337,7 +342,8 @@ class WindowedAgg(RunningAgg):
 
     def _out(self, keys: list[tuple[Any, ...]]) -> pa.Table:
         if self.lineage is not None:
-            self._emitted += [(k[2:], k[0], k[1], list(self.lineage.get(k, ()))) for k in keys]
+            self._emitted += [(k[2:], k[0], k[1], [list(r) for r in self.lineage.get(k, ())])
+                              for k in keys]  # fmt: skip
         t = self._finish(keys)
         starts = pc.cast(t.column("window_start"), _TS)
         ends = pc.cast(t.column("window_end"), _TS)
@@ -389,7 +395,8 @@ class SessionAgg(RunningAgg):
             merged = [min([at, *(s[0] for s in near)]), max([at, *(s[1] for s in near)]),
                       partials, any(s[3] for s in near)]  # fmt: skip
             if self.lineage is not None:  # the epochs of the merged sessions, and this one
-                merged.append(sorted({self.epoch, *(e for s in near for e in _epochs(s))}))
+                merged.append(merge_ranges([[self.epoch, self.epoch]],
+                                           *(_epochs(s) for s in near)))  # fmt: skip
             for s in near:
                 merged[2] = [
                     _combine(k, a, b) for k, a, b in zip(kinds, s[2], merged[2], strict=True)
@@ -458,6 +465,17 @@ class SessionAgg(RunningAgg):
         )
 
 
-def _epochs(session: list[Any]) -> list[int]:
-    """The epochs noted in a session (lineage on; a session from before it was on has none)."""
-    return list(session[4]) if len(session) > 4 else []
+def _epochs(session: list[Any]) -> list[list[int]]:
+    """The epoch ranges noted in a session (lineage on; one from before it was on has none)."""
+    return [list(r) for r in session[4]] if len(session) > 4 else []
+
+
+def merge_ranges(*lists: list[list[int]]) -> list[list[int]]:
+    """Ranges ``[first, last]`` of epochs, merged where they overlap or touch."""
+    out: list[list[int]] = []
+    for first, last in sorted(r for ranges in lists for r in ranges):
+        if out and first <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], last)
+        else:
+            out.append([first, last])
+    return out

@@ -11,6 +11,7 @@ one run in the provenance store (action ``write_stream``) and each committed epo
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import time
 import uuid
 from typing import Any
 
+from riera.errors import FencedError
 from riera.stream.engine import Engine
 from riera.stream.handle import QueryHandle
 
@@ -64,7 +66,8 @@ class StreamingQuery(QueryHandle):
             self._error = err
             self._state = "failed"
             if self._started_evt.is_set() and self.engine.log is not None:
-                self.engine.log.mark_aborted(self.engine.epoch)
+                with contextlib.suppress(FencedError):  # a newer holder owns the log now
+                    self.engine.log.mark_aborted(self.engine.epoch)
                 self._on_epoch({"epoch": self.engine.epoch, "status": "aborted",
                                 "started": self.engine._epoch_started, "committed": time.time(),
                                 "positions_from": self.engine._from})  # fmt: skip

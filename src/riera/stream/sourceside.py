@@ -295,10 +295,10 @@ class ProcessSide:
                                daemon=True)  # fmt: skip
             proc.start()
             child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)  # reaped by close() even if it dies before the next line
             parent.send_bytes(cloudpickle.dumps({"plan": plan, "start": mine,
                                                  "max_batch": max_batch, "objects": objects}))  # fmt: skip
-            self._conns.append(parent)
-            self._procs.append(proc)
         for i in range(len(self._conns)):
             self._recv(i)  # "ready"
             self._busy[i] = False
@@ -468,6 +468,13 @@ class Sides:
             for p, v in side.lag().items():
                 out[f"{i}:{p}" if len(self.sides) > 1 else str(p)] = v
         return out
+
+    def rename_group(self, suffix: str) -> None:
+        """Give the sources' consumer groups (where they have one) a suffix: one group each."""
+        for side in self.sides:
+            src = side.worker.source if isinstance(side, LocalSide) else side._source
+            if hasattr(src, "group"):
+                src.group = f"{src.group}-{suffix}"
 
     def close(self) -> None:
         for side in self.sides:

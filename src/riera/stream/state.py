@@ -19,6 +19,7 @@ found by name (:func:`open_state_store`); every store passes ``tests/stream/test
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -27,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import xxhash
 
-from riera.errors import CheckpointError, PlanError
+from riera.errors import CheckpointError, FencedError, PlanError
 
 Change = tuple[str, int, bytes, Any]  # operator, key group, key (encoded), value (None: deleted)
 
@@ -101,6 +102,39 @@ class SqliteStateStore:
             self.key_groups = key_groups
         else:
             self.key_groups = int(row[0])
+        self.token: int | None = None  # a leased shard's fencing token (take_fence)
+
+    def take_fence(self, token: int) -> None:
+        """A leased shard's new holder: from now on every write by an older token is refused
+        (:class:`FencedError`), inside the write's own transaction."""
+        with self._tx(check=False):
+            row = self.db.execute("SELECT v FROM meta WHERE k='fence'").fetchone()
+            if row is not None and int(row[0]) > token:
+                raise FencedError(f"state store {self.path} is fenced at token {row[0]}; this "
+                                  f"driver holds {token}: another driver took the shard over",
+                                  held_token=int(row[0]))  # fmt: skip
+            self.db.execute(
+                "INSERT INTO meta VALUES ('fence', ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
+                (str(token),),
+            )
+        self.token = token
+
+    @contextlib.contextmanager
+    def _tx(self, check: bool = True) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if check and self.token is not None:
+                row = self.db.execute("SELECT v FROM meta WHERE k='fence'").fetchone()
+                if row is not None and int(row[0]) != self.token:
+                    raise FencedError(
+                        f"state store {self.path} is fenced at token {row[0]}; this driver "
+                        f"holds {self.token}: another driver took the shard over"
+                    )
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def epoch(self) -> int:
         row = self.db.execute("SELECT v FROM meta WHERE k='epoch'").fetchone()
@@ -111,17 +145,12 @@ class SqliteStateStore:
             (op, kg, key, epoch, None if value is None else pickle.dumps(value, protocol=5))
             for op, kg, key, value in changes
         ]
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._tx():
             self.db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?, ?)", rows)
             self.db.execute(
                 "INSERT INTO meta VALUES ('epoch', ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
                 (str(epoch),),
             )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def load(self, op: str, upto: int, groups: Iterable[int] | None = None
              ) -> Iterator[tuple[bytes, Any]]:  # fmt: skip
@@ -138,16 +167,18 @@ class SqliteStateStore:
                 yield key, pickle.loads(value)
 
     def rollback(self, after: int) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute("DELETE FROM state WHERE epoch>?", (after,))
-        self.db.execute(
-            "INSERT INTO meta VALUES ('epoch', ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
-            (str(min(after, self.epoch())),),
-        )
-        self.db.execute("COMMIT")
+        with self._tx():
+            self.db.execute("DELETE FROM state WHERE epoch>?", (after,))
+            self.db.execute(
+                "INSERT INTO meta VALUES ('epoch', ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
+                (str(min(after, self.epoch())),),
+            )
 
     def compact(self, upto: int) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        with self._tx():
+            self._compact(upto)
+
+    def _compact(self, upto: int) -> None:
         # A version is dead when a newer version ≤ upto of the same key exists; a tombstone that
         # is itself the newest version ≤ upto is dead too (nothing older can be restored).
         self.db.execute(
@@ -158,7 +189,6 @@ class SqliteStateStore:
                          AND n.kg=state.kg AND n.key=state.key AND n.epoch>state.epoch)))""",
             (upto, upto),
         )
-        self.db.execute("COMMIT")
 
     def stats(self) -> dict[str, int]:
         keys = self.db.execute(
