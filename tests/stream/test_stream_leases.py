@@ -115,7 +115,9 @@ def test_leases_are_exclusive_expire_and_fence(job: str) -> None:
         b.close()
 
 
-def test_write_stream_with_coordinator_refuses_what_cannot_be_shared(job: str) -> None:
+def test_write_stream_with_coordinator_refuses_what_cannot_be_shared(
+    job: str, env: dict[str, str]
+) -> None:
     from riera.testing import CollectSink
 
     counts = (
@@ -168,7 +170,9 @@ def test_a_taken_over_log_and_state_refuse_the_old_holder(tmp_path: Path) -> Non
         closer.close()
 
 
-def test_a_global_aggregate_is_refused_in_shards(job: str, tmp_path: Path) -> None:
+def test_a_global_aggregate_is_refused_in_shards(
+    job: str, tmp_path: Path, env: dict[str, str]
+) -> None:
     total = riera.read_stream("memory://leases-g", schema={"w": "string"}).agg(n=col("w").count())
     with pytest.raises(riera.PlanError, match="without group_by keys"):
         total.write_stream("memory://leases-g-out", coordinator=COORD, checkpoint=tmp_path,
@@ -347,8 +351,9 @@ def test_one_driver_keeps_its_leases_while_it_starts_many_shards(
     rows = messages(3000, seed=5)
     send("memory://in", rows, key="chave")
     counts = (
-        riera.read_stream("memory://in", schema={"chave": "string", "valorA": "string",
-                                                  "valorB": "string"})  # fmt: skip
+        riera.read_stream(
+            "memory://in", schema={"chave": "string", "valorA": "string", "valorB": "string"}
+        )  # fmt: skip
         .group_by("valorA")
         .agg(total=col("valorB").cast("int64").sum())
     )
