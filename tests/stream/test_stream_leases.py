@@ -353,7 +353,7 @@ def test_one_driver_keeps_its_leases_while_it_starts_many_shards(
     counts = (
         riera.read_stream(
             "memory://in", schema={"chave": "string", "valorA": "string", "valorB": "string"}
-        )  # fmt: skip
+        )
         .group_by("valorA")
         .agg(total=col("valorB").cast("int64").sum())
     )

@@ -129,3 +129,66 @@ def test_random_kill_schedule_at_least_once_converges(env: dict[str, str], tmp_p
         word, total = str(entry["valorA"]), int(entry["total"])  # type: ignore[call-overload]
         assert total >= last.get(word, 0), f"{word} went back from {last[word]} to {total}"
         last[word] = total
+
+
+def test_a_sink_failing_after_another_committed_the_epoch_loses_and_doubles_nothing(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A partial commit across sinks by an exception, not a kill: the output sink holds epoch e,
+    the dead-letter sink raises on it, the query fails and marks e aborted. The restart replays
+    e with its logged boundaries (the output skips it, the other sink gets it), so no total is
+    appended twice."""
+    import riera
+    from riera import col
+    from riera.errors import StreamError
+    from riera.stream import continuous
+
+    src, dst = "memory://in", "memory://out?mode=append"
+    rows = messages(600, seed=11)
+    _send(src, rows[:300])
+    counts = (
+        riera.read_stream(src, schema={"chave": "string", "valorA": "string", "valorB": "string"})
+        .group_by("valorA")
+        .agg(total=col("valorB").cast("int64").sum())
+    )
+
+    class Flaky:
+        """A dead-letter sink that refuses every write from epoch 1 on (until ``fail`` is off)."""
+
+        url, mode = "python://flaky", "append"
+
+        def __init__(self, fail: bool) -> None:
+            self.fail, self.last = fail, (-1, -1)
+
+        def open(self, job, key):  # type: ignore[no-untyped-def]
+            pass
+
+        def committed(self):  # type: ignore[no-untyped-def]
+            return self.last
+
+        def write(self, rows, epoch, seq, fence):  # type: ignore[no-untyped-def]
+            if self.fail and epoch >= 1:
+                raise RuntimeError("the dead-letter store is down")
+            self.last = max(self.last, (epoch, seq))
+            return True
+
+        def close(self) -> None:
+            pass
+
+    trig = continuous(checkpoint="50ms")
+    q = counts.write_stream(dst, checkpoint=tmp_path / "ck", dead_letter=Flaky(True), trigger=trig)
+    assert q.wait_for_epoch(0, 30)
+    _send(src, rows[300:450])
+    with pytest.raises(StreamError, match="dead-letter store is down"):
+        q.await_termination(30)
+    _send(src, rows[450:])
+    again = counts.write_stream(dst, checkpoint=tmp_path / "ck", dead_letter=Flaky(False),
+                                trigger=trig, stop_when_idle="0.3s")  # fmt: skip
+    assert again.await_termination(60)
+    _, log = totals_and_log("out")
+    series: dict[str, list[int]] = collections.defaultdict(list)
+    for entry in log:
+        series[str(entry["valorA"])].append(int(entry["total"]))  # type: ignore[call-overload]
+    assert {w: s[-1] for w, s in series.items()} == oracle(rows)
+    for word, seen in series.items():
+        assert seen == sorted(set(seen)), f"{word}: a total was appended twice: {seen}"
