@@ -177,12 +177,13 @@ def shm_sweep() -> None:
 
 
 def _register() -> None:
-    from riera.cli import demo, prov, stream, terasort
+    from riera.cli import dashboard, demo, prov, stream, terasort
 
     app.add_typer(terasort.app, name="terasort")
     app.add_typer(prov.app, name="prov")
     app.add_typer(stream.app, name="stream")
     app.command()(demo.demo)
+    app.command()(dashboard.dashboard)
 
 
 _register()

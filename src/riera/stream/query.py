@@ -177,7 +177,8 @@ class StreamingQuery(QueryHandle):
             "plan": json.dumps({"job": self.engine.job, "source": self.engine.plan.source.url,
                                 "trigger": self.engine.opt.trigger.kind,
                                 "guarantee": self.engine.opt.guarantee,
-                                "checkpoint": str(self.engine.opt.checkpoint)}),
+                                "checkpoint": str(self.engine.opt.checkpoint),
+                                "sink": self.engine.slots[0].sink.url}),
         })] + [("put", "operators", r) for r in operator_rows(self.run_id, self._root)])  # fmt: skip
 
     def _provenance_end(self) -> None:

@@ -1,0 +1,40 @@
+"""``riera dashboard``: live charts of streaming queries and their metrics, over the provenance
+store, in its own process.
+
+It listens on 127.0.0.1 by default. Any other address needs a token: given with ``--token`` or
+generated and printed once; the browser trades it for a cookie (:mod:`riera.dashboard.security`).
+Every asset ships inside the package, so it works offline. Pages read; nothing writes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from riera.dashboard.security import allowed_hosts, is_loopback
+
+__all__ = ["serve"]
+
+
+def serve(host: str = "127.0.0.1", port: int = 8765, *, token: str | None = None,
+          store: str | None = None, hz: float = 4.0, on_ready: Any = print) -> None:  # fmt: skip
+    """Run the dashboard until interrupted (blocks)."""
+    import uvicorn
+
+    from riera.dashboard.app import create_app
+    from riera.provenance import open_default_store
+    from riera.provenance.store import open_store
+
+    if not is_loopback(host) and token is None:
+        token = secrets.token_urlsafe(24)
+    opened = open_store(store) if store else open_default_store()
+    app = create_app(opened, hosts=allowed_hosts(host, port), token=token, hz=hz)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    on_ready(f"riera dashboard: {url}")
+    try:
+        server.run()
+    finally:
+        opened.close()

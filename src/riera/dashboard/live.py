@@ -1,0 +1,132 @@
+"""What the live stream view shows: the streaming queries the provenance store knows, and for
+one of them a *frame* — its top-N keys by value read from its sink, and its metrics from the
+status file in its checkpoint directory. The server computes frames at its display rate, not
+per event, so a chart's cost does not grow with the stream's."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from riera.errors import RieraError
+
+TOP_N = 30
+
+
+class Streams:
+    def __init__(self, store: Any, top_n: int = TOP_N) -> None:
+        self.store, self.top_n = store, top_n
+        self._sinks: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def queries(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest streaming queries: run id, status, start, job, source, sink."""
+        rows = self.store.sql(
+            "SELECT run_id, status, started_at, plan FROM runs WHERE action = 'write_stream' "
+            "ORDER BY started_at DESC",
+            limit=limit,
+        ).to_dicts()
+        out = []
+        for row in rows:
+            plan = _plan(row.pop("plan"))
+            out.append({**row, "job": plan.get("job"), "source": plan.get("source"),
+                        "sink": plan.get("sink"), "guarantee": plan.get("guarantee")})  # fmt: skip
+        return out
+
+    def frame(self, run_id: str) -> dict[str, Any]:
+        """The latest state of one query (without a timestamp, so equal frames compare equal)."""
+        rows = self.store.sql(
+            "SELECT status, plan FROM runs WHERE run_id = :r AND action = 'write_stream'",
+            {"r": run_id},
+        ).rows
+        if not rows:
+            return {"run_id": run_id, "state": "unknown", "error": "no such streaming query"}
+        status, plan_text = rows[0]
+        plan = _plan(plan_text)
+        frame: dict[str, Any] = {"run_id": run_id, "job": plan.get("job"), "state": status}
+        metrics = _status(plan.get("checkpoint"))
+        if metrics:
+            frame["metrics"] = {k: metrics.get(k) for k in (
+                "committed_epoch", "records_in", "records_per_second", "latency", "lag",
+                "watermark", "checkpoint_ms", "processes", "written_at", "state")}  # fmt: skip
+        sink = plan.get("sink")
+        if not sink:
+            frame["error"] = "this query's sink is not recorded (started before the dashboard)"
+            return frame
+        try:
+            frame["top"], frame["keys"] = self._top(sink)
+        except (RieraError, OSError) as err:
+            frame["error"] = f"{sink}: {err}"
+        return frame
+
+    def _top(self, url: str) -> tuple[list[dict[str, Any]], int]:
+        latest = self._latest(url)
+        pairs: list[tuple[float, str]] = []
+        for key, row in latest.items():
+            value = _value(row)
+            if value is not None:
+                pairs.append((value, _label(key, row)))
+        pairs.sort(key=lambda p: (-p[0], p[1]))  # ties by key: a stable order
+        return [{"key": k, "value": v} for v, k in pairs[: self.top_n]], len(pairs)
+
+    def _latest(self, url: str) -> dict[str, dict[str, Any]]:
+        from riera.stream.connectors.base import open_sink
+
+        with self._lock:
+            sink = self._sinks.get(url)
+            if sink is None:
+                sink = self._sinks[url] = open_sink(url)
+        reader = getattr(sink, "latest", None)
+        if reader is None:
+            raise RieraError("this sink keeps no latest row per key (use memory:// or redis://)")
+        got: dict[str, dict[str, Any]] = reader()
+        return got
+
+    def close(self) -> None:
+        with self._lock:
+            for sink in self._sinks.values():
+                with contextlib.suppress(Exception):
+                    sink.close()
+            self._sinks.clear()
+
+
+def _plan(text: Any) -> dict[str, Any]:
+    try:
+        plan = json.loads(text) if isinstance(text, str) else (text or {})
+    except ValueError:
+        return {}
+    return plan if isinstance(plan, dict) else {}
+
+
+def _status(checkpoint: str | None) -> dict[str, Any]:
+    if not checkpoint:
+        return {}
+    path = Path(checkpoint) / "status.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    data["age_s"] = round(time.time() - float(data.get("written_at") or 0), 3)
+    return data
+
+
+def _value(row: dict[str, Any]) -> float | None:
+    """The value a bar shows: the row's last numeric column."""
+    for v in reversed(list(row.values())):
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return v
+    return None
+
+
+def _label(key: str, row: dict[str, Any]) -> str:
+    try:
+        parts = json.loads(key)
+    except ValueError:
+        return key
+    if isinstance(parts, list):
+        return " · ".join(str(p) for p in parts)
+    return str(parts)

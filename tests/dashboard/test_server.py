@@ -1,0 +1,191 @@
+"""``riera dashboard`` as a real server process (uvicorn on a free port), driven over HTTP:
+its security rules, and live frames of a streaming query that runs in this process, read back
+through the server-sent-event stream and checked against the batch engine's totals.
+
+(The browser tests — Chromium through Playwright — come with the page's chart.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import riera
+from riera import col
+from riera.testing import send
+from wordcount_data import messages, oracle
+
+pytestmark = pytest.mark.integration
+
+STATIC = Path(riera.__file__).parent / "dashboard" / "static"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, env: dict[str, str], store: Path, *args: str) -> None:
+        self.port = _free_port()
+        cmd = [sys.executable, "-m", "riera", "dashboard", "--port", str(self.port),
+               "--store", str(store), *args]  # fmt: skip
+        self.log = store.parent / f"dashboard-{self.port}.log"
+        with self.log.open("w") as errors:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=errors,
+                                         text=True)  # fmt: skip
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        match = re.search(r"(http://\S+)", line)
+        assert match, f"no URL printed: {line!r} {self.log.read_text()[-2000:]}"
+        self.url = match.group(1)
+        self.base = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(self.base + "/static/app.css", timeout=1)
+                break
+            except httpx.TransportError:
+                assert self.proc.poll() is None, self.log.read_text()[-2000:]
+                assert time.monotonic() < deadline, "the dashboard did not start"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Riera with a provenance store in this test's home; the env a dashboard process needs."""
+    monkeypatch.setenv("RIERA_BROKER_DIR", str(tmp_path / "brokers"))
+    riera.init(home=str(tmp_path / "home"), provenance="tasks", progress="off")
+    try:
+        yield {**os.environ, "RIERA_BROKER_DIR": str(tmp_path / "brokers"),
+               "RIERA_HOME": str(tmp_path / "home")}  # fmt: skip
+    finally:
+        riera.shutdown()
+
+
+@pytest.fixture
+def server(runtime: dict[str, str], tmp_path: Path) -> Iterator[Server]:
+    s = Server(runtime, tmp_path / "home" / "provenance.db")
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def test_the_page_is_read_only_pinned_to_its_hosts_and_self_contained(server: Server) -> None:
+    page = httpx.get(server.base + "/")
+    assert page.status_code == 200 and "<title>Riera dashboard</title>" in page.text
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert httpx.head(server.base + "/").status_code == 200
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        refused = httpx.request(method, server.base + "/api/streams")
+        assert refused.status_code == 405, method
+        assert refused.headers["allow"] == "GET, HEAD"
+    rebound = httpx.get(server.base + "/", headers={"host": "attacker.example"})
+    assert rebound.status_code == 421, "DNS rebinding: another Host is refused, even on loopback"
+    assert httpx.get(f"http://localhost:{server.port}/").status_code == 200
+    # every asset comes from the package: no URL of another site in the page or its files
+    for path in STATIC.iterdir():
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", path.read_text()), path.name
+    assert (
+        httpx.get(server.base + "/static/app.js")
+        .headers["content-type"]
+        .startswith(("text/javascript", "application/javascript"))
+    )
+
+
+def test_beyond_loopback_the_printed_token_is_traded_for_a_strict_cookie(
+    runtime: dict[str, str], tmp_path: Path
+) -> None:
+    s = Server(runtime, tmp_path / "home" / "provenance.db", "--host", "0.0.0.0")
+    try:
+        token = re.search(r"token=([\w-]+)", s.url)
+        assert token, f"no token printed for a non-loopback address: {s.url}"
+        assert httpx.get(s.base + "/").status_code == 401
+        assert httpx.get(s.base + "/api/streams").status_code == 401
+        assert httpx.get(s.base + "/?token=wrong").status_code == 401
+        signed = httpx.get(s.base + f"/?token={token.group(1)}&run=x")
+        assert signed.status_code == 303 and signed.headers["location"] == "/?run=x"
+        cookie = signed.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        jar = {"riera_dashboard": token.group(1)}
+        assert httpx.get(s.base + "/api/streams", cookies=jar).status_code == 200
+        assert httpx.get(s.base + "/", cookies={"riera_dashboard": "nope"}).status_code == 401
+    finally:
+        s.stop()
+
+
+def _frames(base: str, run_id: str, until: dict[str, int], timeout: float) -> list[dict]:  # type: ignore[type-arg]
+    """Frames from the event stream until one shows ``until`` as its top (or the timeout)."""
+    got = []
+    with httpx.stream("GET", f"{base}/api/events?streams={run_id}", timeout=timeout) as events:
+        assert events.headers["content-type"].startswith("text/event-stream")
+        deadline = time.monotonic() + timeout
+        for line in events.iter_lines():
+            if line.startswith("data: "):
+                frame = json.loads(line[len("data: ") :])
+                got.append(frame)
+                if {r["key"]: r["value"] for r in frame.get("top", [])} == until:
+                    break
+            assert time.monotonic() < deadline, got[-1:] if got else "no frame"
+    return got
+
+
+def test_live_frames_carry_the_exact_totals_of_a_running_query(
+    runtime: dict[str, str], server: Server, tmp_path: Path
+) -> None:
+    rows = messages(3000, seed=4)
+    send("memory://dash-in", rows[:1000], key="chave")
+    totals = (
+        riera.read_stream(
+            "memory://dash-in", schema={"chave": "string", "valorA": "string", "valorB": "string"}
+        )
+        .group_by("valorA")
+        .agg(total=col("valorB").cast("int64").sum())
+    )
+    q = totals.write_stream("memory://dash-out", checkpoint=tmp_path / "ck",
+                            trigger=riera.stream.continuous(checkpoint="100ms"))  # fmt: skip
+    try:
+        assert q.wait_for_epoch(0, 30)
+        riera.runtime.get_runtime().provenance.flush()
+        listed = httpx.get(server.base + "/api/streams").json()
+        mine = [r for r in listed if r["run_id"] == q.run_id]
+        assert mine and mine[0]["sink"] == "memory://dash-out" and mine[0]["status"] == "running"
+        first = _frames(server.base, q.run_id, oracle(rows[:1000]), timeout=30)
+        assert first[-1]["state"] == "running" and first[-1]["keys"] == len(oracle(rows[:1000]))
+        send("memory://dash-in", rows[1000:], key="chave")
+        frames = _frames(server.base, q.run_id, oracle(rows), timeout=30)
+        last = frames[-1]
+        assert [r["value"] for r in last["top"]] == sorted(oracle(rows).values(), reverse=True)
+        assert last["metrics"]["records_in"] >= 1000  # from the query's status file
+        bodies = [json.dumps({k: v for k, v in f.items() if k != "sent_at"}, sort_keys=True)
+                  for f in frames]  # fmt: skip
+        assert len(bodies) == len(set(bodies)), "a frame is sent only when something changed"
+    finally:
+        q.stop()
+    riera.runtime.get_runtime().provenance.flush()
+    frame = httpx.get(server.base + f"/api/streams/{q.run_id}").json()
+    assert frame["state"] == "ok", "the explorer sees the query end without a reload"
