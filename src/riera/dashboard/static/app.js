@@ -35,7 +35,8 @@
         if (row.run_id === selected) li.classList.add("selected");
         list.append(li);
       }
-      if (!selected && rows.length) watch(rows[0].run_id);
+      const wanted = rows.find((r) => r.run_id === selected) || rows[0];
+      if (wanted && !source) watch(wanted.run_id);
     } catch (err) {
       setState("disconnected", "disconnected, retrying");
       setTimeout(loadStreams, 2000);

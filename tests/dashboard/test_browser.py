@@ -1,0 +1,103 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright (its own browser
+download cannot work here, so ``executable_path`` points at ``/usr/bin/chromium``; ``.ci/run``
+installs it when missing). The page of a running word count shows the exact totals as bars,
+says it is live, sends no request beyond 127.0.0.1 and logs no console or CSP error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import riera
+from dashboard_server import Server
+from riera import col
+from riera.testing import send
+from services import service_missing
+from wordcount_data import messages, oracle
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = os.environ.get("RIERA_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        service_missing("playwright is not installed (pip install -e '.[test]')")
+    if not Path(CHROMIUM).exists():
+        service_missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    monkeypatch.setenv("RIERA_BROKER_DIR", str(tmp_path / "brokers"))
+    riera.init(home=str(tmp_path / "home"), provenance="tasks", progress="off")
+    try:
+        yield {**os.environ, "RIERA_BROKER_DIR": str(tmp_path / "brokers"),
+               "RIERA_HOME": str(tmp_path / "home")}  # fmt: skip
+    finally:
+        riera.shutdown()
+
+
+def test_the_live_view_draws_the_exact_totals_and_stays_on_localhost(
+    browser: object, runtime: dict[str, str], tmp_path: Path
+) -> None:
+    rows = messages(2000, seed=9, words=["Freezer", "Ar Condicionado", "Fogão", "ثلاجة", "🧊 gelo"])
+    send("memory://web-in", rows, key="chave")
+    totals = (
+        riera.read_stream(
+            "memory://web-in", schema={"chave": "string", "valorA": "string", "valorB": "string"}
+        )
+        .group_by("valorA")
+        .agg(total=col("valorB").cast("int64").sum())
+    )
+    q = totals.write_stream("memory://web-out", checkpoint=tmp_path / "ck",
+                            trigger=riera.stream.continuous(checkpoint="100ms"))  # fmt: skip
+    server = Server(runtime, tmp_path / "home" / "provenance.db")
+    try:
+        assert q.wait_for_epoch(0, 30)
+        riera.runtime.get_runtime().provenance.flush()
+        page = browser.new_page()  # type: ignore[attr-defined]
+        requests: list[str] = []
+        problems: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.goto(server.base + f"/?run={q.run_id}")
+        expected = oracle(rows)
+        page.wait_for_function(
+            "n => document.querySelectorAll('#chart .bar').length === n",
+            arg=len(expected),
+            timeout=30_000,
+        )
+        page.wait_for_function("() => document.getElementById('state').textContent === 'live'",
+                               timeout=30_000)  # fmt: skip
+        labels = page.eval_on_selector_all(
+            "#chart .bar .label", "els => els.map(e => e.textContent)"
+        )
+        values = page.eval_on_selector_all(
+            "#chart .bar .value", "els => els.map(e => e.textContent)"
+        )
+        shown = {k: int(re.sub(r"\D", "", v)) for k, v in zip(labels, values, strict=True)}
+        assert shown == expected
+        assert [shown[k] for k in labels] == sorted(expected.values(), reverse=True)
+        assert all(u.startswith(server.base) for u in requests), [
+            u for u in requests if not u.startswith(server.base)
+        ]
+        assert problems == []
+    finally:
+        q.stop()
+        server.stop()
