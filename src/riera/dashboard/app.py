@@ -76,6 +76,7 @@ async def _frames(request: Request, streams: Streams, ids: list[str], hz: float
             if last.get(run_id) != body:
                 last[run_id] = body
                 frame["sent_at"] = time.time()
+                frame["interval_ms"] = round(1000 / hz)
                 yield f"event: frame\ndata: {json.dumps(frame, default=str)}\n\n"
                 quiet_since = time.monotonic()
         if time.monotonic() - quiet_since > 15:

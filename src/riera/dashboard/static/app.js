@@ -57,8 +57,62 @@
     source.addEventListener("frame", (ev) => draw(JSON.parse(ev.data)));
   }
 
+  // Sorting with hysteresis: a bar overtakes the one above it only when it leads by MARGIN of the
+  // largest value for DWELL_MS in a row, so near-ties do not swap on every frame. Values are
+  // always the exact ones; only the order waits.
+  const MARGIN = 0.02;
+  const DWELL_MS = 1000;
+  let order = [];
+  const leading = new Map();  // "below\u0000above" -> since when below leads by the margin
+  const nodes = new Map();  // key -> its <li>, kept across frames (no DOM churn)
+
+  function reorder(values) {
+    const next = order.filter((k) => values.has(k));
+    for (const k of values.keys()) if (!next.includes(k)) next.push(k);
+    const max = Math.max(1, ...values.values());
+    const now = Date.now();
+    for (let pass = 0; pass < next.length; pass++) {
+      let swapped = false;
+      for (let i = 0; i + 1 < next.length; i++) {
+        const above = next[i], below = next[i + 1];
+        const pair = below + "\u0000" + above;
+        if (values.get(below) - values.get(above) > MARGIN * max) {
+          if (!leading.has(pair)) leading.set(pair, now);
+          if (now - leading.get(pair) >= DWELL_MS) {
+            next[i] = below; next[i + 1] = above; leading.delete(pair); swapped = true;
+          }
+        } else {
+          leading.delete(pair);
+        }
+      }
+      if (!swapped) break;
+    }
+    order = next;
+    return next;
+  }
+
+  function bar(key) {
+    const li = document.createElement("li");
+    li.className = "bar";
+    li.dataset.key = key;
+    const label = document.createElement("span");
+    label.className = "label";
+    label.textContent = key;
+    label.title = key;
+    label.dir = "auto";
+    const fill = document.createElement("span");
+    fill.className = "fill";
+    const value = document.createElement("span");
+    value.className = "value";
+    li.append(label, fill, value);
+    return li;
+  }
+
+  let pending = null;  // a redraw when a lead has lasted the dwell (frames come only on change)
+
   function draw(frame) {
     lastFrame = Date.now();
+    if (pending) { clearTimeout(pending); pending = null; }
     $("chart-title").textContent = frame.job || frame.run_id;
     const top = frame.top || [];
     const finished = frame.state === "ok" || frame.state === "failed";
@@ -66,27 +120,36 @@
              finished ? "finished (" + frame.state + ")" : top.length ? "live" : "waiting for the first result");
     $("chart-note").textContent = frame.error ? frame.error
       : `${top.length} of ${frame.keys || 0} keys, largest first`;
-    const max = top.reduce((m, r) => Math.max(m, r.value), 0) || 1;
+    const values = new Map(top.map((r) => [r.key, r.value]));
+    const keys = reorder(values);
+    const max = Math.max(1, ...values.values());
     const chart = $("chart");
-    chart.replaceChildren();
-    for (const row of top) {
-      const li = document.createElement("li");
-      li.className = "bar";
-      li.dataset.key = row.key;
-      const label = document.createElement("span");
-      label.className = "label";
-      label.textContent = row.key;
-      label.title = row.key;
-      label.dir = "auto";
-      const fill = document.createElement("span");
-      fill.className = "fill";
-      fill.style.width = (100 * row.value / max).toFixed(2) + "%";
-      const value = document.createElement("span");
-      value.className = "value";
-      value.textContent = row.value.toLocaleString();
-      li.append(label, fill, value);
-      chart.append(li);
+    const before = new Map();
+    for (const [k, li] of nodes) before.set(k, li.getBoundingClientRect().top);
+    for (const [k, li] of [...nodes]) if (!values.has(k)) { li.remove(); nodes.delete(k); }
+    for (const k of keys) {
+      let li = nodes.get(k);
+      if (!li) { li = bar(k); nodes.set(k, li); }
+      li.querySelector(".fill").style.width = (100 * values.get(k) / max).toFixed(2) + "%";
+      li.querySelector(".value").textContent = values.get(k).toLocaleString();
+      chart.append(li);  // in display order (appending an existing node moves it)
     }
+    // Reordering moves as motion, not a jump: each bar slides from where it was, for as long as
+    // one frame lasts.
+    const ms = frame.interval_ms || 250;
+    for (const [k, li] of nodes) {
+      const was = before.get(k);
+      if (was === undefined) continue;
+      const dy = was - li.getBoundingClientRect().top;
+      if (!dy) continue;
+      li.style.transition = "none";
+      li.style.transform = `translateY(${dy}px)`;
+      requestAnimationFrame(() => {
+        li.style.transition = `transform ${ms}ms ease`;
+        li.style.transform = "";
+      });
+    }
+    if (leading.size) pending = setTimeout(() => draw(frame), DWELL_MS + 20);
     const m = frame.metrics || {};
     const lat = m.latency || {};
     const dl = $("metrics");
