@@ -7,6 +7,7 @@ says it is live, sends no request beyond 127.0.0.1 and logs no console or CSP er
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -101,15 +102,41 @@ def test_the_live_view_draws_the_exact_totals_and_stays_on_localhost(
         assert all(u.startswith(server.base) for u in requests), [
             u for u in requests if not u.startswith(server.base)
         ]
+        # the untreated view beside it: every key, in the order it reached the sink
+        page.check("#show-untreated")
+        page.wait_for_function(
+            "n => document.querySelectorAll('#untreated .bar').length === n",
+            arg=len(expected),
+            timeout=30_000,
+        )
+        from riera.stream.connectors.base import open_sink
+
+        sink = open_sink("memory://web-out")
+        try:
+            arrival = [json.loads(k)[0] for k in sink.latest()]  # type: ignore[attr-defined]
+        finally:
+            sink.close()
+        raw = [(label, value) for label, value in _bars(page, "#untreated")]
+        assert raw == [(k, expected[k]) for k in arrival]
+        assert problems == []
+        # the metrics panel lists the pipeline's processes, sampled every second; the status
+        # file they come from is written at epochs, so a few more records make one
+        send("memory://web-in", messages(50, seed=10, words=["Freezer"]), key="chave")
+        page.wait_for_function(
+            "pid => [...document.querySelectorAll('#processes tbody tr td:nth-child(2)')]"
+            ".some(e => e.textContent === pid)",
+            arg=str(os.getpid()),
+            timeout=30_000,
+        )  # the driver is this process
         assert problems == []
     finally:
         q.stop()
         server.stop()
 
 
-def _bars(page: object) -> list[tuple[str, int]]:
-    labels = page.eval_on_selector_all("#chart .bar .label", "els => els.map(e => e.textContent)")  # type: ignore[attr-defined]
-    values = page.eval_on_selector_all("#chart .bar .value", "els => els.map(e => e.textContent)")  # type: ignore[attr-defined]
+def _bars(page: object, chart: str = "#chart") -> list[tuple[str, int]]:
+    labels = page.eval_on_selector_all(f"{chart} .bar .label", "els => els.map(e => e.textContent)")  # type: ignore[attr-defined]
+    values = page.eval_on_selector_all(f"{chart} .bar .value", "els => els.map(e => e.textContent)")  # type: ignore[attr-defined]
     return [(k, int(re.sub(r"\D", "", v))) for k, v in zip(labels, values, strict=True)]
 
 

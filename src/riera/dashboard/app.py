@@ -40,7 +40,9 @@ def create_app(store: Any, *, hosts: set[str], token: str | None, hz: float = 4.
 
     async def events(request: Request) -> Response:
         ids = [i for i in request.query_params.get("streams", "").split(",") if i][:16]
-        return StreamingResponse(_frames(request, streams, ids, hz), media_type="text/event-stream",
+        untreated = request.query_params.get("untreated") == "1"
+        return StreamingResponse(_frames(request, streams, ids, hz, untreated),
+                                 media_type="text/event-stream",
                                  headers={"cache-control": "no-store"})  # fmt: skip
 
     routes = [
@@ -60,8 +62,8 @@ def create_app(store: Any, *, hosts: set[str], token: str | None, hz: float = 4.
     return Guard(app, hosts=hosts, token=token)
 
 
-async def _frames(request: Request, streams: Streams, ids: list[str], hz: float
-                  ) -> AsyncIterator[str]:  # fmt: skip
+async def _frames(request: Request, streams: Streams, ids: list[str], hz: float,
+                  untreated: bool = False) -> AsyncIterator[str]:  # fmt: skip
     """At most ``hz`` frames per second per query, each sent only when it changed: a client
     always gets the latest state, never a backlog (the display rate is decoupled from the event
     rate). A comment every 15 s keeps proxies from closing an idle stream."""
@@ -71,7 +73,7 @@ async def _frames(request: Request, streams: Streams, ids: list[str], hz: float
     while not await request.is_disconnected():
         started = time.monotonic()
         for run_id in ids:
-            frame = await anyio.to_thread.run_sync(streams.frame, run_id)
+            frame = await anyio.to_thread.run_sync(streams.frame, run_id, untreated)
             body = json.dumps(frame, default=str, sort_keys=True)
             if last.get(run_id) != body:
                 last[run_id] = body

@@ -15,6 +15,7 @@ from typing import Any
 from riera.errors import RieraError
 
 TOP_N = 30
+UNTREATED_MAX = 500  # keys of the untreated view (the document drew every word)
 
 
 class Streams:
@@ -37,7 +38,7 @@ class Streams:
                         "sink": plan.get("sink"), "guarantee": plan.get("guarantee")})  # fmt: skip
         return out
 
-    def frame(self, run_id: str) -> dict[str, Any]:
+    def frame(self, run_id: str, untreated: bool = False) -> dict[str, Any]:
         """The latest state of one query (without a timestamp, so equal frames compare equal)."""
         rows = self.store.sql(
             "SELECT status, plan FROM runs WHERE run_id = :r AND action = 'write_stream'",
@@ -58,20 +59,23 @@ class Streams:
             frame["error"] = "this query's sink is not recorded (started before the dashboard)"
             return frame
         try:
-            frame["top"], frame["keys"] = self._top(sink)
+            frame["top"], frame["keys"], every = self._top(sink)
+            if untreated:  # document 000's chart: every key, in the sink's order, unsorted
+                frame["untreated"] = every[:UNTREATED_MAX]
         except (RieraError, OSError) as err:
             frame["error"] = f"{sink}: {err}"
         return frame
 
-    def _top(self, url: str) -> tuple[list[dict[str, Any]], int]:
+    def _top(self, url: str) -> tuple[list[dict[str, Any]], int, list[dict[str, Any]]]:
+        """The top-N by value, the number of keys, and every key in the sink's order."""
         latest = self._latest(url)
-        pairs: list[tuple[float, str]] = []
+        every: list[dict[str, Any]] = []
         for key, row in latest.items():
             value = _value(row)
             if value is not None:
-                pairs.append((value, _label(key, row)))
-        pairs.sort(key=lambda p: (-p[0], p[1]))  # ties by key: a stable order
-        return [{"key": k, "value": v} for v, k in pairs[: self.top_n]], len(pairs)
+                every.append({"key": _label(key, row), "value": value})
+        ranked = sorted(every, key=lambda r: (-r["value"], r["key"]))  # ties by key: stable
+        return ranked[: self.top_n], len(every), every
 
     def _latest(self, url: str) -> dict[str, dict[str, Any]]:
         from riera.stream.connectors.base import open_sink

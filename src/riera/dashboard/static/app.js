@@ -51,7 +51,8 @@
     if (source) source.close();
     setState("connecting");
     $("chart-note").textContent = "waiting for the first result";
-    source = new EventSource("/api/events?streams=" + encodeURIComponent(runId));
+    const untreated = $("show-untreated").checked ? "&untreated=1" : "";
+    source = new EventSource("/api/events?streams=" + encodeURIComponent(runId) + untreated);
     source.addEventListener("open", () => setState("waiting", "waiting for the first result"));
     source.addEventListener("error", () => setState("disconnected", "disconnected, retrying"));
     source.addEventListener("frame", (ev) => draw(JSON.parse(ev.data)));
@@ -150,6 +151,8 @@
       });
     }
     if (leading.size) pending = setTimeout(() => draw(frame), DWELL_MS + 20);
+    drawUntreated(frame.untreated);
+    drawProcesses((frame.metrics || {}).processes || []);
     const m = frame.metrics || {};
     const lat = m.latency || {};
     const dl = $("metrics");
@@ -162,6 +165,36 @@
       dl.append(dt, dd);
     }
   }
+
+  // Document 000's untreated chart: every key, in arrival order, redrawn whole on every frame.
+  function drawUntreated(rows) {
+    const ol = $("untreated");
+    ol.hidden = !rows;
+    $("chart").parentElement.classList.toggle("both", !!rows);
+    if (!rows) return;
+    const max = Math.max(1, ...rows.map((r) => r.value));
+    ol.replaceChildren(...rows.map((r) => {
+      const li = bar(r.key);
+      li.querySelector(".fill").style.width = (100 * r.value / max).toFixed(2) + "%";
+      li.querySelector(".value").textContent = r.value.toLocaleString();
+      return li;
+    }));
+  }
+
+  function drawProcesses(rows) {
+    const body = $("processes").querySelector("tbody");
+    body.replaceChildren(...rows.map((p) => {
+      const tr = document.createElement("tr");
+      for (const v of [p.name, p.pid, (p.cpu_percent ?? 0).toFixed(1),
+                       ((p.uss_bytes || 0) / 1048576).toFixed(1),
+                       ((p.pss_bytes || 0) / 1048576).toFixed(1)]) {
+        const td = document.createElement("td"); text(td, v); tr.append(td);
+      }
+      return tr;
+    }));
+  }
+
+  $("show-untreated").addEventListener("change", () => { if (selected) watch(selected); });
 
   setInterval(() => {  // no frame for a while: say so instead of freezing silently
     if (lastFrame && Date.now() - lastFrame > 10000 && $("state").classList.contains("live")) {

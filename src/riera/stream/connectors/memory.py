@@ -365,8 +365,8 @@ class MemorySink:
         db.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?)", out)
 
     def latest(self) -> dict[str, dict[str, Any]]:
-        """The latest row per key (upsert sinks)."""
-        rows = self.broker.db.execute("SELECT k, row FROM latest").fetchall()
+        """The latest row per key (upsert sinks), keys in the order they first arrived."""
+        rows = self.broker.db.execute("SELECT k, row FROM latest ORDER BY rowid").fetchall()
         return {k: json.loads(r) for k, r in rows}
 
     def close(self) -> None:
