@@ -23,6 +23,16 @@ def oracle(rows: list[dict[str, str]]) -> dict[str, int]:
     return {r["valorA"]: r["total"] for r in totals.collect()}
 
 
+def wordcount_query(url: str) -> riera.Dataset:
+    """Document 000's word count over the messages at ``url``: total of valorB per valorA."""
+    schema = {"chave": "string", "valorA": "string", "valorB": "string"}
+    return (
+        riera.read_stream(url, schema=schema)
+        .group_by("valorA")
+        .agg(total=col("valorB").cast("int64").sum())
+    )
+
+
 def totals_and_log(name: str) -> tuple[dict[str, int], list[dict[str, object]]]:
     """The latest total per word in a ``memory://`` upsert sink, and every row it appended."""
     broker = Broker(name)

@@ -6,21 +6,22 @@ says it is live, sends no request beyond 127.0.0.1 and logs no console or CSP er
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import riera
 from dashboard_server import Server
-from riera import col
 from riera.testing import send
 from services import service_missing
-from wordcount_data import messages, oracle
+from wordcount_data import messages, oracle, wordcount_query
 
 pytestmark = pytest.mark.integration
 
@@ -44,15 +45,23 @@ def browser() -> Iterator[object]:
             b.close()
 
 
-@pytest.fixture
-def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    monkeypatch.setenv("RIERA_BROKER_DIR", str(tmp_path / "brokers"))
-    riera.init(home=str(tmp_path / "home"), provenance="tasks", progress="off")
+@contextlib.contextmanager
+def _watched(browser: Any, runtime: dict[str, str], tmp_path: Path, name: str
+             ) -> Iterator[tuple[Any, Server, Any]]:  # fmt: skip
+    """The word count of ``memory://NAME-in`` running, a dashboard on it, and a new page."""
+    q = wordcount_query(f"memory://{name}-in").write_stream(
+        f"memory://{name}-out",
+        checkpoint=tmp_path / "ck",
+        trigger=riera.stream.continuous(checkpoint="100ms"),
+    )
+    server = Server(runtime, tmp_path / "home" / "provenance.db")
     try:
-        yield {**os.environ, "RIERA_BROKER_DIR": str(tmp_path / "brokers"),
-               "RIERA_HOME": str(tmp_path / "home")}  # fmt: skip
+        assert q.wait_for_epoch(0, 30)
+        riera.runtime.get_runtime().provenance.flush()
+        yield q, server, browser.new_page()
     finally:
-        riera.shutdown()
+        q.stop()
+        server.stop()
 
 
 def test_the_live_view_draws_the_exact_totals_and_stays_on_localhost(
@@ -60,20 +69,7 @@ def test_the_live_view_draws_the_exact_totals_and_stays_on_localhost(
 ) -> None:
     rows = messages(2000, seed=9, words=["Freezer", "Ar Condicionado", "Fogão", "ثلاجة", "🧊 gelo"])
     send("memory://web-in", rows, key="chave")
-    totals = (
-        riera.read_stream(
-            "memory://web-in", schema={"chave": "string", "valorA": "string", "valorB": "string"}
-        )
-        .group_by("valorA")
-        .agg(total=col("valorB").cast("int64").sum())
-    )
-    q = totals.write_stream("memory://web-out", checkpoint=tmp_path / "ck",
-                            trigger=riera.stream.continuous(checkpoint="100ms"))  # fmt: skip
-    server = Server(runtime, tmp_path / "home" / "provenance.db")
-    try:
-        assert q.wait_for_epoch(0, 30)
-        riera.runtime.get_runtime().provenance.flush()
-        page = browser.new_page()  # type: ignore[attr-defined]
+    with _watched(browser, runtime, tmp_path, "web") as (q, server, page):
         requests: list[str] = []
         problems: list[str] = []
         page.on("request", lambda r: requests.append(r.url))
@@ -129,9 +125,6 @@ def test_the_live_view_draws_the_exact_totals_and_stays_on_localhost(
             timeout=30_000,
         )  # the driver is this process
         assert problems == []
-    finally:
-        q.stop()
-        server.stop()
 
 
 def _bars(page: object, chart: str = "#chart") -> list[tuple[str, int]]:
@@ -147,20 +140,7 @@ def test_near_ties_keep_their_order_and_a_clear_lead_overtakes(
         return [{"chave": str(start + i), "valorA": word, "valorB": "1"} for i in range(n)]
 
     send("memory://tie-in", words("alpha", 100, 0) + words("beta", 99, 100), key="chave")
-    totals = (
-        riera.read_stream(
-            "memory://tie-in", schema={"chave": "string", "valorA": "string", "valorB": "string"}
-        )
-        .group_by("valorA")
-        .agg(total=col("valorB").cast("int64").sum())
-    )
-    q = totals.write_stream("memory://tie-out", checkpoint=tmp_path / "ck",
-                            trigger=riera.stream.continuous(checkpoint="100ms"))  # fmt: skip
-    server = Server(runtime, tmp_path / "home" / "provenance.db")
-    try:
-        assert q.wait_for_epoch(0, 30)
-        riera.runtime.get_runtime().provenance.flush()
-        page = browser.new_page()  # type: ignore[attr-defined]
+    with _watched(browser, runtime, tmp_path, "tie") as (q, server, page):
         page.goto(server.base + f"/?run={q.run_id}")
         page.wait_for_function("() => document.querySelectorAll('#chart .bar').length === 2",
                                timeout=30_000)  # fmt: skip
@@ -178,6 +158,3 @@ def test_near_ties_keep_their_order_and_a_clear_lead_overtakes(
             timeout=30_000,
         )
         assert _bars(page) == [("beta", 121), ("alpha", 100)]
-    finally:
-        q.stop()
-        server.stop()

@@ -8,7 +8,6 @@ through the server-sent-event stream and checked against the batch engine's tota
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -19,25 +18,12 @@ import pytest
 
 import riera
 from dashboard_server import Server
-from riera import col
 from riera.testing import send
-from wordcount_data import messages, oracle
+from wordcount_data import messages, oracle, wordcount_query
 
 pytestmark = pytest.mark.integration
 
 STATIC = Path(riera.__file__).parent / "dashboard" / "static"
-
-
-@pytest.fixture
-def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """Riera with a provenance store in this test's home; the env a dashboard process needs."""
-    monkeypatch.setenv("RIERA_BROKER_DIR", str(tmp_path / "brokers"))
-    riera.init(home=str(tmp_path / "home"), provenance="tasks", progress="off")
-    try:
-        yield {**os.environ, "RIERA_BROKER_DIR": str(tmp_path / "brokers"),
-               "RIERA_HOME": str(tmp_path / "home")}  # fmt: skip
-    finally:
-        riera.shutdown()
 
 
 @pytest.fixture
@@ -116,13 +102,7 @@ def test_live_frames_carry_the_exact_totals_of_a_running_query(
 ) -> None:
     rows = messages(3000, seed=4)
     send("memory://dash-in", rows[:1000], key="chave")
-    totals = (
-        riera.read_stream(
-            "memory://dash-in", schema={"chave": "string", "valorA": "string", "valorB": "string"}
-        )
-        .group_by("valorA")
-        .agg(total=col("valorB").cast("int64").sum())
-    )
+    totals = wordcount_query("memory://dash-in")
     q = totals.write_stream("memory://dash-out", checkpoint=tmp_path / "ck",
                             trigger=riera.stream.continuous(checkpoint="100ms"))  # fmt: skip
     try:

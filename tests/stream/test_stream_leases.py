@@ -34,7 +34,7 @@ from riera.stream.connectors.memory import Broker
 from riera.stream.lease import ShardLeases
 from riera.testing import send
 from services import service_missing
-from wordcount_data import messages, oracle
+from wordcount_data import messages, oracle, wordcount_query
 
 pytestmark = pytest.mark.integration
 
@@ -350,14 +350,7 @@ def test_one_driver_keeps_its_leases_while_it_starts_many_shards(
     renewals run on their own thread, so the driver never loses a lease to itself."""
     rows = messages(3000, seed=5)
     send("memory://in", rows, key="chave")
-    counts = (
-        riera.read_stream(
-            "memory://in", schema={"chave": "string", "valorA": "string", "valorB": "string"}
-        )
-        .group_by("valorA")
-        .agg(total=col("valorB").cast("int64").sum())
-    )
-    q = counts.write_stream("memory://out?mode=upsert", checkpoint=tmp_path / "ck",
+    q = wordcount_query("memory://in").write_stream("memory://out?mode=upsert", checkpoint=tmp_path / "ck",
                             coordinator=COORD, shards=8, name=job, lease_ttl="300ms",
                             stop_when_idle="1s")  # fmt: skip
     assert q.await_termination(120)
