@@ -25,7 +25,7 @@ STATIC = Path(__file__).parent / "static"
 
 def create_app(store: Any, *, hosts: set[str], token: str | None, hz: float = 4.0) -> Any:
     """The ASGI app over a provenance store (read-only), behind :class:`Guard`."""
-    streams = Streams(store)
+    streams = Streams(store, max_age_s=0.5 / hz)  # every tab of a query shares its reading
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-store"})
@@ -35,7 +35,7 @@ def create_app(store: Any, *, hosts: set[str], token: str | None, hz: float = 4.
         return JSONResponse(json.loads(json.dumps(rows, default=str)))
 
     async def api_frame(request: Request) -> Response:
-        frame = await anyio.to_thread.run_sync(streams.frame, request.path_params["run_id"])
+        frame = await anyio.to_thread.run_sync(streams.read, request.path_params["run_id"])
         return JSONResponse(json.loads(json.dumps(frame, default=str)))
 
     async def events(request: Request) -> Response:

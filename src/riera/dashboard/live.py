@@ -19,9 +19,10 @@ UNTREATED_MAX = 500  # keys of the untreated view (the document drew every word)
 
 
 class Streams:
-    def __init__(self, store: Any, top_n: int = TOP_N) -> None:
-        self.store, self.top_n = store, top_n
+    def __init__(self, store: Any, top_n: int = TOP_N, max_age_s: float = 0.1) -> None:
+        self.store, self.top_n, self.max_age_s = store, top_n, max_age_s
         self._sinks: dict[str, Any] = {}
+        self._frames: dict[tuple[str, bool], tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
     def queries(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -39,7 +40,20 @@ class Streams:
         return out
 
     def frame(self, run_id: str, untreated: bool = False) -> dict[str, Any]:
-        """The latest state of one query (without a timestamp, so equal frames compare equal)."""
+        """The latest state of one query (without a timestamp, so equal frames compare equal).
+        Tabs watching the same query share one reading of it per ``max_age_s``."""
+        key = (run_id, untreated)
+        with self._lock:
+            cached = self._frames.get(key)
+        if cached is not None and time.monotonic() - cached[0] < self.max_age_s:
+            return dict(cached[1])
+        frame = self.read(run_id, untreated)
+        with self._lock:
+            self._frames[key] = (time.monotonic(), frame)
+        return dict(frame)
+
+    def read(self, run_id: str, untreated: bool = False) -> dict[str, Any]:
+        """The query's state now (no sharing: a plain GET)."""
         rows = self.store.sql(
             "SELECT status, plan FROM runs WHERE run_id = :r AND action = 'write_stream'",
             {"r": run_id},

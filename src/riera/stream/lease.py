@@ -76,11 +76,6 @@ end
 return 0
 """
 
-# KEYS: members; ARGV: member.
-_LEAVE = """
-return redis.call('ZREM', KEYS[1], ARGV[1])
-"""
-
 # KEYS: meta; ARGV: shards, key groups, plan. The first driver's settings, set atomically.
 _META = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -132,7 +127,6 @@ class ShardLeases:
         self._acquire = self.client.register_script(_ACQUIRE)
         self._renew = self.client.register_script(_RENEW)
         self._release = self.client.register_script(_RELEASE)
-        self._leave = self.client.register_script(_LEAVE)
         self._meta_script = self.client.register_script(_META)
         self._floor = self.client.register_script(_FLOOR)
         self._finished = self.client.register_script(_FINISHED)
@@ -203,7 +197,7 @@ class ShardLeases:
         self._release(keys=[self._shard_key(lease.shard)], args=[self.member, lease.token])
 
     def leave(self) -> None:
-        self._leave(keys=[self.prefix + "members"], args=[self.member])
+        self.client.zrem(self.prefix + "members", self.member)
 
     def holders(self) -> dict[int, tuple[str, int] | None]:
         """Who holds each shard now, and with which token."""
