@@ -148,6 +148,47 @@ def produce_comments(
     _produce(to, lambda: comment_messages(count, seed, model), interval)
 
 
+# -- a PNG report of a sink: document 000's bar chart, drawn by Matplotlib (riera[charts]) ---------
+@app.command("chart")
+def chart(
+    url: Annotated[
+        str,
+        typer.Argument(
+            metavar="SINK_URL", help="the sink URL the query writes to (memory://, redis://)"
+        ),
+    ],
+    out_path: Annotated[str, typer.Option("--out", help="the PNG file to write")],
+    top: Annotated[int, typer.Option("--top", min=1, help="bars of the sorted chart")] = 30,
+    untreated: Annotated[
+        bool, typer.Option("--untreated", help="every key in arrival order, unsorted")
+    ] = False,
+    title: Annotated[
+        str | None, typer.Option("--title", help="the chart's title", show_default=False)
+    ] = None,
+) -> None:
+    """Draw the sink's latest value per key as a bar chart PNG: the top N by value, or with
+    --untreated every key in the order it arrived (document 000's two charts)."""
+    from riera.dashboard.live import sink_rows
+    from riera.dashboard.render import ChartsMissingError, render_png
+
+    try:
+        rows = sink_rows(url)
+    except RieraError as e:
+        fail(e, 2)
+        return
+    try:
+        written = render_png(rows, out_path, treated=not untreated, top_n=top, title=title)
+    except ChartsMissingError as e:
+        fail(e, 2)
+        return
+    except (RieraError, OSError) as e:
+        fail(f"{out_path}: {e}")
+        return
+    shown = len(rows) if untreated else min(top, len(rows))
+    err.print(f"wrote {written}: {shown} of {len(rows)} keys from {url}",
+              highlight=False, soft_wrap=True)  # fmt: skip
+
+
 # -- the streaming engine's commands ----------------------------------------------------------------
 # `riera stream wordcount`, `counts` and `status` live in riera.cli.streamjobs (imported lazily
 # there: the engine loads only when a query runs).

@@ -82,27 +82,18 @@ class Streams:
 
     def _top(self, url: str) -> tuple[list[dict[str, Any]], int, list[dict[str, Any]]]:
         """The top-N by value, the number of keys, and every key in the sink's order."""
-        latest = self._latest(url)
-        every: list[dict[str, Any]] = []
-        for key, row in latest.items():
-            value = _value(row)
-            if value is not None:
-                every.append({"key": _label(key, row), "value": value})
+        every = sink_rows(self._sink(url))
         ranked = sorted(every, key=lambda r: (-r["value"], r["key"]))  # ties by key: stable
         return ranked[: self.top_n], len(every), every
 
-    def _latest(self, url: str) -> dict[str, dict[str, Any]]:
+    def _sink(self, url: str) -> Any:
         from riera.stream.connectors.base import open_sink
 
         with self._lock:
             sink = self._sinks.get(url)
             if sink is None:
                 sink = self._sinks[url] = open_sink(url)
-        reader = getattr(sink, "latest", None)
-        if reader is None:
-            raise RieraError("this sink keeps no latest row per key (use memory:// or redis://)")
-        got: dict[str, dict[str, Any]] = reader()
-        return got
+        return sink
 
     def close(self) -> None:
         with self._lock:
@@ -110,6 +101,40 @@ class Streams:
                 with contextlib.suppress(Exception):
                     sink.close()
             self._sinks.clear()
+
+
+def sink_rows(sink: Any) -> list[dict[str, Any]]:
+    """Every key's latest value in a sink, ``{"key", "value"}``, keys in the order they first
+    reached it: what the live view and the PNG report chart. ``sink`` is a URL (opened and closed
+    here) or an open sink; it must keep a latest row per key (``memory://``, ``redis://``).
+
+    The key is the row's key values joined by " · "; the value, the row's last numeric column
+    (rows without one are left out).
+
+    >>> class Sink:  # any sink with latest(): {JSON list of the key values: row}
+    ...     def latest(self):
+    ...         return {'["fogão"]': {"valorA": "fogão", "total": 3}, '["freezer"]': {"total": 1}}
+    >>> sink_rows(Sink())
+    [{'key': 'fogão', 'value': 3}, {'key': 'freezer', 'value': 1}]
+    """
+    if isinstance(sink, str):
+        from riera.stream.connectors.base import open_sink
+
+        opened = open_sink(sink)
+        try:
+            return sink_rows(opened)
+        finally:
+            opened.close()
+    reader = getattr(sink, "latest", None)
+    if reader is None:
+        raise RieraError("this sink keeps no latest row per key (use memory:// or redis://)")
+    latest: dict[str, dict[str, Any]] = reader()
+    every: list[dict[str, Any]] = []
+    for key, row in latest.items():
+        value = _value(row)
+        if value is not None:
+            every.append({"key": _label(key, row), "value": value})
+    return every
 
 
 def _plan(text: Any) -> dict[str, Any]:
