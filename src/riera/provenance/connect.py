@@ -176,6 +176,11 @@ def check_name(name: Any, what: str, max_len: int) -> None:
         )
 
 
+def timed_out(err: BaseException) -> bool:
+    """A statement cancelled by its timeout: SQLite's interrupt, PostgreSQL's query_canceled."""
+    return "interrupted" in str(err) or getattr(err, "sqlstate", None) == "57014"
+
+
 def message(err: BaseException) -> str:
     """The database's own message (without SQLAlchemy's wrapping and background links)."""
     orig = getattr(err, "orig", None)

@@ -53,6 +53,7 @@ import json
 import logging
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -514,13 +515,21 @@ class ProvenanceStore:
     # -- querying -----------------------------------------------------------------------------
 
     def sql(
-        self, query: str, params: Mapping[str, Any] | None = None, *, limit: int | None = None
+        self,
+        query: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        limit: int | None = None,
+        timeout_s: float | None = None,
     ) -> QueryResult:
         """Run one read-only SQL statement; at most ``limit`` rows when given.
 
         Parameters are named, ``:name``. Any statement that would change the store raises
         :class:`~riera.errors.ReadOnlyError`; other errors raise
         :class:`~riera.errors.ProvenanceError` with the database's message and the query.
+        ``timeout_s`` cancels a statement that runs longer (PostgreSQL's ``statement_timeout``
+        for this transaction only; on SQLite a progress handler interrupts it), raising
+        :class:`~riera.errors.ProvenanceError` that says so.
 
         >>> import tempfile, pathlib
         >>> with tempfile.TemporaryDirectory() as d, open_store(pathlib.Path(d) / "p.db") as st:
@@ -544,12 +553,20 @@ class ProvenanceStore:
             raise ProvenanceError(
                 f"cannot connect to the provenance store {self.url}: {message(err)}"
             ) from err
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         try:
             cursor = raw.cursor()
             try:
                 if self.dialect == "postgresql":
+                    if timeout_s is not None:  # local to the read-only transaction just begun
+                        ms = str(max(1, int(timeout_s * 1000)))
+                        cursor.execute("SELECT set_config('statement_timeout', %s, true)", (ms,))
                     cursor.execute(statement, args, prepare=True)  # type: ignore[call-arg]
                 else:
+                    if deadline is not None:
+                        raw.driver_connection.set_progress_handler(  # type: ignore[union-attr]
+                            lambda: time.monotonic() > deadline, 10_000
+                        )
                     cursor.execute(statement, args or ())
                 if cursor.description is None:
                     return QueryResult([], [])
@@ -561,8 +578,15 @@ class ProvenanceStore:
             finally:
                 cursor.close()
         except self._dbapi_error as err:
+            if timeout_s is not None and connect.timed_out(err):
+                raise ProvenanceError(
+                    f"query on the provenance store {self.url} ran past its {timeout_s:g} s "
+                    f"timeout and was cancelled\nquery: {query}"
+                ) from err
             raise self._query_error(err, query) from err
         finally:
+            if deadline is not None and self.dialect == "sqlite":
+                raw.driver_connection.set_progress_handler(None, 0)  # type: ignore[union-attr]
             raw.close()
         return QueryResult(columns, [tuple(row) for row in rows])
 

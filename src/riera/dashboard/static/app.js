@@ -2,9 +2,14 @@
 // The live stream view: one EventSource per tab, frames at the server's display rate.
 (function () {
   const $ = (id) => document.getElementById(id);
-  let source = null;
+  const bus = window.RieraBus;
   let selected = new URLSearchParams(location.search).get("run");
   let lastFrame = 0;
+  let active = true;  // the streams view is the one shown
+  // What the user sees, measured where it happens: when each frame was painted, the intervals
+  // between painted frames, and the time from subscribing to the first painted bars.
+  const perf = window.__riera = { paints: [], intervals: [], firstPaintMs: null, subscribedAt: null,
+                                  dropped: 0, keepValues: false };
 
   function setState(name, text) {
     const el = $("state");
@@ -36,26 +41,77 @@
         list.append(li);
       }
       const wanted = rows.find((r) => r.run_id === selected) || rows[0];
-      if (wanted && !source) watch(wanted.run_id);
+      if (wanted && !watching) watch(wanted.run_id);
     } catch (err) {
       setState("disconnected", "disconnected, retrying");
       setTimeout(loadStreams, 2000);
     }
   }
 
+  let watching = null;
+
   function watch(runId) {
-    selected = runId;
+    selected = watching = runId;
     for (const li of document.querySelectorAll("#stream-list li")) {
       li.classList.toggle("selected", li.dataset.run === runId);
     }
-    if (source) source.close();
-    setState("connecting");
     $("chart-note").textContent = "waiting for the first result";
-    const untreated = $("show-untreated").checked ? "&untreated=1" : "";
-    source = new EventSource("/api/events?streams=" + encodeURIComponent(runId) + untreated);
-    source.addEventListener("open", () => setState("waiting", "waiting for the first result"));
-    source.addEventListener("error", () => setState("disconnected", "disconnected, retrying"));
-    source.addEventListener("frame", (ev) => draw(JSON.parse(ev.data)));
+    perf.subscribedAt = performance.now();
+    perf.firstPaintMs = null;
+    subscribe();
+  }
+
+  function subscribe() {
+    bus.set("streams", active ? watching : "");
+    bus.set("untreated", active && $("show-untreated").checked ? "1" : "");
+  }
+
+  bus.onStatus((name) => {
+    if (!active) return;
+    if (name === "connecting") setState("connecting");
+    else if (name === "open" && !lastFrame) setState("waiting", "waiting for the first result");
+    else if (name === "retrying") setState("disconnected", "disconnected, retrying");
+    else if (name === "paused") setState("stale", "paused while the tab is hidden");
+  });
+  let system = {};
+  let shown = null;  // the frame on screen, to redraw its metrics when the system figures move
+  bus.on("system", (data) => { system = data; if (shown) drawMetrics(shown); });
+  let latest = null;  // frames waiting to be painted: only the newest is kept
+  bus.on("frame", (frame) => {
+    if (frame.run_id !== watching) return;
+    if (latest) perf.dropped++;
+    latest = frame;
+    requestAnimationFrame(() => {
+      if (!latest) return;
+      const f = latest; latest = null;
+      draw(f);
+      painted(f);
+    });
+  });
+  window.addEventListener("riera:view", (ev) => {
+    active = ev.detail === "streams";
+    subscribe();
+  });
+
+  function painted(frame) {
+    const now = performance.now();
+    const last = perf.paints.length ? perf.paints[perf.paints.length - 1].at : null;
+    if (last !== null) perf.intervals.push(now - last);
+    const entry = { at: now, wall: Date.now(), sent_at: frame.sent_at };
+    if (perf.keepValues) entry.values = Object.fromEntries((frame.top || []).map((r) => [r.key, r.value]));
+    perf.paints.push(entry);
+    if (perf.paints.length > 2000) perf.paints.splice(0, perf.paints.length - 2000);
+    if (perf.intervals.length > 240) perf.intervals.splice(0, perf.intervals.length - 240);
+    if (perf.firstPaintMs === null && (frame.top || []).length) perf.firstPaintMs = now - perf.subscribedAt;
+  }
+
+  function stats(values) {
+    if (!values.length) return {};
+    const mean = values.reduce((a, b) => a + b, 0) / values.length;
+    const sd = Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / values.length);
+    const sorted = [...values].sort((a, b) => a - b);
+    const p95 = sorted[Math.min(sorted.length - 1, Math.floor(0.95 * sorted.length))];
+    return { mean, sd, p95 };
   }
 
   // Sorting with hysteresis: a bar overtakes the one above it only when it leads by MARGIN of the
@@ -113,6 +169,7 @@
 
   function draw(frame) {
     lastFrame = Date.now();
+    shown = frame;
     if (pending) { clearTimeout(pending); pending = null; }
     $("chart-title").textContent = frame.job || frame.run_id;
     const top = frame.top || [];
@@ -153,13 +210,38 @@
     if (leading.size) pending = setTimeout(() => draw(frame), DWELL_MS + 20);
     drawUntreated(frame.untreated);
     drawProcesses((frame.metrics || {}).processes || []);
+    drawMetrics(frame);
+  }
+
+  const fmt = (v, digits = 1) => v == null || Number.isNaN(v) ? null : Number(v).toFixed(digits);
+  const mib = (v) => v == null ? null : (v / 1048576).toFixed(1) + " MiB";
+
+  function drawMetrics(frame) {
     const m = frame.metrics || {};
     const lat = m.latency || {};
+    const sys = system;
+    const shm = sys.shm || {};
+    const own = sys.process || {};
+    const ram = sys.ram || {};
+    const iv = stats(perf.intervals);
+    const rows = [
+      ["painted frame interval ms (mean ± SD, p95)",
+       iv.mean == null ? null : `${fmt(iv.mean)} ± ${fmt(iv.sd)}, p95 ${fmt(iv.p95)}`],
+      ["time to first update ms", fmt(perf.firstPaintMs, 0)],
+      ["frame rate", frame.hz == null ? null : `${fmt(frame.hz)} Hz` + (frame.step_down ? ` (stepped down: ${frame.step_down})` : "")],
+      ["epoch", m.committed_epoch], ["records in", m.records_in],
+      ["records/s", fmt(m.records_per_second, 0)],
+      ["latency p50 / p95 / p99 ms", lat.p50_ms == null ? null : `${fmt(lat.p50_ms)} / ${fmt(lat.p95_ms)} / ${fmt(lat.p99_ms)}`],
+      ["lag (records)", m.lag == null ? null : (typeof m.lag === "object" ? JSON.stringify(m.lag) : m.lag)],
+      ["watermark", m.watermark == null ? null : new Date(m.watermark).toISOString()],
+      ["checkpoint ms", fmt(m.checkpoint_ms)],
+      ["system RAM", ram.total == null ? null : `${mib(ram.total - ram.available)} of ${mib(ram.total)} (${fmt(ram.used_percent)}%)`],
+      ["/dev/shm", shm.total == null ? null : `${mib(shm.used)} of ${mib(shm.total)}; Riera: ${shm.riera_segments ?? 0} segments, ${mib(shm.riera_bytes || 0)}`],
+      ["dashboard memory (USS / PSS)", own.uss_bytes == null ? null : `${mib(own.uss_bytes)} / ${mib(own.pss_bytes)}`],
+    ];
     const dl = $("metrics");
     dl.replaceChildren();
-    for (const [k, v] of [["epoch", m.committed_epoch], ["records in", m.records_in],
-                          ["records/s", m.records_per_second], ["latency p50 ms", lat.p50_ms],
-                          ["latency p99 ms", lat.p99_ms]]) {
+    for (const [k, v] of rows) {
       const dt = document.createElement("dt"); text(dt, k);
       const dd = document.createElement("dd"); text(dd, v);
       dl.append(dt, dd);
@@ -194,7 +276,7 @@
     }));
   }
 
-  $("show-untreated").addEventListener("change", () => { if (selected) watch(selected); });
+  $("show-untreated").addEventListener("change", subscribe);
 
   setInterval(() => {  // no frame for a while: say so instead of freezing silently
     if (lastFrame && Date.now() - lastFrame > 10000 && $("state").classList.contains("live")) {
