@@ -19,11 +19,12 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], store: Path, *args: str) -> None:
-        self.port = _free_port()
+    def __init__(self, env: dict[str, str], store: Path | str, *args: str,
+                 log_dir: Path | None = None, port: int | None = None) -> None:  # fmt: skip
+        self.port = port or _free_port()
         cmd = [sys.executable, "-m", "riera", "dashboard", "--port", str(self.port),
                "--store", str(store), *args]  # fmt: skip
-        self.log = store.parent / f"dashboard-{self.port}.log"
+        self.log = (log_dir or Path(store).parent) / f"dashboard-{self.port}.log"
         with self.log.open("w") as errors:
             self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=errors,
                                          text=True)  # fmt: skip

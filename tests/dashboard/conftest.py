@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 import riera
+from pg_service import pg_dsn as pg_dsn  # a fixture (the explorer runs on PostgreSQL too)
+from services import service_missing
 
 
 @pytest.fixture
@@ -21,3 +23,22 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
                "RIERA_HOME": str(tmp_path / "home")}  # fmt: skip
     finally:
         riera.shutdown()
+
+
+CHROMIUM = os.environ.get("RIERA_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        service_missing("playwright is not installed (pip install -e '.[test]')")
+    if not Path(CHROMIUM).exists():
+        service_missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()

@@ -20,29 +20,11 @@ import pytest
 import riera
 from dashboard_server import Server
 from riera.testing import send
-from services import service_missing
 from wordcount_data import messages, oracle, wordcount_query
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = os.environ.get("RIERA_TEST_CHROMIUM", "/usr/bin/chromium")
 MARGIN = 0.02  # app.js: a bar overtakes the one above when it leads by 2% of the largest value
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        service_missing("playwright is not installed (pip install -e '.[test]')")
-    if not Path(CHROMIUM).exists():
-        service_missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @contextlib.contextmanager

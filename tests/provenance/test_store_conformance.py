@@ -32,7 +32,7 @@ from riera.provenance.store import (
 )
 
 if TYPE_CHECKING:
-    from conftest import StoreTarget  # tests/provenance/conftest.py
+    from pg_service import StoreTarget
 
 T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
 

@@ -279,6 +279,11 @@
       body.replaceChildren(el("tr", {}, el("td", { colSpan: 7 }, err.message)));
     }
   }
+  $("element-find").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const id = $("element-id").value.trim();
+    if (id) showLineage(id);
+  });
   for (const tab of Object.keys(TABS)) {
     $(tab + "-more").addEventListener("click", () => loadTab(tab, true));
   }
