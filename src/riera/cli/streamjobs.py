@@ -4,14 +4,18 @@
 is in flight, then exit 0) or, with ``--until-idle S``, until the source has been idle S seconds and
 everything is committed. Killed with ``kill -9``, the same command with the same ``--checkpoint``
 resumes where the last commit left off, and the sink ends exactly as if nothing had happened.
-A progress line every few seconds goes to stderr; nothing to stdout.
+A progress line every few seconds goes to stderr; nothing to stdout. With ``--dashboard`` the
+dashboard is served beside it, in a process of its own, from before the query starts until it
+ends (:mod:`riera.cli.dashboard_process`); its URL goes to stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -58,15 +62,49 @@ def wordcount(
     name: Annotated[
         str, typer.Option("--name", help="the job's name at the sinks and the coordinator")
     ] = "wordcount",
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--dashboard",
+            help="serve the dashboard (its own process) beside the query; it stops with the query",
+        ),
+    ] = False,
+    dashboard_port: Annotated[
+        int, typer.Option("--dashboard-port", help="with --dashboard: its port on 127.0.0.1")
+    ] = 8765,
 ) -> None:
     """Sum valorB per valorA of document 000's messages, resumable after any crash."""
+    with _beside(dashboard_port) if dashboard else contextlib.nullcontext():
+        _wordcount(source, sink, checkpoint, trigger=trigger, interval_ms=interval,
+                   guarantee=guarantee, until_idle=until_idle, workers=workers,
+                   coordinator=coordinator, shards=shards, name=name,
+                   lease_ttl_ms=lease_ttl)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _beside(port: int) -> Iterator[None]:
+    """The dashboard in a process of its own while the word count runs (a taken port: exit 2)."""
+    from riera.cli.dashboard_process import DashboardProcess
+
+    dash = DashboardProcess(port)
+    try:
+        dash.start()
+    except RieraError as e:
+        fail(f"--dashboard: {e} with --dashboard-port", 2)
+    err.print(f"dashboard: [bold]{dash.url}[/] (it stops when the word count ends)",
+              highlight=False, soft_wrap=True)  # fmt: skip
+    try:
+        yield
+    finally:
+        dash.stop()
+
+
+def _wordcount(source: str, sink: str, checkpoint: str, *, coordinator: str | None,
+               **options: Any) -> None:  # fmt: skip
     from riera.apps.streamcount import wordcount as start
 
     try:
-        query = start(source, sink, checkpoint, trigger=trigger, interval_ms=interval,
-                      guarantee=guarantee, until_idle=until_idle, workers=workers,
-                      coordinator=coordinator, shards=shards, name=name,
-                      lease_ttl_ms=lease_ttl)  # fmt: skip
+        query = start(source, sink, checkpoint, coordinator=coordinator, **options)
     except RieraError as e:
         fail(e, 2)
         return
