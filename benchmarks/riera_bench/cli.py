@@ -617,3 +617,21 @@ def stream(
         err.print(f"[bold red]MISMATCH[/] {r.engine} {r.key} {r.transport}: {r.mismatches[0]}")
     if wrong:
         fail(f"{len(wrong)} Riera row(s) committed wrong totals")
+
+
+@app.command()
+def explorer(
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="requests per endpoint")] = 20,
+    postgres: Annotated[
+        str | None,
+        typer.Option("--postgres", help="also on this PostgreSQL (a schema of its own, dropped)"),
+    ] = None,
+    out: OutOption = None,
+) -> None:
+    """How fast the dashboard's provenance explorer answers, endpoint by endpoint (server time
+    and client time), over a synthetic store of 10,001 tasks and 52,501 elements."""
+    from riera_bench import explorer as study
+
+    _run_and_report(
+        lambda: study.run(repeats, postgres, _progress), study.render, RuntimeError, out
+    )

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from explorer_data import BIG, fill
 
 import riera
 from dashboard_server import Server
 from riera.provenance.store import open_store
 from riera.testing import send
+from riera_bench.explorer_data import BIG, fill
 from wordcount_data import messages, wordcount_query
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,5 @@
 """The provenance explorer's HTTP API, on a real dashboard process over SQLite and PostgreSQL
-stores holding the synthetic run of :mod:`explorer_data` (10,001 tasks, 52,501 elements, 50,000
+stores holding the synthetic run of :mod:`riera_bench.explorer_data` (10,001 tasks, 52,501 elements, 50,000
 domain rows): keyset paging walks every row once, even while runs arrive; lineage answers one
 level with "+N more"; a domain filter returns what the same SQL returns; the SQL console is
 read-only, capped and timed out; exports are whole PROV documents."""
@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from explorer_data import BIG, fill
 
 from dashboard_server import Server
 from riera.provenance.store import ProvenanceStore, open_store
+from riera_bench.explorer_data import BIG, fill
 
 pytestmark = pytest.mark.integration
 
