@@ -140,3 +140,39 @@ def test_near_ties_keep_their_order_and_a_clear_lead_overtakes(
             timeout=30_000,
         )
         assert _bars(page) == [("beta", 121), ("alpha", 100)]
+
+
+def test_a_bar_that_passed_several_others_moves_past_them_in_one_dwell(
+    browser: object, runtime: dict[str, str], tmp_path: Path
+) -> None:
+    def words(word: str, n: int, start: int) -> list[dict[str, str]]:
+        return [{"chave": f"{word}{start + i}", "valorA": word, "valorB": "1"} for i in range(n)]
+
+    names = ["a", "b", "c", "d", "e", "f"]
+    send("memory://jump-in", [r for i, w in enumerate(names) for r in words(w, 100 - 5 * i, 0)],
+         key="chave")  # fmt: skip
+    with _watched(browser, runtime, tmp_path, "jump") as (q, server, page):
+        page.goto(server.base + f"/?run={q.run_id}")
+        page.wait_for_function("() => document.querySelectorAll('#chart .bar').length === 6",
+                               timeout=30_000)  # fmt: skip
+        assert [k for k, _ in _bars(page)] == names
+        # every place f takes in the chart's order, as the DOM changes
+        page.evaluate("""() => {
+            window.__places = [];
+            const note = () => {
+                const at = [...document.querySelectorAll('#chart .bar .label')]
+                    .map(e => e.textContent).indexOf('f');
+                if (window.__places[window.__places.length - 1] !== at) window.__places.push(at);
+            };
+            note();
+            new MutationObserver(note).observe(document.getElementById('chart'), {childList: true});
+        }""")
+        send("memory://jump-in", words("f", 60, 1000), key="chave")  # f: 75 → 135, first by far
+        page.wait_for_function(
+            "() => document.querySelector('#chart .bar .label').textContent === 'f'",
+            timeout=30_000,
+        )
+        assert _bars(page)[0] == ("f", 135)
+        assert [k for k, _ in _bars(page)] == ["f", *names[:5]]
+        # past five bars in one move, not one place per dwell
+        assert page.evaluate("window.__places") == [5, 0]

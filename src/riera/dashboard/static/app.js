@@ -58,6 +58,7 @@
     $("chart-note").textContent = "waiting for the first result";
     perf.subscribedAt = performance.now();
     perf.firstPaintMs = null;
+    for (const s of series) s.length = 0;
     subscribe();
   }
 
@@ -93,7 +94,35 @@
     subscribe();
   });
 
+  // Throughput and latency over the last minutes, drawn by uPlot (vendored): one point per
+  // painted frame, at most SERIES_POINTS kept.
+  const SERIES_POINTS = 600;
+  const series = [[], [], []];
+  let plot = null;
+  function chartSeries(frame) {
+    const V = window.RieraVendor;
+    const m = frame.metrics || {};
+    if (!V || !V.uPlot || m.records_per_second == null) return;
+    series[0].push(Date.now() / 1000);
+    series[1].push(m.records_per_second);
+    series[2].push((m.latency || {}).p99_ms ?? null);
+    if (series[0].length > SERIES_POINTS) for (const s of series) s.shift();
+    const box = $("series");
+    if (!plot) {
+      plot = new V.uPlot({
+        width: Math.max(240, box.clientWidth || 600), height: 160,
+        scales: { x: { time: true }, lat: {} },
+        axes: [{}, { label: "records/s" }, { scale: "lat", side: 1, label: "p99 ms", grid: { show: false } }],
+        series: [{}, { label: "records/s", stroke: "#3b7dd8" }, { label: "latency p99 ms", stroke: "#cf222e", scale: "lat" }],
+      }, series, box);
+      new ResizeObserver(() => plot.setSize({ width: Math.max(240, box.clientWidth), height: 160 })).observe(box);
+    } else {
+      plot.setData(series);
+    }
+  }
+
   function painted(frame) {
+    chartSeries(frame);
     const now = performance.now();
     const last = perf.paints.length ? perf.paints[perf.paints.length - 1].at : null;
     if (last !== null) perf.intervals.push(now - last);
@@ -114,32 +143,47 @@
     return { mean, sd, p95 };
   }
 
-  // Sorting with hysteresis: a bar overtakes the one above it only when it leads by MARGIN of the
+  // Sorting with hysteresis: a bar overtakes another only when it has led it by MARGIN of the
   // largest value for DWELL_MS in a row, so near-ties do not swap on every frame. Values are
-  // always the exact ones; only the order waits.
+  // always the exact ones; only the order waits. Leads are timed for every pair, not only for
+  // neighbours, so a bar that has clearly passed several others moves past all of them at once
+  // instead of one place per dwell.
   const MARGIN = 0.02;
   const DWELL_MS = 1000;
   let order = [];
-  const leading = new Map();  // "below\u0000above" -> since when below leads by the margin
+  const leading = new Map();  // "leader\u0000led" -> since when leader leads led by the margin
   const nodes = new Map();  // key -> its <li>, kept across frames (no DOM churn)
+  let waiting = false;  // a lead is still in its dwell: draw again when it may have ended
 
   function reorder(values) {
     const next = order.filter((k) => values.has(k));
     for (const k of values.keys()) if (!next.includes(k)) next.push(k);
     const max = Math.max(1, ...values.values());
     const now = Date.now();
+    const held = new Set();
+    for (const [a, va] of values) {
+      for (const [b, vb] of values) {
+        if (va - vb > MARGIN * max) {
+          const pair = a + "\u0000" + b;
+          if (!leading.has(pair)) leading.set(pair, now);
+          held.add(pair);
+        }
+      }
+    }
+    for (const pair of [...leading.keys()]) if (!held.has(pair)) leading.delete(pair);
+    const overtakes = (below, above) => {
+      const since = leading.get(below + "\u0000" + above);
+      return since !== undefined && now - since >= DWELL_MS;
+    };
+    waiting = false;
     for (let pass = 0; pass < next.length; pass++) {
       let swapped = false;
       for (let i = 0; i + 1 < next.length; i++) {
         const above = next[i], below = next[i + 1];
-        const pair = below + "\u0000" + above;
-        if (values.get(below) - values.get(above) > MARGIN * max) {
-          if (!leading.has(pair)) leading.set(pair, now);
-          if (now - leading.get(pair) >= DWELL_MS) {
-            next[i] = below; next[i + 1] = above; leading.delete(pair); swapped = true;
-          }
-        } else {
-          leading.delete(pair);
+        if (overtakes(below, above)) {
+          next[i] = below; next[i + 1] = above; swapped = true;
+        } else if (leading.has(below + "\u0000" + above)) {
+          waiting = true;
         }
       }
       if (!swapped) break;
@@ -207,7 +251,7 @@
         li.style.transform = "";
       });
     }
-    if (leading.size) pending = setTimeout(() => draw(frame), DWELL_MS + 20);
+    if (waiting) pending = setTimeout(() => draw(frame), DWELL_MS + 20);
     drawUntreated(frame.untreated);
     drawProcesses((frame.metrics || {}).processes || []);
     drawMetrics(frame);
