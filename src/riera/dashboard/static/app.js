@@ -112,6 +112,7 @@
       plot = new V.uPlot({
         width: Math.max(240, box.clientWidth || 600), height: 160,
         scales: { x: { time: true }, lat: {} },
+        legend: { live: false },
         axes: [{}, { label: "records/s" }, { scale: "lat", side: 1, label: "p99 ms", grid: { show: false } }],
         series: [{}, { label: "records/s", stroke: "#3b7dd8" }, { label: "latency p99 ms", stroke: "#cf222e", scale: "lat" }],
       }, series, box);
@@ -260,6 +261,15 @@
   const fmt = (v, digits = 1) => v == null || Number.isNaN(v) ? null : Number(v).toFixed(digits);
   const mib = (v) => v == null ? null : (v / 1048576).toFixed(1) + " MiB";
 
+  // Lag: records not yet read, in all (and per source partition when there are several).
+  function lag(value) {
+    if (value == null) return null;
+    if (typeof value !== "object") return value;
+    const parts = Object.entries(value);
+    const total = parts.reduce((a, [, v]) => a + (Number(v) || 0), 0);
+    return parts.length > 1 ? `${total} (${parts.map(([k, v]) => `${k}: ${v}`).join(", ")})` : String(total);
+  }
+
   function drawMetrics(frame) {
     const m = frame.metrics || {};
     const lat = m.latency || {};
@@ -276,9 +286,10 @@
       ["epoch", m.committed_epoch], ["records in", m.records_in],
       ["records/s", fmt(m.records_per_second, 0)],
       ["latency p50 / p95 / p99 ms", lat.p50_ms == null ? null : `${fmt(lat.p50_ms)} / ${fmt(lat.p95_ms)} / ${fmt(lat.p99_ms)}`],
-      ["lag (records)", m.lag == null ? null : (typeof m.lag === "object" ? JSON.stringify(m.lag) : m.lag)],
+      ["lag (records)", lag(m.lag)],
       ["watermark", m.watermark == null ? null : new Date(m.watermark).toISOString()],
-      ["checkpoint ms", fmt(m.checkpoint_ms)],
+      ["checkpoint ms (last, p50)", m.checkpoint_ms == null ? null : typeof m.checkpoint_ms === "object"
+        ? `${fmt(m.checkpoint_ms.last)}, ${fmt(m.checkpoint_ms.p50)}` : fmt(m.checkpoint_ms)],
       ["system RAM", ram.total == null ? null : `${mib(ram.total - ram.available)} of ${mib(ram.total)} (${fmt(ram.used_percent)}%)`],
       ["/dev/shm", shm.total == null ? null : `${mib(shm.used)} of ${mib(shm.total)}; Riera: ${shm.riera_segments ?? 0} segments, ${mib(shm.riera_bytes || 0)}`],
       ["dashboard memory (USS / PSS)", own.uss_bytes == null ? null : `${mib(own.uss_bytes)} / ${mib(own.pss_bytes)}`],

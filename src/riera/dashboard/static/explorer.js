@@ -191,7 +191,7 @@
     for (const e of plan.edges) g.setEdge(e.from, e.to);
     V.dagre.layout(g);
     const { width, height } = g.graph();
-    const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, height: Math.min(400, height) });
+    const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, class: "natural" });
     for (const e of g.edges()) {
       const pts = g.edge(e).points;
       root.append(svg("path", { class: "edge", d: "M" + pts.map((p) => `${p.x},${p.y}`).join(" L") }));
