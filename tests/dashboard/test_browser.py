@@ -176,3 +176,31 @@ def test_a_bar_that_passed_several_others_moves_past_them_in_one_dwell(
         assert [k for k, _ in _bars(page)] == ["f", *names[:5]]
         # past five bars in one move, not one place per dwell
         assert page.evaluate("window.__places") == [5, 0]
+
+
+def test_a_producer_process_shows_among_the_query_processes_while_it_sends(
+    browser: object, runtime: dict[str, str], tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    send("memory://prod-in", messages(10, seed=4), key="chave")
+    with _watched(browser, runtime, tmp_path, "prod") as (q, server, page):
+        page.goto(server.base + f"/?run={q.run_id}")
+        producer = subprocess.Popen(
+            [sys.executable, "-m", "riera", "stream", "produce", "retail", "--to",
+             "memory://prod-in", "--count", "100000", "--interval", "0.01"],
+            env=runtime, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            row = "[...document.querySelectorAll('#processes tbody tr')]"
+            page.wait_for_function(
+                f"pid => {row}.some(tr => tr.cells[1].textContent === pid && "
+                "tr.cells[0].textContent.startsWith('producer: '))",
+                arg=str(producer.pid), timeout=30_000)  # fmt: skip
+        finally:
+            producer.kill()  # kill -9: its announcement stays behind, and is ignored
+            producer.wait()
+        page.wait_for_function(  # (the driver's own sample of its child may linger till an epoch)
+            f"pid => !{row}.some(tr => tr.cells[1].textContent === pid && "
+            "tr.cells[0].textContent.startsWith('producer: '))",
+            arg=str(producer.pid), timeout=30_000)  # fmt: skip

@@ -70,6 +70,7 @@ def _produce(to: str, make: Callable[[], Iterable[Mapping[str, Any]]], interval:
     """Open the producer and build the messages (errors: exit 2), then send them (errors: exit 1)
     and print the summary."""
     from riera.apps.producers import produce
+    from riera.stream.announce import announce
     from riera.stream.connectors.base import open_producer
 
     try:
@@ -85,7 +86,8 @@ def _produce(to: str, make: Callable[[], Iterable[Mapping[str, Any]]], interval:
             return
         progress = _Progress()
         try:
-            done = produce(producer, messages, interval, progress)
+            with announce(to):  # the dashboard lists it among the processes of to's readers
+                done = produce(producer, messages, interval, progress)
         except RieraError as e:
             fail(e)
             return

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from riera.errors import RieraError
 
 TOP_N = 30
@@ -24,6 +26,7 @@ class Streams:
         self._sinks: dict[str, Any] = {}
         self._frames: dict[tuple[str, bool], tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        self._procs: dict[int, psutil.Process] = {}  # producers, kept for CPU % between readings
 
     def queries(self, limit: int = 50) -> list[dict[str, Any]]:
         """The newest streaming queries: run id, status, start, job, source, sink."""
@@ -94,6 +97,40 @@ class Streams:
             if sink is None:
                 sink = self._sinks[url] = open_sink(url)
         return sink
+
+    def producers(self, run_id: str) -> list[dict[str, Any]]:
+        """The processes that announced themselves as producers of the query's source
+        (:mod:`riera.stream.announce`), sampled here: CPU % since the last reading, USS, PSS."""
+        from riera.stream.announce import announced
+
+        rows = self.store.sql("SELECT plan FROM runs WHERE run_id = :r", {"r": run_id}).rows
+        source = _plan(rows[0][0]).get("source") if rows else None
+        if not source:
+            return []
+        out = []
+        for record in announced(str(source)):
+            pid = int(record["pid"])
+            with self._lock:
+                proc = self._procs.get(pid)
+                if proc is None:
+                    proc = self._procs[pid] = psutil.Process(pid)
+                    proc.cpu_percent(None)  # the first reading starts the interval
+            try:
+                with proc.oneshot():
+                    cpu = proc.cpu_percent(None)
+                    try:
+                        mem = proc.memory_full_info()
+                        uss, pss = mem.uss, getattr(mem, "pss", None)
+                    except psutil.AccessDenied:
+                        mem, uss, pss = proc.memory_info(), None, None
+            except psutil.Error:
+                with self._lock:
+                    self._procs.pop(pid, None)
+                continue
+            out.append({"pid": pid, "name": "producer: " + record.get("cmd", ""),
+                        "cpu_percent": round(cpu, 1), "uss_bytes": uss, "pss_bytes": pss,
+                        "rss_bytes": mem.rss})  # fmt: skip
+        return out
 
     def close(self) -> None:
         with self._lock:

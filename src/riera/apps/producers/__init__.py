@@ -29,6 +29,7 @@ raised in the caller after the messages before it were sent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import queue
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from riera.errors import PlanError, RieraError, StreamError
+from riera.stream.announce import announce
 from riera.stream.connectors.base import Producer, open_producer
 
 BATCH = 1000  # the most messages one send() carries
@@ -107,8 +109,9 @@ def produce(
     if batch < 1:
         raise PlanError(f"produce: batch must be ≥ 1; got {batch!r}")
     producer = open_producer(target) if isinstance(target, str) else target
-    try:
-        return _send_all(producer, _name(target), _Feed(messages), interval, progress, batch)
+    try:  # a URL's producer announces itself (riera.stream.announce): the dashboard lists it
+        with announce(target) if isinstance(target, str) else contextlib.nullcontext():
+            return _send_all(producer, _name(target), _Feed(messages), interval, progress, batch)
     finally:
         if isinstance(target, str):
             producer.close()

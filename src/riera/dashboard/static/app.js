@@ -76,7 +76,10 @@
   });
   let system = {};
   let shown = null;  // the frame on screen, to redraw its metrics when the system figures move
-  bus.on("system", (data) => { system = data; if (shown) drawMetrics(shown); });
+  bus.on("system", (data) => {
+    system = data;
+    if (shown) { drawMetrics(shown); drawProcesses(shown); }
+  });
   let latest = null;  // frames waiting to be painted: only the newest is kept
   bus.on("frame", (frame) => {
     if (frame.run_id !== watching) return;
@@ -254,7 +257,7 @@
     }
     if (waiting) pending = setTimeout(() => draw(frame), DWELL_MS + 20);
     drawUntreated(frame.untreated);
-    drawProcesses((frame.metrics || {}).processes || []);
+    drawProcesses(frame);
     drawMetrics(frame);
   }
 
@@ -318,7 +321,13 @@
     }));
   }
 
-  function drawProcesses(rows) {
+  // The query's processes (driver and workers, from its status file) and its producers (announced
+  // by themselves, sampled by the dashboard once a second).
+  function drawProcesses(frame) {
+    const producers = ((system.producers || {})[frame.run_id]) || [];
+    const theirs = new Set(producers.map((p) => p.pid));  // a producer the driver started: once
+    const rows = [...((frame.metrics || {}).processes || []).filter((p) => !theirs.has(p.pid)),
+                  ...producers];
     const body = $("processes").querySelector("tbody");
     body.replaceChildren(...rows.map((p) => {
       const tr = document.createElement("tr");
