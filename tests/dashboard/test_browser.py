@@ -204,3 +204,36 @@ def test_a_producer_process_shows_among_the_query_processes_while_it_sends(
             f"pid => !{row}.some(tr => tr.cells[1].textContent === pid && "
             "tr.cells[0].textContent.startsWith('producer: '))",
             arg=str(producer.pid), timeout=30_000)  # fmt: skip
+
+
+def test_the_page_says_it_waits_and_paints_the_first_result_in_its_own_frame(
+    browser: object, runtime: dict[str, str], tmp_path: Path
+) -> None:
+    q = wordcount_query("memory://first-in").write_stream(
+        "memory://first-out", checkpoint=tmp_path / "ck",
+        trigger=riera.stream.continuous(checkpoint="100ms"))  # fmt: skip
+    server = Server(runtime, tmp_path / "home" / "provenance.db")
+    page = browser.new_page()  # type: ignore[attr-defined]
+    try:
+        riera.runtime.get_runtime().provenance.flush()
+        page.goto(server.base + f"/?run={q.run_id}")
+        page.wait_for_function("() => /waiting/.test(document.getElementById('state').textContent)",
+                               timeout=30_000)  # fmt: skip
+        assert page.text_content("#chart-note") == "waiting for the first result"
+        assert page.locator("#chart .bar").count() == 0
+        page.evaluate("""() => { window.__got = [];
+            RieraBus.on('frame', f => __got.push({sent_at: f.sent_at, bars: (f.top || []).length})); }""")
+        send("memory://first-in", messages(20, seed=5), key="chave")
+        page.wait_for_function("() => document.querySelectorAll('#chart .bar').length > 0",
+                               timeout=30_000)  # fmt: skip
+        got = page.evaluate("__got")
+        paints = page.evaluate("__riera.paints")
+        first = next(f for f in got if f["bars"])
+        painted = next(p for p in paints if p["bars"])
+        # the frame that first carried bars is the one painted: no later frame stood in for it
+        assert painted["sent_at"] == first["sent_at"]
+        print(f"first result sent → painted: {painted['wall'] - 1000 * first['sent_at']:.0f} ms")
+    finally:
+        page.close()
+        q.stop()
+        server.stop()

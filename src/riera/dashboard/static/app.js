@@ -130,7 +130,7 @@
     const now = performance.now();
     const last = perf.paints.length ? perf.paints[perf.paints.length - 1].at : null;
     if (last !== null) perf.intervals.push(now - last);
-    const entry = { at: now, wall: Date.now(), sent_at: frame.sent_at };
+    const entry = { at: now, wall: Date.now(), sent_at: frame.sent_at, bars: (frame.top || []).length };
     if (perf.keepValues) entry.values = Object.fromEntries((frame.top || []).map((r) => [r.key, r.value]));
     perf.paints.push(entry);
     if (perf.paints.length > 2000) perf.paints.splice(0, perf.paints.length - 2000);
@@ -225,7 +225,8 @@
     setState(finished ? "finished" : top.length ? "live" : "waiting",
              finished ? "finished (" + frame.state + ")" : top.length ? "live" : "waiting for the first result");
     $("chart-note").textContent = frame.error ? frame.error
-      : `${top.length} of ${frame.keys || 0} keys, largest first`;
+      : top.length ? `${top.length} of ${frame.keys || 0} keys, largest first`
+      : finished ? "the query ended without a result" : "waiting for the first result";
     const values = new Map(top.map((r) => [r.key, r.value]));
     const keys = reorder(values);
     const max = Math.max(1, ...values.values());
