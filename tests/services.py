@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -32,6 +32,24 @@ def service_missing(reason: str) -> NoReturn:
             f"{reason} (RIERA_TEST_REQUIRE_SERVICES is set: services must run)", pytrace=False
         )
     pytest.skip(reason)
+
+
+REDIS = os.environ.get("RIERA_TEST_REDIS", "127.0.0.1:6379")
+
+
+def redis_client() -> Any:
+    """A client of the test Redis (``RIERA_TEST_REDIS``, default 127.0.0.1:6379) that answered a
+    ping; a missing server skips the test (fails it on CI)."""
+    import redis
+
+    host, port = REDIS.rsplit(":", 1)
+    client = redis.Redis(host=host, port=int(port))
+    try:
+        client.ping()
+    except redis.RedisError as err:
+        client.close()
+        service_missing(f"Redis at {REDIS} is not reachable ({err}); set RIERA_TEST_REDIS")
+    return client
 
 
 def free_port() -> int:

@@ -33,7 +33,8 @@ import pytest
 
 from riera.apps.producers import encode, message
 from riera.stream.connectors.base import open_producer
-from services import free_port, service_missing
+from services import free_port
+from services import redis_client as connect_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -224,15 +225,7 @@ def test_demo_serves_the_dashboard_until_ctrl_c(tmp_path: Path) -> None:
 
 @pytest.fixture
 def redis_client() -> Iterator[Any]:
-    import redis
-
-    host, port = REDIS.rsplit(":", 1)
-    client = redis.Redis(host=host, port=int(port))
-    try:
-        client.ping()
-    except redis.RedisError as err:
-        client.close()
-        service_missing(f"Redis at {REDIS} is not reachable ({err}); set RIERA_TEST_REDIS")
+    client = connect_redis()
     try:
         yield client
     finally:

@@ -32,7 +32,7 @@ import pytest
 from riera.errors import FencedError, PlanError, SourceTrimmedError
 from riera.stream.connectors import base
 from riera.stream.connectors.base import FINAL, Message, committed_epoch
-from services import free_port, service_missing
+from services import free_port, redis_client, service_missing
 
 REDIS = os.environ.get("RIERA_TEST_REDIS", "127.0.0.1:6379")
 PG_DSN = os.environ.get("RIERA_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -48,15 +48,7 @@ def _uid() -> str:
 
 
 def _redis_client() -> Any:
-    import redis
-
-    host, port = REDIS.rsplit(":", 1)
-    client = redis.Redis(host=host, port=int(port))
-    try:
-        client.ping()
-    except redis.RedisError as err:
-        client.close()
-        service_missing(f"Redis at {REDIS} is not reachable ({err}); set RIERA_TEST_REDIS")
+    client = redis_client()
     return client
 
 

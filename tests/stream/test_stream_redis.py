@@ -30,7 +30,7 @@ from riera.errors import FencedError
 from riera.stream.connectors.base import FINAL, open_sink
 from riera.stream.connectors.redis import RedisSink
 from riera.testing import send
-from services import service_missing
+from services import redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -41,15 +41,7 @@ WORDS = ["Freezer", "Ar Condicionado", "Microondas", "Geladeira", "Fogão"]
 @pytest.fixture
 def redis_names() -> Iterator[tuple[Any, list[str]]]:
     """A client and a list to put the stream names used in: every key under them is deleted."""
-    import redis
-
-    host, port = REDIS.rsplit(":", 1)
-    client = redis.Redis(host=host, port=int(port))
-    try:
-        client.ping()
-    except redis.RedisError as err:
-        client.close()
-        service_missing(f"Redis at {REDIS} is not reachable ({err}); set RIERA_TEST_REDIS")
+    client = redis_client()
     names: list[str] = []
     try:
         yield client, names
