@@ -31,7 +31,10 @@ def serve(host: str = "127.0.0.1", port: int = 8765, *, token: str | None = None
     app = create_app(opened, hosts=allowed_hosts(host, port), token=token, hz=hz)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    # An event stream never ends by itself: on SIGTERM or Ctrl-C, uvicorn would wait for every
+    # open tab to go away and keep sending it frames. A second is enough for the plain GETs.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                            timeout_graceful_shutdown=1)  # fmt: skip
     server = uvicorn.Server(config)
     on_ready(f"riera dashboard: {url}")
     try:
