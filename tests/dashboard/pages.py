@@ -239,10 +239,10 @@ SHOWS = """expected => {
 }"""
 
 
-def connections(pid: int, port: int) -> int:
-    """Established TCP connections the process ``pid`` holds on its ``port``."""
-    return sum(
-        1
+def connections(pid: int, port: int) -> set[tuple[str, int]]:
+    """The peers of the established TCP connections the process ``pid`` holds on its ``port``."""
+    return {
+        (c.raddr[0], c.raddr[1])
         for c in psutil.Process(pid).net_connections(kind="tcp")
-        if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
-    )
+        if c.laddr and c.laddr[1] == port and c.raddr and c.status == psutil.CONN_ESTABLISHED
+    }

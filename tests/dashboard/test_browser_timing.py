@@ -182,7 +182,7 @@ def test_sixty_seconds_of_frames_leave_the_page_and_the_server_flat(
 ) -> None:
     vocabulary = [f"word{i:03d}" for i in range(200)]  # near-ties: the top 30 keeps changing
     with live_wordcount(runtime, tmp_path, "mem") as live:
-        producer = Producer("mem-in", vocabulary, rate=2_000)
+        producer = Producer("mem-in", vocabulary, rate=2_000, batch=50)  # a change every 25 ms
         producer.start()
         try:
             opened = time.monotonic()
@@ -273,24 +273,21 @@ def test_a_hidden_tab_holds_no_stream_and_comes_back_with_the_latest_totals(
         try:
             page = open_page(context, live.url)
             assert page.evaluate(open_sources) == 1
-            held = connections(pid, port)  # the stream's, and idle keep-alive ones
-            assert held >= 1
+            held = connections(pid, port)  # the stream's, and Chromium's idle sockets
             page.evaluate("() => { window.__riera.keepValues = true; window.__setHidden(true); }")
             hidden_at = time.monotonic()
             assert page.evaluate(open_sources) == 0, "the hidden tab closed its event stream"
             assert page.text_content("#state") == "paused while the tab is hidden"
             frames_when_hidden = received(page)
-            stream_closed = server_closed = None
-            while server_closed is None:  # idle keep-alive connections close after 5 s (uvicorn)
-                left = connections(pid, port)
-                if left < held and stream_closed is None:
-                    stream_closed = time.monotonic() - hidden_at
-                if not left:
-                    server_closed = time.monotonic() - hidden_at
-                assert time.monotonic() < hidden_at + 15, "the server still holds a connection"
-                time.sleep(0.05)
+            # the server sees the stream's connection close (Chromium keeps idle sockets, some
+            # never used: uvicorn times out only those that carried a request, after 5 s)
+            while held <= (left := connections(pid, port)):
+                assert time.monotonic() < hidden_at + 1, f"still open: {sorted(left)}"
+                time.sleep(0.02)
+            stream_closed = time.monotonic() - hidden_at
+            page.wait_for_timeout(2000)  # hidden while the totals change
         finally:
-            producer.stop()  # the totals changed while the tab was hidden
+            producer.stop()
         expected = {"seed": 1, **Counter(producer.payload_words())}
         deadline = time.monotonic() + 10
         while live.totals() != expected:
@@ -302,9 +299,9 @@ def test_a_hidden_tab_holds_no_stream_and_comes_back_with_the_latest_totals(
         page.wait_for_function(SHOWS, arg=expected, timeout=5_000)
         first = paints_since(page, shown_at)[0]
         took = first["at"] - shown_at
-        print(f"\nbackground tab: the server's {held} connections dropped (the stream's) "
-              f"{stream_closed:.2f} s after hiding and were all gone after "
-              f"{server_closed:.1f} s (idle keep-alive); shown again, the first painted frame "
+        print(f"\nbackground tab: the event stream's connection closed at the server "
+              f"{1000 * stream_closed:.0f} ms after hiding ({len(held)} → {len(left)} "
+              f"connections: {sorted(held - left)} gone); shown again, the first painted frame "
               f"({took:.0f} ms later) held the latest totals ({sum(expected.values()):,} "
               f"events)")  # fmt: skip
         assert first["values"] == expected, "the first frame after coming back is the latest"
