@@ -55,12 +55,10 @@ import dashboard_server
 from dashboard_server import Server
 from riera.stream.connectors.memory import Broker
 from riera.testing import send
-from services import service_missing
 from wordcount_data import messages
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CHROMIUM = os.environ.get("RIERA_TEST_CHROMIUM", "/usr/bin/chromium")
 HZ = 4.0  # the dashboard's default display rate
 FRAME_MS = 1000 / HZ
 TRANSPORT_MS = 150  # server read, event stream, the page's next animation frame
@@ -74,22 +72,6 @@ PIPELINE_MS = 50
 NODES_SLACK = 22
 WORDS = [f"w{i:02d}" for i in range(25)]  # every word is on the chart (top 30)
 DOWN = "disconnected, retrying"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        service_missing("playwright is not installed (pip install -e '.[test]')")
-    if not Path(CHROMIUM).exists():
-        service_missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture
