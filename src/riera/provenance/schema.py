@@ -89,7 +89,7 @@ __all__ = [
     "to_utc",
 ]
 
-SCHEMA_VERSION = 6  # 4: runs.executor; 5: stream_epochs; 6: stream_window_lineage
+SCHEMA_VERSION = 7  # 4: runs.executor; 5: stream_epochs; 6: stream_window_lineage; 7: ix_elements_kind
 
 
 def to_utc(value: datetime) -> datetime:
@@ -280,6 +280,8 @@ elements = Table(
     Column("backend", Text),
     Column("git_commit", Text),
     Index("ux_elements_no", "run_id", "element_no", unique=True),
+    # the explorer pages one kind of element (a run's outputs) without walking the others
+    Index("ix_elements_kind", "run_id", "kind", "element_no"),
 )
 
 used = Table(

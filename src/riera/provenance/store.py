@@ -765,7 +765,7 @@ def open_store(target: str | Path, *, schema: str | None = None) -> ProvenanceSt
     >>> import tempfile, pathlib
     >>> with tempfile.TemporaryDirectory() as d, open_store(pathlib.Path(d) / "sub" / "p.db") as st:
     ...     st.dialect, st.sql("SELECT version FROM schema_version").rows
-    ('sqlite', [(6,)])
+    ('sqlite', [(7,)])
     """
     text = str(target)
     match = _URL_SCHEME.match(text)
