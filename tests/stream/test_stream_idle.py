@@ -24,10 +24,14 @@ def _rows(word: str, n: int, start: int) -> list[dict[str, str]]:
     return [{"chave": str(start + i), "valorA": word, "valorB": "1"} for i in range(n)]
 
 
-@pytest.mark.parametrize("trigger", [continuous(checkpoint="100ms"), micro_batch("100ms")],
-                         ids=["continuous", "micro-batch"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("trigger", "workers"),
+    [(continuous(checkpoint="100ms"), 1), (micro_batch("100ms"), 1),
+     (continuous(checkpoint="100ms"), 2)],
+    ids=["continuous", "micro-batch", "continuous-2-worker-processes"],
+)  # fmt: skip
 def test_a_commit_stalled_past_the_idle_time_does_not_end_the_query(
-    trigger: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trigger: Any, workers: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RIERA_BROKER_DIR", str(tmp_path / "brokers"))
     stalled, totals = threading.Event(), {}
@@ -39,16 +43,22 @@ def test_a_commit_stalled_past_the_idle_time_does_not_end_the_query(
                 totals[row["valorA"]] = row["total"]
         if not stalled.is_set():  # the first commit stalls for three idle times
             stalled.set()
-            send("memory://idle-in", _rows("later", 7, 1000), key="chave")  # arrives meanwhile
+            send(
+                "memory://idle-in?partitions=2", _rows("later", 7, 1000), key="chave"
+            )  # arrives meanwhile
             threading.Event().wait(1.5)
 
-    send("memory://idle-in", _rows("first", 5, 0), key="chave")
+    send("memory://idle-in?partitions=2", _rows("first", 5, 0), key="chave")
     query = (
-        riera.read_stream("memory://idle-in", schema=SCHEMA)
+        riera.read_stream("memory://idle-in?partitions=2", schema=SCHEMA)
         .group_by("valorA")
         .agg(total=col("valorB").cast("int64").sum())
         .write_stream(
-            Callback(sink), checkpoint=tmp_path / "ck", trigger=trigger, stop_when_idle="0.5s"
+            Callback(sink),
+            checkpoint=tmp_path / "ck",
+            trigger=trigger,
+            stop_when_idle="0.5s",
+            workers=workers,
         )
     )
     assert query.await_termination(60), "the query never went idle"

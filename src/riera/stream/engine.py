@@ -412,16 +412,16 @@ class Engine:
         self.trackers = self._trackers()
         self._recover()
 
-    def _idle_done(self, last_input: float, asked_at: float) -> bool:
+    def _idle_done(self, last_input: float) -> bool:
         """The source has been idle ``stop_when_idle`` seconds: every poll since came back
-        empty (a worker still busy with a batch is not idleness), including one asked at
-        ``asked_at``, that long after the last input. Wall time alone is not enough: a checkpoint
-        or a batch that stalls the loop past the idle time must not end the query on a poll that
-        was answered before the stall (records that arrived meanwhile would never be read)."""
+        empty (a worker still busy with a batch is not idleness), down to answers asked for
+        that long after the last input. Wall time alone is not enough: a checkpoint or a batch
+        that stalls the loop past the idle time must not end the query on an answer asked for
+        before the stall (records that arrived meanwhile would never be read)."""
         idle = self.opt.stop_when_idle_s
         if idle is None or not self.side.quiet:
             return False
-        return asked_at - last_input >= idle
+        return bool(self.side.asked_at - last_input >= idle)
 
     def _run_continuous(self, trig: Continuous) -> None:
         eager = self.opt.guarantee == "at_least_once"
@@ -429,15 +429,11 @@ class Engine:
         next_cp = time.monotonic() + interval
         last_input = time.monotonic()
         first_pending: float | None = None
-        # when the poll before this one was asked: with worker processes the answer a poll gets
-        # was asked for by the poll before it, so idleness counts from there
-        asked_before = asked = last_input
         while not self.stop_event.is_set():
             now = time.monotonic()
             wait = next_cp - now
             if first_pending is not None:
                 wait = min(wait, first_pending + trig.linger_ms / 1000 - now)
-            asked_before, asked = asked, time.monotonic()
             pieces = self._poll(max(0.0, min(wait, 0.05)))
             proc_ms = int(time.time() * 1000)
             if pieces:
@@ -459,7 +455,7 @@ class Engine:
                 next_cp += interval
                 if next_cp <= time.monotonic():
                     next_cp = time.monotonic() + interval
-            if self._idle_done(last_input, asked_before):
+            if self._idle_done(last_input):
                 self._checkpoint(int(time.time() * 1000))
                 self.finished_idle = True
                 return
@@ -470,13 +466,11 @@ class Engine:
         interval = trig.interval_ms / 1000
         next_tick = time.monotonic()  # the first epoch at once: a backlog does not wait
         last_input = time.monotonic()
-        asked_before = asked = last_input
         while not self.stop_event.is_set():
             self.stop_event.wait(max(0.0, next_tick - time.monotonic()))
             next_tick += interval
             if next_tick < time.monotonic():  # a slow batch: do not run several to catch up
                 next_tick = time.monotonic() + interval
-            asked_before, asked = asked, time.monotonic()
             pieces = self._drain(None, 50 * self.opt.max_batch)
             proc_ms = int(time.time() * 1000)
             wm = self._current_watermark(proc_ms, pieces)
@@ -489,7 +483,7 @@ class Engine:
                 self._commit(proc_ms, logged=True)
             if pieces:
                 last_input = time.monotonic()
-            if self._idle_done(last_input, asked_before):
+            if self._idle_done(last_input):
                 self.finished_idle = True
                 return
 

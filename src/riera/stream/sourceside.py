@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import time
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -210,11 +211,14 @@ class LocalSide:
         self.worker = SourceWorker(plan, start, max_batch)
         self._pos = self.worker.positions()
         self.quiet = False  # the last poll found nothing
+        self.asked_at = 0.0  # when that poll was asked (monotonic)
 
     def poll(self, timeout: float, upto: dict[int, Any] | None = None,
              max_records: int | None = None, raw_only: bool = False) -> list[Piece]:  # fmt: skip
+        asked = time.monotonic()
         piece = self.worker.poll(timeout, upto, max_records, raw_only)
         self.quiet = piece is None
+        self.asked_at = asked  # the answer just given was asked for now
         if piece is None:
             return []
         self._pos.update(piece.positions)
@@ -270,6 +274,8 @@ class ProcessSide:
         self._procs: list[Any] = []
         self._busy: dict[int, bool] = {}
         self._empty: dict[int, bool] = {}  # each worker's last answer was empty
+        self._sent_at: dict[int, float] = {}  # when each worker's latest request was sent
+        self._answered_for: dict[int, float] = {}  # when the request of its last answer was
         self._source = base.open_source(plan.source.url)  # for lag and release, in the driver
         objects = (
             {plan.source.url: base._OBJECTS[plan.source.url]}
@@ -308,6 +314,14 @@ class ProcessSide:
         """Every worker's last answer was empty (none is still busy with a batch)."""
         return len(self._empty) == len(self._conns) and all(self._empty.values())
 
+    @property
+    def asked_at(self) -> float:
+        """When the oldest of the workers' last answers was asked for (monotonic): an empty
+        answer says nothing about what arrived after its request was sent."""
+        if len(self._answered_for) < len(self._conns):
+            return 0.0
+        return min(self._answered_for.values())
+
     def _recv(self, i: int) -> Any:
         try:
             kind, value = self._conns[i].recv()
@@ -319,6 +333,7 @@ class ProcessSide:
             raise StreamError(f"stream worker {i} failed: {value}")
         if kind == "piece":
             self._empty[i] = value is None
+            self._answered_for[i] = self._sent_at.get(i, 0.0)
         return value
 
     def poll(self, timeout: float, upto: dict[int, Any] | None = None,
@@ -342,6 +357,7 @@ class ProcessSide:
         return pieces
 
     def _send(self, i: int, msg: tuple[Any, ...]) -> None:
+        self._sent_at[i] = time.monotonic()
         try:
             self._conns[i].send(msg)
         except (BrokenPipeError, OSError) as err:
@@ -431,6 +447,10 @@ class Sides:
     @property
     def quiet(self) -> bool:
         return all(s.quiet for s in self.sides)
+
+    @property
+    def asked_at(self) -> float:
+        return min(s.asked_at for s in self.sides)
 
     @property
     def local(self) -> bool:
