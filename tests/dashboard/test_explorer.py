@@ -212,6 +212,23 @@ def test_the_sql_console_is_read_only_capped_and_timed_out(site: Site) -> None:
     assert "timeout" in site.refused("/api/sql", q=endless)
     assert site.get("/api/sql", q="SELECT COUNT(*) FROM runs")["rows"][0][0] >= 301
     assert "write a query" in site.refused("/api/sql", q="  ")
+    # a read-only transaction does not stop functions that act on other sessions or files
+    for call in (
+        "SELECT pg_terminate_backend(1)",
+        "select PG_ADVISORY_LOCK(1)",
+        "SELECT pg_read_file('/etc/passwd')",
+        "SELECT set_config('a.b', 'c', false)",
+    ):
+        assert "does not run" in site.refused("/api/sql", q=call), call
+    # the database stops at the cap: the query is wrapped in a LIMIT
+    many = site.get("/api/sql", q="WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 "
+                    "FROM c WHERE x < 5000000) SELECT x FROM c;")  # fmt: skip
+    assert len(many["rows"]) == 1000 and many["truncated"]
+    wide = site.get("/api/sql", q="SELECT 'a' || substr(hex(zeroblob(20000)), 1, 20000) AS w"
+                    if site.store.dialect == "sqlite" else "SELECT repeat('a', 20001) AS w")  # fmt: skip
+    assert wide["rows"][0][0].endswith("… (20,001 characters)")
+    if site.store.dialect == "sqlite":  # no value may grow past 10 MB
+        assert "too big" in site.refused("/api/sql", q="SELECT length(hex(randomblob(150000000)))")
 
 
 def test_exports_are_whole_prov_documents(site: Site, tmp_path: Path) -> None:

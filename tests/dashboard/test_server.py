@@ -74,11 +74,47 @@ def test_beyond_loopback_the_printed_token_is_traded_for_a_strict_cookie(
         assert signed.status_code == 303 and signed.headers["location"] == "/?run=x"
         cookie = signed.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
-        jar = {"riera_dashboard": token.group(1)}
-        assert httpx.get(s.base + "/api/streams", cookies=jar).status_code == 200
-        assert httpx.get(s.base + "/", cookies={"riera_dashboard": "nope"}).status_code == 401
+        name, value = cookie.split(";")[0].split("=", 1)
+        assert name == f"riera_dashboard_{s.port}", "one cookie per dashboard port"
+        assert value != token.group(1), "the cookie holds an HMAC of the token, not the token"
+        assert httpx.get(s.base + "/api/streams", cookies={name: value}).status_code == 200
+        assert httpx.get(s.base + "/", cookies={name: "nope"}).status_code == 401
+        assert httpx.get(s.base + "/", cookies={name: token.group(1)}).status_code == 401
+        # other machines reach it by this machine's addresses, which the printed URL uses
+        shown = re.match(r"http://([^/]+)/", s.url)
+        assert shown and not shown.group(1).startswith("127."), s.url
+        res = httpx.get(s.base + "/api/streams", cookies={name: value},
+                        headers={"host": shown.group(1)})  # fmt: skip
+        assert res.status_code == 200, res.text
     finally:
         s.stop()
+
+
+def test_a_short_token_is_refused(runtime: dict[str, str], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "riera", "dashboard", "--host", "0.0.0.0", "--token", "",
+         "--store", str(tmp_path / "p.db")],
+        env=runtime, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode != 0 and "16 characters" in done.stderr, done.stderr
+
+
+def test_cross_site_requests_are_refused_but_a_link_to_the_page_opens_it(server: Server) -> None:
+    sql = server.base + "/api/sql?q=SELECT%201"
+    assert httpx.get(sql).status_code == 200, "no browser headers: a same-machine client"
+    for headers in ({"sec-fetch-site": "cross-site", "sec-fetch-mode": "no-cors"},
+                    {"sec-fetch-site": "same-site", "sec-fetch-mode": "cors"},
+                    {"origin": "http://evil.example"},
+                    {"origin": "null"}):  # fmt: skip
+        res = httpx.get(sql, headers=headers)
+        assert res.status_code == 403, (headers, res.status_code)
+    same = {"sec-fetch-site": "same-origin", "origin": f"http://127.0.0.1:{server.port}"}
+    assert httpx.get(sql, headers=same).status_code == 200
+    link = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate", "sec-fetch-dest": "document"}
+    assert httpx.get(server.base + "/", headers=link).status_code == 200
+    assert httpx.get(server.base + "/api/streams", headers=link).status_code == 403
 
 
 def _frames(base: str, run_id: str, until: dict[str, int], timeout: float) -> list[dict]:  # type: ignore[type-arg]

@@ -25,7 +25,8 @@ from riera.errors import ProvenanceError, RieraError
 STATIC = Path(__file__).parent / "static"
 
 
-def create_app(store: Any, *, hosts: set[str], token: str | None, hz: float = 4.0) -> Any:
+def create_app(store: Any, *, hosts: set[str], token: str | None, hz: float = 4.0,
+               port: int | None = None) -> Any:  # fmt: skip
     """The ASGI app over a provenance store (read-only), behind :class:`Guard`."""
     streams = Streams(store, max_age_s=0.5 / hz)  # every tab of a query shares its reading
     explorer = Explorer(store)
@@ -112,7 +113,7 @@ def create_app(store: Any, *, hosts: set[str], token: str | None, hz: float = 4.
         streams.close()
 
     app = Starlette(routes=routes, lifespan=lifespan)
-    return Guard(app, hosts=hosts, token=token)
+    return Guard(app, hosts=hosts, token=token, port=port)
 
 
 def _json_view(call: Any) -> Any:

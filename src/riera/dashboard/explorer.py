@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from datetime import datetime
 from typing import Any
 
 from riera.errors import ProvenanceError
+from riera.provenance.sqlguard import first_keyword
 from riera.provenance.store import ProvenanceStore
 
 PAGE = 100
@@ -366,15 +368,42 @@ class Explorer:
 
     def console(self, query: str, limit: Any = None) -> dict[str, Any]:
         """One read-only statement, at most :data:`SQL_ROWS` rows, cancelled after
-        :data:`SQL_TIMEOUT_S` seconds."""
-        if not query.strip():
+        :data:`SQL_TIMEOUT_S` seconds. A query is wrapped in ``SELECT * FROM (…) LIMIT n`` so
+        the database stops at the cap (a client-side cursor would hold every row first); on
+        SQLite no value may grow past :data:`SQL_VALUE_BYTES`; values past
+        :data:`SQL_CELL_CHARS` characters are cut. Server functions that act on other sessions
+        or the server's files (``pg_terminate_backend``, advisory locks, ``pg_read_file``, …)
+        are refused: a read-only transaction does not stop them."""
+        text = query.strip().rstrip(";").rstrip()
+        if not text:
             raise BadRequest("write a query, e.g. SELECT run_id, status FROM runs")
+        banned = _BANNED.search(text)
+        if banned:
+            raise BadRequest(f"the console does not run {banned.group(1)}(): it acts beyond "
+                             "reading the provenance store")  # fmt: skip
         n = _limit(limit, SQL_ROWS, SQL_ROWS)
+        if first_keyword(text, nested_comments=self.store.dialect == "postgresql") in _WRAPPABLE:
+            text = f"SELECT * FROM (\n{text}\n) AS riera_console LIMIT {n + 1}"
         started = time.perf_counter()
-        result = self.store.sql(query, limit=n + 1, timeout_s=SQL_TIMEOUT_S)
+        result = self.store.sql(text, limit=n + 1, timeout_s=SQL_TIMEOUT_S,
+                                max_value_bytes=SQL_VALUE_BYTES)  # fmt: skip
         rows = [[_cell(v) for v in row] for row in result.rows]
         return {"columns": result.columns, "rows": rows[:n], "truncated": len(rows) > n,
                 "ms": round(1000 * (time.perf_counter() - started), 1)}  # fmt: skip
+
+
+_WRAPPABLE = frozenset({"select", "with", "values", "table"})
+_BANNED = re.compile(
+    r"\b(pg_terminate_backend|pg_cancel_backend|pg_(?:try_)?advisory\w*|pg_read_\w+|pg_ls_\w+|"
+    r"pg_stat_file|pg_file_\w+|lo_\w+|dblink\w*|pg_reload_conf|pg_rotate_logfile|pg_switch_wal|"
+    r"pg_promote|pg_create_\w+|pg_drop_\w+|pg_logical_\w+|pg_replication_\w+|pg_notify|"
+    r"set_config|pg_sleep\w*|query_to_xml\w*|table_to_xml\w*|cursor_to_xml\w*|"
+    r"database_to_xml\w*|schema_to_xml\w*|load_extension|readfile|writefile|fts3_tokenizer)"
+    r"\s*\(",
+    re.IGNORECASE,
+)
+SQL_VALUE_BYTES = 10_000_000
+SQL_CELL_CHARS = 10_000
 
 
 def _int(value: Any, what: str) -> int:
@@ -430,9 +459,12 @@ def _cell(value: Any) -> Any:
         return f"<{len(value)} bytes>"
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, int | float | str | bool) or value is None:
+    if isinstance(value, int | float | bool) or value is None:
         return value
-    return str(value)
+    text = str(value)
+    if len(text) > SQL_CELL_CHARS:
+        return text[:SQL_CELL_CHARS] + f"… ({len(text):,} characters)"
+    return text
 
 
 __all__ = ["BadRequest", "Explorer", "ProvenanceError", "ms"]

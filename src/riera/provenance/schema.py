@@ -89,7 +89,9 @@ __all__ = [
     "to_utc",
 ]
 
-SCHEMA_VERSION = 7  # 4: runs.executor; 5: stream_epochs; 6: stream_window_lineage; 7: ix_elements_kind
+SCHEMA_VERSION = (
+    7  # 4: runs.executor; 5: stream_epochs; 6: stream_window_lineage; 7: ix_elements_kind
+)
 
 
 def to_utc(value: datetime) -> datetime:

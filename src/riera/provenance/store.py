@@ -68,7 +68,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from riera.errors import ProvenanceError, ReadOnlyError
 from riera.exchange.policy import redact_url
-from riera.provenance import connect
+from riera.provenance import connect, migrate
 from riera.provenance import schema as s
 from riera.provenance.connect import MAX_IDENT, check_name, message
 from riera.provenance.sqlguard import NOT_QUERIES, first_keyword, is_read_only_violation
@@ -521,6 +521,7 @@ class ProvenanceStore:
         *,
         limit: int | None = None,
         timeout_s: float | None = None,
+        max_value_bytes: int | None = None,
     ) -> QueryResult:
         """Run one read-only SQL statement; at most ``limit`` rows when given.
 
@@ -529,7 +530,9 @@ class ProvenanceStore:
         :class:`~riera.errors.ProvenanceError` with the database's message and the query.
         ``timeout_s`` cancels a statement that runs longer (PostgreSQL's ``statement_timeout``
         for this transaction only; on SQLite a progress handler interrupts it), raising
-        :class:`~riera.errors.ProvenanceError` that says so.
+        :class:`~riera.errors.ProvenanceError` that says so. ``max_value_bytes`` caps the size
+        of any string or blob SQLite builds (its ``SQLITE_LIMIT_LENGTH``, for this call), so one
+        function call cannot take the memory or outlast the timeout.
 
         >>> import tempfile, pathlib
         >>> with tempfile.TemporaryDirectory() as d, open_store(pathlib.Path(d) / "p.db") as st:
@@ -563,10 +566,13 @@ class ProvenanceStore:
                         cursor.execute("SELECT set_config('statement_timeout', %s, true)", (ms,))
                     cursor.execute(statement, args, prepare=True)  # type: ignore[call-arg]
                 else:
+                    conn = raw.driver_connection
                     if deadline is not None:
-                        raw.driver_connection.set_progress_handler(  # type: ignore[union-attr]
+                        conn.set_progress_handler(  # type: ignore[union-attr]
                             lambda: time.monotonic() > deadline, 10_000
                         )
+                    if max_value_bytes is not None:
+                        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max_value_bytes)  # type: ignore[union-attr]
                     cursor.execute(statement, args or ())
                 if cursor.description is None:
                     return QueryResult([], [])
@@ -585,8 +591,11 @@ class ProvenanceStore:
                 ) from err
             raise self._query_error(err, query) from err
         finally:
-            if deadline is not None and self.dialect == "sqlite":
-                raw.driver_connection.set_progress_handler(None, 0)  # type: ignore[union-attr]
+            if self.dialect == "sqlite":
+                if deadline is not None:
+                    raw.driver_connection.set_progress_handler(None, 0)  # type: ignore[union-attr]
+                if max_value_bytes is not None:
+                    raw.driver_connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1_000_000_000)  # type: ignore[union-attr]
             raw.close()
         return QueryResult(columns, [tuple(row) for row in rows])
 
@@ -670,63 +679,6 @@ class ProvenanceStore:
         finally:
             raw.close()
 
-    def _add_missing_columns(self, conn: Connection) -> None:
-        """Upgrade an older store: every version so far only added nullable columns."""
-        inspector = sa.inspect(conn)
-        preparer = self._engine.dialect.identifier_preparer
-        for table in s.metadata.sorted_tables:
-            have = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
-            for column in table.columns:
-                if column.name not in have:
-                    ddl = column.type.compile(dialect=self._engine.dialect)
-                    conn.exec_driver_sql(
-                        f"ALTER TABLE {preparer.format_table(table)} "
-                        f"ADD COLUMN {preparer.quote(column.name)} {ddl}"
-                    )
-
-    def _derivations_view(self, conn: Connection) -> None:
-        """The ``derivations`` view over ``derivation_blocks``. A version-2 store kept one row per
-        derivation in a ``derivations`` table: its rows move into blocks, then the table goes."""
-        if self.dialect == "postgresql":
-            kind = conn.exec_driver_sql(
-                "SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass('derivations')"
-            ).scalar()
-            is_table = kind in ("r", "p")
-        else:
-            kind = conn.exec_driver_sql(
-                "SELECT type FROM sqlite_master WHERE name = 'derivations'"
-            ).scalar()
-            is_table = kind == "table"
-        if is_table:
-            self._move_derivations_into_blocks(conn)
-            conn.exec_driver_sql("DROP TABLE derivations")
-        conn.exec_driver_sql(s.DERIVATIONS_VIEW[self.dialect])
-
-    def _move_derivations_into_blocks(self, conn: Connection) -> None:
-        import numpy as np
-
-        from riera.provenance import blocks
-
-        result = conn.exec_driver_sql(
-            "SELECT run_id, out_no, out_row, in_no, in_row FROM derivations "
-            "WHERE out_no IS NOT NULL AND out_row IS NOT NULL AND in_no IS NOT NULL "
-            "AND in_row IS NOT NULL ORDER BY run_id, out_no, in_no, out_row, in_row",
-            execution_options={"stream_results": True},  # a server-side cursor on PostgreSQL
-        )
-        insert = sa.insert(s.derivation_blocks)
-        while chunk := result.fetchmany(BULK_ROWS):
-            runs = [r[0] for r in chunk]
-            cols = np.array([r[1:] for r in chunk], dtype=np.int64)
-            start = 0
-            for end in [i for i in range(1, len(runs)) if runs[i] != runs[i - 1]] + [len(runs)]:
-                part = cols[start:end]
-                rows = [
-                    blocks.as_row(b, runs[start], b["out_key"], b["in_key"])
-                    for b in blocks.encode(part[:, 0], part[:, 1], part[:, 2], part[:, 3])
-                ]
-                conn.execute(insert, rows)
-                start = end
-
     def _create(self, schema: str | None) -> None:
         """Create missing tables and indexes, and record the schema version (idempotent)."""
         version = self._installed_version()
@@ -737,13 +689,13 @@ class ProvenanceStore:
                     conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
                 for table in s.metadata.sorted_tables:
                     _create_table(conn, table)
-                self._derivations_view(conn)
+                migrate.derivations_view(conn, self.dialect)
                 version = conn.execute(sa.select(sa.func.max(s.schema_version.c.version))).scalar()
                 if version is None:
                     conn.execute(sa.insert(s.schema_version).values(version=s.SCHEMA_VERSION))
                     version = s.SCHEMA_VERSION
                 elif version < s.SCHEMA_VERSION:
-                    self._add_missing_columns(conn)
+                    migrate.add_missing_columns(conn)
                     conn.execute(sa.update(s.schema_version).values(version=s.SCHEMA_VERSION))
                     version = s.SCHEMA_VERSION
         if version > s.SCHEMA_VERSION:
