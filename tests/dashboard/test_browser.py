@@ -237,3 +237,28 @@ def test_the_page_says_it_waits_and_paints_the_first_result_in_its_own_frame(
         page.close()
         q.stop()
         server.stop()
+
+
+def test_a_clear_lead_is_honoured_through_bars_within_the_margin(
+    browser: object, runtime: dict[str, str], tmp_path: Path
+) -> None:
+    def words(word: str, n: int, start: int) -> list[dict[str, str]]:
+        return [{"chave": f"{word}{start + i}", "valorA": word, "valorB": "1"} for i in range(n)]
+
+    send("memory://chain-in", words("a", 1000, 0) + words("b", 990, 0) + words("c", 980, 0),
+         key="chave")  # fmt: skip
+    with _watched(browser, runtime, tmp_path, "chain") as (q, server, page):
+        page.goto(server.base + f"/?run={q.run_id}")
+        page.wait_for_function("() => document.querySelectorAll('#chart .bar').length === 3",
+                               timeout=30_000)  # fmt: skip
+        assert [k for k, _ in _bars(page)] == ["a", "b", "c"]
+        # c leads a by 30 (more than 2% of 1,030) but b, between them, by 15 only: b alone
+        # cannot pass a, nor c pass b, yet c must end above a
+        send("memory://chain-in", words("b", 25, 5000) + words("c", 50, 5000), key="chave")
+        page.wait_for_function(
+            "() => { const l = [...document.querySelectorAll('#chart .bar .label')]"
+            ".map(e => e.textContent); return l.indexOf('c') < l.indexOf('a'); }",
+            timeout=30_000,
+        )
+        shown = dict(_bars(page))
+        assert shown == {"a": 1000, "b": 1015, "c": 1030}

@@ -58,6 +58,7 @@
     $("chart-note").textContent = "waiting for the first result";
     perf.subscribedAt = performance.now();
     perf.firstPaintMs = null;
+    order = []; leading.clear(); lastFrame = 0;  // another query: nothing of the last one's order
     for (const s of series) s.length = 0;
     subscribe();
   }
@@ -147,11 +148,14 @@
     return { mean, sd, p95 };
   }
 
-  // Sorting with hysteresis: a bar overtakes another only when it has led it by MARGIN of the
-  // largest value for DWELL_MS in a row, so near-ties do not swap on every frame. Values are
-  // always the exact ones; only the order waits. Leads are timed for every pair, not only for
-  // neighbours, so a bar that has clearly passed several others moves past all of them at once
-  // instead of one place per dwell.
+  // Sorting with hysteresis: a bar goes above another only when it has led it by MARGIN of the
+  // largest value for DWELL_MS in a row ("a clear lead"), so near-ties do not swap on every
+  // frame. Values are always the exact ones; only the order waits. The order shown is the one
+  // closest to the previous order that puts every clear leader above the bar it leads: bars are
+  // taken in their previous order, each as soon as no bar still to place clearly leads it. Clear
+  // leads cannot form a cycle (each is a gap of more than MARGIN), so this always ends, and the
+  // bars out of order differ by no more than the margin once the dwell has passed. A bar new to
+  // the chart needs no dwell.
   const MARGIN = 0.02;
   const DWELL_MS = 1000;
   let order = [];
@@ -160,8 +164,9 @@
   let waiting = false;  // a lead is still in its dwell: draw again when it may have ended
 
   function reorder(values) {
-    const next = order.filter((k) => values.has(k));
-    for (const k of values.keys()) if (!next.includes(k)) next.push(k);
+    const known = new Set(order);
+    const prev = order.filter((k) => values.has(k));
+    for (const k of values.keys()) if (!known.has(k)) prev.push(k);
     const max = Math.max(1, ...values.values());
     const now = Date.now();
     const held = new Set();
@@ -175,23 +180,23 @@
       }
     }
     for (const pair of [...leading.keys()]) if (!held.has(pair)) leading.delete(pair);
-    const overtakes = (below, above) => {
-      const since = leading.get(below + "\u0000" + above);
-      return since !== undefined && now - since >= DWELL_MS;
+    const clear = (a, b) => {
+      const since = leading.get(a + "\u0000" + b);
+      return since !== undefined && (now - since >= DWELL_MS || !known.has(a) || !known.has(b));
     };
-    waiting = false;
-    for (let pass = 0; pass < next.length; pass++) {
-      let swapped = false;
-      for (let i = 0; i + 1 < next.length; i++) {
-        const above = next[i], below = next[i + 1];
-        if (overtakes(below, above)) {
-          next[i] = below; next[i + 1] = above; swapped = true;
-        } else if (leading.has(below + "\u0000" + above)) {
-          waiting = true;
-        }
-      }
-      if (!swapped) break;
+    const placed = new Set();
+    const next = [];
+    while (next.length < prev.length) {
+      const free = prev.find((k) => !placed.has(k) &&
+        !prev.some((j) => j !== k && !placed.has(j) && clear(j, k)));
+      next.push(free);
+      placed.add(free);
     }
+    const at = new Map(next.map((k, i) => [k, i]));
+    waiting = [...leading.keys()].some((pair) => {
+      const [a, b] = pair.split("\u0000");
+      return at.get(a) > at.get(b);  // a leads b, still below it: its dwell is running
+    });
     order = next;
     return next;
   }
