@@ -262,3 +262,30 @@ def test_a_clear_lead_is_honoured_through_bars_within_the_margin(
         )
         shown = dict(_bars(page))
         assert shown == {"a": 1000, "b": 1015, "c": 1030}
+
+
+def test_a_query_started_after_the_page_opened_appears_and_is_watched(
+    browser: object, runtime: dict[str, str], tmp_path: Path
+) -> None:
+    server = Server(runtime, tmp_path / "home" / "provenance.db")
+    page = browser.new_page()  # type: ignore[attr-defined]
+    q = None
+    try:
+        page.goto(server.base + "/")
+        page.wait_for_function(
+            "() => /no streaming query/.test(document.getElementById('stream-list').textContent)",
+            timeout=30_000)  # fmt: skip
+        send("memory://late-in", messages(30, seed=6), key="chave")
+        q = wordcount_query("memory://late-in").write_stream(
+            "memory://late-out", checkpoint=tmp_path / "ck",
+            trigger=riera.stream.continuous(checkpoint="100ms"))  # fmt: skip
+        assert q.wait_for_epoch(0, 30)
+        riera.runtime.get_runtime().provenance.flush()
+        page.wait_for_function(  # no reload: the list came by the event stream, then its bars
+            "() => document.querySelectorAll('#chart .bar').length > 0", timeout=30_000)  # fmt: skip
+        assert page.locator(f"#stream-list li[data-run='{q.run_id}']").count() == 1
+    finally:
+        page.close()
+        if q is not None:
+            q.stop()
+        server.stop()

@@ -112,7 +112,11 @@ def test_cross_site_requests_are_refused_but_a_link_to_the_page_opens_it(server:
         assert res.status_code == 403, (headers, res.status_code)
     same = {"sec-fetch-site": "same-origin", "origin": f"http://127.0.0.1:{server.port}"}
     assert httpx.get(sql, headers=same).status_code == 200
-    link = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate", "sec-fetch-dest": "document"}
+    link = {
+        "sec-fetch-site": "cross-site",
+        "sec-fetch-mode": "navigate",
+        "sec-fetch-dest": "document",
+    }
     assert httpx.get(server.base + "/", headers=link).status_code == 200
     assert httpx.get(server.base + "/api/streams", headers=link).status_code == 403
 
@@ -162,3 +166,43 @@ def test_live_frames_carry_the_exact_totals_of_a_running_query(
     riera.runtime.get_runtime().provenance.flush()
     frame = httpx.get(server.base + f"/api/streams/{q.run_id}").json()
     assert frame["state"] == "ok", "the explorer sees the query end without a reload"
+
+
+def test_a_query_whose_sink_fails_is_an_error_in_its_frame_not_the_end_of_the_stream(
+    runtime: dict[str, str], tmp_path: Path
+) -> None:
+    import json as _json
+    from datetime import UTC, datetime
+
+    from riera.provenance.store import open_store
+
+    store_path = tmp_path / "store.db"
+    with open_store(store_path) as store:
+        for run_id, sink in (("down", "redis://127.0.0.1:1/0/nothing-listens"),
+                             ("gone", "memory://never-made")):  # fmt: skip
+            store.write([("put", "runs", {
+                "run_id": run_id, "status": "running", "action": "write_stream",
+                "started_at": datetime.now(UTC), "plan": _json.dumps({"sink": sink})})])  # fmt: skip
+    s = Server(runtime, store_path)
+    try:
+        seen: dict[str, object] = {}
+        with httpx.stream("GET", s.base + "/api/events?streams=down,gone&list=1",
+                          timeout=30) as res:  # fmt: skip
+            event = ""
+            for line in res.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    data = _json.loads(line[6:])
+                    key = f"frame:{data['run_id']}" if event == "frame" else event
+                    seen[key] = data
+                if {"frame:down", "frame:gone", "system", "streams"} <= set(seen):
+                    break  # both errors reported, and the stream went on with the rest
+        assert "redis://127.0.0.1:1" in seen["frame:down"]["error"]  # type: ignore[index]
+        assert "no embedded broker 'never-made'" in seen["frame:gone"]["error"]  # type: ignore[index]
+        broker = Path(runtime["RIERA_BROKER_DIR"]) / "never-made.sqlite"
+        assert not broker.exists(), "the dashboard created a broker it only reads"
+        listed = {q["run_id"] for q in seen["streams"]["rows"]}  # type: ignore[index]
+        assert listed == {"down", "gone"}
+    finally:
+        s.stop()

@@ -45,7 +45,8 @@ def create_app(store: Any, *, hosts: set[str], token: str | None, hz: float = 4.
     async def events(request: Request) -> Response:
         ids = [i for i in request.query_params.get("streams", "").split(",") if i][:16]
         untreated = request.query_params.get("untreated") == "1"
-        watch = Watch(explorer, runs=request.query_params.get("runs") == "1",
+        watch = Watch(explorer, streams, listed=request.query_params.get("list") == "1",
+                      runs=request.query_params.get("runs") == "1",
                       run=request.query_params.get("run") or None)  # fmt: skip
         return StreamingResponse(_frames(request, streams, ids, hz, untreated, watch),
                                  media_type="text/event-stream",
@@ -175,28 +176,36 @@ def export(store: Any) -> Any:
 
 
 class Watch:
-    """What the explorer's pages of a tab follow besides charts: the first page of the run list
-    and one run's summary, read once a second and sent when they change."""
+    """What the pages of a tab follow besides charts: the list of streaming queries, the first
+    page of the run list and one run's summary, read once a second and sent when they change.
+    A failed reading is sent as an ``error`` of that part; the tab's stream goes on."""
 
-    def __init__(self, explorer: Explorer, runs: bool, run: str | None) -> None:
-        self.explorer, self.runs, self.run = explorer, runs, run
+    def __init__(self, explorer: Explorer, streams: Streams, *, listed: bool, runs: bool,
+                 run: str | None) -> None:  # fmt: skip
+        self.explorer, self.streams = explorer, streams
+        self.listed, self.runs, self.run = listed, runs, run
         self.last: dict[str, str] = {}
         self.read_at = 0.0
 
     def changes(self) -> list[tuple[str, Any]]:
-        if (not self.runs and not self.run) or time.monotonic() - self.read_at < 1.0:
+        if not (self.listed or self.runs or self.run) or time.monotonic() - self.read_at < 1.0:
             return []
         self.read_at = time.monotonic()
-        got: list[tuple[str, Any]] = []
+        parts: list[tuple[str, Any]] = []
+        if self.listed:
+            parts.append(("streams", lambda: {"rows": self.streams.queries()}))
         if self.runs:
-            got.append(("runs", self.explorer.runs()))
+            parts.append(("runs", self.explorer.runs))
         if self.run:
-            try:
-                got.append(("run", self.explorer.run(self.run)))
-            except LookupError as err:
-                got.append(("run", {"error": str(err.args[0])}))
+            parts.append(("run", lambda: self.explorer.run(str(self.run))))
         out = []
-        for name, value in got:
+        for name, read in parts:
+            try:
+                value = read()
+            except LookupError as err:
+                value = {"error": str(err.args[0] if err.args else err)}
+            except Exception as err:  # a store that fails is shown, not fatal
+                value = {"error": f"{type(err).__name__}: {err}"}
             body = json.dumps({k: v for k, v in value.items() if k != "now"}, default=str,
                               sort_keys=True)  # fmt: skip
             if self.last.get(name) != body:
@@ -261,7 +270,11 @@ async def _frames(request: Request, streams: Streams, ids: list[str], hz: float,
     while not await request.is_disconnected():
         started = time.monotonic()
         for run_id in ids:
-            frame = await anyio.to_thread.run_sync(streams.frame, run_id, untreated)
+            try:
+                frame = await anyio.to_thread.run_sync(streams.frame, run_id, untreated)
+            except Exception as err:  # one query's failure is its frame's error
+                frame = {"run_id": run_id, "state": "unknown",
+                         "error": f"cannot read this query: {type(err).__name__}: {err}"}  # fmt: skip
             body = json.dumps(frame, default=str, sort_keys=True)
             if last.get(run_id) != body:
                 last[run_id] = body
@@ -272,11 +285,16 @@ async def _frames(request: Request, streams: Streams, ids: list[str], hz: float,
                 quiet_since = time.monotonic()
         work = time.monotonic() - started
         ram_free = None
-        if ids and time.monotonic() - system_at >= 1.0:
+        if ids and time.monotonic() - system_at >= 1.0:  # the machine, beside the charts
             system_at = time.monotonic()
             system = await anyio.to_thread.run_sync(system_metrics)
             ram_free = 100.0 - float(system["ram"]["used_percent"])
-            producers = {i: await anyio.to_thread.run_sync(streams.producers, i) for i in ids}
+            producers = {}
+            for i in ids:
+                try:
+                    producers[i] = await anyio.to_thread.run_sync(streams.producers, i)
+                except Exception:  # the producers are extra: none shown
+                    producers[i] = []
             body = json.dumps({**system, "producers": producers}, default=str)
             yield f"event: system\ndata: {body}\n\n"
         pace.after(work, ram_free)

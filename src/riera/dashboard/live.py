@@ -18,12 +18,14 @@ from riera.errors import RieraError
 
 TOP_N = 30
 UNTREATED_MAX = 500  # keys of the untreated view (the document drew every word)
+SINK_TTL_S = 10.0  # an open sink is reopened this often (a broker replaced since is seen)
+FRAMES_KEPT_S = 60.0  # a cached frame nobody asked for in this long is forgotten
 
 
 class Streams:
     def __init__(self, store: Any, top_n: int = TOP_N, max_age_s: float = 0.1) -> None:
         self.store, self.top_n, self.max_age_s = store, top_n, max_age_s
-        self._sinks: dict[str, Any] = {}
+        self._sinks: dict[str, tuple[float, Any]] = {}  # url -> (opened at, sink)
         self._frames: dict[tuple[str, bool], tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._procs: dict[int, psutil.Process] = {}  # producers, kept for CPU % between readings
@@ -51,8 +53,12 @@ class Streams:
         if cached is not None and time.monotonic() - cached[0] < self.max_age_s:
             return dict(cached[1])
         frame = self.read(run_id, untreated)
+        now = time.monotonic()
         with self._lock:
-            self._frames[key] = (time.monotonic(), frame)
+            for old in [k for k, (at, _) in self._frames.items() if now - at > FRAMES_KEPT_S]:
+                del self._frames[old]
+            if frame.get("state") != "unknown":  # no entry for ids that name no query
+                self._frames[key] = (now, frame)
         return dict(frame)
 
     def read(self, run_id: str, untreated: bool = False) -> dict[str, Any]:
@@ -79,8 +85,10 @@ class Streams:
             frame["top"], frame["keys"], every = self._top(sink)
             if untreated:  # document 000's chart: every key, in the sink's order, unsorted
                 frame["untreated"] = every[:UNTREATED_MAX]
-        except (RieraError, OSError) as err:
-            frame["error"] = f"{sink}: {err}"
+        except Exception as err:  # a sink that fails (Redis down, …) is this frame's error
+            self._drop(sink)
+            message = str(err) if isinstance(err, RieraError | OSError) else repr(err)
+            frame["error"] = f"{sink}: {message}"
         return frame
 
     def _top(self, url: str) -> tuple[list[dict[str, Any]], int, list[dict[str, Any]]]:
@@ -90,13 +98,30 @@ class Streams:
         return ranked[: self.top_n], len(every), every
 
     def _sink(self, url: str) -> Any:
+        """The sink at ``url``, kept open for :data:`SINK_TTL_S` (then reopened: a broker
+        deleted and made again since is read afresh). The dashboard creates nothing: a
+        ``memory://`` broker that does not exist is an error, not a new empty file."""
         from riera.stream.connectors.base import open_sink
 
+        now = time.monotonic()
         with self._lock:
-            sink = self._sinks.get(url)
-            if sink is None:
-                sink = self._sinks[url] = open_sink(url)
+            held = self._sinks.get(url)
+            if held is not None and now - held[0] < SINK_TTL_S:
+                return held[1]
+        if held is not None:
+            self._drop(url)
+        _exists(url)
+        sink = open_sink(url)
+        with self._lock:
+            self._sinks[url] = (now, sink)
         return sink
+
+    def _drop(self, url: str) -> None:
+        with self._lock:
+            held = self._sinks.pop(url, None)
+        if held is not None:
+            with contextlib.suppress(Exception):
+                held[1].close()
 
     def producers(self, run_id: str) -> list[dict[str, Any]]:
         """The processes that announced themselves as producers of the query's source
@@ -108,7 +133,11 @@ class Streams:
         if not source:
             return []
         out = []
-        for record in announced(str(source)):
+        records = announced(str(source), prune=False)  # the dashboard deletes nothing
+        with self._lock:  # forget producers that stopped announcing
+            for gone in set(self._procs) - {int(r["pid"]) for r in announced(prune=False)}:
+                del self._procs[gone]
+        for record in records:
             pid = int(record["pid"])
             with self._lock:
                 proc = self._procs.get(pid)
@@ -134,7 +163,7 @@ class Streams:
 
     def close(self) -> None:
         with self._lock:
-            for sink in self._sinks.values():
+            for _, sink in self._sinks.values():
                 with contextlib.suppress(Exception):
                     sink.close()
             self._sinks.clear()
@@ -172,6 +201,19 @@ def sink_rows(sink: Any) -> list[dict[str, Any]]:
         if value is not None:
             every.append({"key": _label(key, row), "value": value})
     return every
+
+
+def _exists(url: str) -> None:
+    """Refuse a ``memory://`` sink whose broker file is not there (opening would create it)."""
+    if not url.startswith("memory://"):
+        return
+    from riera.stream.connectors.memory import broker_dir
+
+    name = url[len("memory://") :].split("?", 1)[0].rstrip("/")
+    path = broker_dir() / f"{name}.sqlite"
+    if not path.exists():
+        raise RieraError(f"no embedded broker {name!r} in {broker_dir()} (the query's "
+                         f"RIERA_BROKER_DIR must be the dashboard's too)")  # fmt: skip
 
 
 def _plan(text: Any) -> dict[str, Any]:

@@ -61,8 +61,10 @@ def announce(url: str, home: Path | None = None) -> Iterator[Path | None]:
                 path.unlink()
 
 
-def announced(url: str | None = None, home: Path | None = None) -> list[dict[str, Any]]:
-    """The live producers' announcements (of ``url`` only, when given), oldest first."""
+def announced(url: str | None = None, home: Path | None = None, *, prune: bool = True
+              ) -> list[dict[str, Any]]:  # fmt: skip
+    """The live producers' announcements (of ``url`` only, when given), oldest first; with
+    ``prune``, those of dead processes are removed."""
     directory = _directory(home)
     found = []
     try:
@@ -78,8 +80,9 @@ def announced(url: str | None = None, home: Path | None = None) -> list[dict[str
         except psutil.Error:
             alive = False
         if not alive:
-            with contextlib.suppress(OSError):
-                entry.unlink()
+            if prune:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
             continue
         if url is None or record.get("url") == url:
             found.append(record)

@@ -19,34 +19,41 @@
 
   function text(el, value) { el.textContent = value == null ? "–" : String(value); }
 
-  async function loadStreams() {
+  // The list of streaming queries: once by a GET at load, then live by the tab's event stream
+  // (a query started after the page opened appears, statuses change). With none chosen, the
+  // newest is watched as soon as there is one.
+  function renderList(rows) {
     const list = $("stream-list");
+    list.replaceChildren();
+    if (!rows.length) {
+      const li = document.createElement("li");
+      li.className = "muted";
+      li.textContent = "no streaming query recorded yet";
+      list.append(li);
+    }
+    for (const row of rows) {
+      const li = document.createElement("li");
+      li.dataset.run = row.run_id;
+      li.title = row.run_id;
+      li.textContent = `${row.job || row.run_id} (${row.status})`;
+      li.addEventListener("click", () => watch(row.run_id));
+      if (row.run_id === selected) li.classList.add("selected");
+      list.append(li);
+    }
+    const wanted = rows.find((r) => r.run_id === selected) || rows[0];
+    if (wanted && !watching) watch(wanted.run_id);
+  }
+
+  async function loadStreams() {
     try {
       const res = await fetch("/api/streams", { headers: { accept: "application/json" } });
-      const rows = await res.json();
-      list.replaceChildren();
-      if (!rows.length) {
-        const li = document.createElement("li");
-        li.className = "muted";
-        li.textContent = "no streaming query recorded yet";
-        list.append(li);
-      }
-      for (const row of rows) {
-        const li = document.createElement("li");
-        li.dataset.run = row.run_id;
-        li.title = row.run_id;
-        li.textContent = `${row.job || row.run_id} (${row.status})`;
-        li.addEventListener("click", () => watch(row.run_id));
-        if (row.run_id === selected) li.classList.add("selected");
-        list.append(li);
-      }
-      const wanted = rows.find((r) => r.run_id === selected) || rows[0];
-      if (wanted && !watching) watch(wanted.run_id);
+      renderList(await res.json());
     } catch (err) {
       setState("disconnected", "disconnected, retrying");
       setTimeout(loadStreams, 2000);
     }
   }
+  bus.on("streams", (data) => { if (data.rows) renderList(data.rows); });
 
   let watching = null;
 
@@ -64,6 +71,7 @@
   }
 
   function subscribe() {
+    bus.set("list", active ? "1" : "");
     bus.set("streams", active ? watching : "");
     bus.set("untreated", active && $("show-untreated").checked ? "1" : "");
   }
@@ -354,4 +362,5 @@
     }
   }, 1000);
   loadStreams();
+  subscribe();  // the list follows the store from the start, even before there is a query
 })();
