@@ -159,6 +159,14 @@ def test_lineage_answers_one_level_with_the_count_of_the_rest(site: Site) -> Non
     wider = site.get(f"/api/runs/{BIG}/lineage", element="report/summary", direction="up",
                      limit=100)  # fmt: skip
     assert len(wider["items"]) == 100 and wider["more"] == 0
+    walked, after = [], None  # page by page: every neighbour once, in element order
+    while True:
+        page = site.get(f"/api/runs/{BIG}/lineage", element="report/summary", direction="up",
+                        limit=30, after=after)  # fmt: skip
+        walked += [i["element_id"] for i in page["items"]]
+        if not (after := page["next"]):
+            break
+    assert walked == [i["element_id"] for i in wider["items"]] and page["more"] == 0
     down = site.get(f"/api/runs/{BIG}/lineage", element="stage-1/t5/p0", direction="down")
     assert [i["element_id"] for i in down["items"]] == [f"stage-2/t5/p{p}" for p in range(5)]
     assert down["more"] == 0
@@ -247,3 +255,16 @@ def test_exports_are_whole_prov_documents(site: Site, tmp_path: Path) -> None:
     png = httpx.get(site.server.base + "/api/runs/run-small/export.png", timeout=60)
     assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert httpx.get(site.server.base + "/api/runs/run-small/export.exe").status_code == 404
+
+
+def test_a_timestamp_filter_compares_times_on_both_stores(site: Site) -> None:
+    from datetime import timedelta
+
+    table = site.store.ensure_domain_table("visits", {"at": "timestamp", "n": "int"})
+    t0 = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
+    site.store.write([("add", table, {"run_id": "run-ts", "element_id": "e", "row_no": i,
+                                      "at": t0 + timedelta(hours=i), "n": i})
+                      for i in range(4)])  # fmt: skip
+    rows = site.get("/api/domains/visits", run="run-ts", f="at:>:2024-05-01T09:00")["rows"]
+    assert [r["n"] for r in rows] == [2, 3], "10:00 and 11:00 are after 09:00, whatever the text"
+    assert "not one" in site.refused("/api/domains/visits", f="at:>:yesterday")

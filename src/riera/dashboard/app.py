@@ -73,7 +73,8 @@ def create_app(store: Any, *, hosts: set[str], token: str | None, hz: float = 4.
 
     def lineage(request: Request) -> Any:
         return explorer.lineage(request.path_params["run_id"], q(request, "element") or "",
-                                q(request, "direction") or "up", q(request, "limit"))  # fmt: skip
+                                q(request, "direction") or "up", q(request, "limit"),
+                                q(request, "after"))  # fmt: skip
 
     def domain_rows(request: Request) -> Any:
         filters = []

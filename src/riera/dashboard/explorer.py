@@ -79,9 +79,10 @@ class Explorer:
 
     def runs(self, after: str | None = None, limit: Any = None, status: str | None = None,
              action: str | None = None) -> dict[str, Any]:  # fmt: skip
-        """Runs, newest first, paged by ``(started_at, run_id)``."""
+        """Runs, newest first, paged by ``(started_at, run_id)`` (a run row without a start
+        time, written by hand, is not listed)."""
         n = _limit(limit, 50)
-        where, params = ["1 = 1"], dict[str, Any](n=n + 1)
+        where, params = ["started_at IS NOT NULL"], dict[str, Any](n=n + 1)
         if status:
             where.append("status = :status")
             params["status"] = status
@@ -170,7 +171,7 @@ class Explorer:
         now = round(time.time() * 1000)
         rows = self._q(
             "SELECT task_id, stage_id, worker_pid, host, status, attempt, started_at, ended_at "
-            "FROM tasks WHERE run_id = :r AND started_at IS NOT NULL",
+            "FROM tasks WHERE run_id = :r AND started_at IS NOT NULL ORDER BY host, worker_pid",
             {"r": run_id})  # fmt: skip
         lanes: dict[str, int] = {}
         bars = []
@@ -280,10 +281,11 @@ class Explorer:
     # -- lineage ---------------------------------------------------------------------------
 
     def lineage(self, run_id: str, element_id: str, direction: str = "up",
-                limit: Any = None) -> dict[str, Any]:  # fmt: skip
+                limit: Any = None, after: Any = None) -> dict[str, Any]:  # fmt: skip
         """One level of lineage: the elements ``element_id`` came from (``up``: what its task
         used) or went into (``down``: what the tasks that used it generated); at most ``limit``
-        of them and how many more there are."""
+        of them past element number ``after``, how many more there are, and the cursor of the
+        next page."""
         n = _limit(limit, 12, 200)
         found = self._q(
             "SELECT element_no, element_id, kind, stage_id, rows, bytes, location FROM elements "
@@ -308,15 +310,19 @@ class Explorer:
             task = "u.task_id"
         else:
             raise BadRequest(f"direction must be up or down, got {direction!r}")
-        params = {"r": run_id, "e": element_id, "n": n}
+        params: dict[str, Any] = {"r": run_id, "e": element_id, "n": n}
+        if after not in (None, ""):
+            join += " AND x.element_no > :after"
+            params["after"] = _int(after, "after")
         items = self._q(
             f"SELECT DISTINCT x.element_no, x.element_id, x.kind, x.stage_id, x.rows, x.bytes, "
             f"x.location, {task} AS task_id {join} ORDER BY x.element_no LIMIT :n",
             params,
         )
         total = self._q(f"SELECT COUNT(DISTINCT x.element_id) AS n {join}", params)[0]["n"]
-        return {"element": found[0], "direction": direction, "items": items,
-                "more": max(0, int(total) - len(items))}  # fmt: skip
+        more = max(0, int(total) - len(items))
+        return {"element": found[0], "direction": direction, "items": items, "more": more,
+                "next": items[-1]["element_no"] if more and items else None}  # fmt: skip
 
     # -- domain tables -----------------------------------------------------------------------
 
@@ -449,6 +455,8 @@ def _typed(value: str, kind: str, column: str) -> Any:
             return number
         if kind == "bool":
             return value.lower() in ("1", "true", "yes")
+        if kind == "timestamp":  # compared as a timestamp on both stores, not as text
+            return datetime.fromisoformat(value)
     except ValueError as err:
         raise BadRequest(f"{column} is {kind}: {value!r} is not one") from err
     return value

@@ -10,6 +10,7 @@ window.RieraBus = (function () {
   let source = null;
   let timer = null;
   let opened = "";
+  let backoff = 1000;  // ms before reopening a stream the browser gave up on
 
   function url() {
     const q = new URLSearchParams();
@@ -30,7 +31,19 @@ window.RieraBus = (function () {
     status("connecting");
     source = new EventSource(next);
     source.addEventListener("open", () => status("open"));
-    source.addEventListener("error", () => status("retrying"));
+    source.addEventListener("error", () => {
+      status("retrying");
+      // The browser retries by itself after a network error, but gives up for good on an
+      // answer that is not an event stream (401 after a restart with a new token, 421, a
+      // proxy's 502): then retry here, backing off.
+      if (source && source.readyState === EventSource.CLOSED) {
+        close();
+        clearTimeout(timer);
+        timer = setTimeout(connect, backoff);
+        backoff = Math.min(30000, backoff * 2);
+      }
+    });
+    source.addEventListener("open", () => { backoff = 1000; });
     for (const name of Object.keys(handlers)) attach(name);
   }
 

@@ -108,8 +108,11 @@
     const status = $("runs-status").value;
     const fresh = [];
     for (const r of page.rows) {
-      if (status && r.status !== status) continue;
       const tr = shown.get(r.run_id);
+      if (status && r.status !== status) {  // no longer what the filter shows
+        if (tr) tr.remove();
+        continue;
+      }
       if (tr) fillRunRow(tr, r); else fresh.push(runRow(r));
     }
     if (fresh.length && shown.size) body.prepend(...fresh);
@@ -296,24 +299,30 @@
 
   // Lineage, one level at a time: what the element came from and what it went into, the first
   // few of each and "+N more"; a click on a neighbour moves there.
-  async function showLineage(elementId, limits) {
-    limits = limits || { up: 12, down: 12 };
+  async function showLineage(elementId) {
     const box = $("lineage");
     box.hidden = false;
     const base = `/api/runs/${encodeURIComponent(runId)}/lineage`;
+    const fetchSide = (dir, after) => get(base + qs({ element: elementId, direction: dir, after }));
     let up, down;
     try {
-      [up, down] = await Promise.all(["up", "down"].map((d) => get(base + qs({ element: elementId, direction: d, limit: limits[d] }))));
+      [up, down] = await Promise.all([fetchSide("up"), fetchSide("down")]);
     } catch (err) { box.replaceChildren(el("p", {}, err.message)); return; }
+    const item = (i) => el("li", { class: "item", on: { click: () => showLineage(i.element_id) } },
+      `${i.element_id} (${i.kind || "?"}, ${num(i.rows) ?? "?"} rows) via ${i.task_id}`);
     const list = (title, res, dir) => {
-      const items = res.items.map((i) => el("li", { class: "item", on: { click: () => showLineage(i.element_id) } },
-        `${i.element_id} (${i.kind || "?"}, ${num(i.rows) ?? "?"} rows) via ${i.task_id}`));
-      if (res.more) {
-        items.push(el("li", { class: "more", on: { click: () => showLineage(elementId, { ...limits, [dir]: limits[dir] + 24 }) } },
-          `+${num(res.more)} more`));
-      }
-      if (!items.length) items.push(el("li", { class: "muted" }, "none"));
-      return el("div", { class: "side " + dir }, el("h4", {}, title), el("ul", {}, ...items));
+      const ul = el("ul", {}, ...res.items.map(item));
+      if (!res.items.length) ul.append(el("li", { class: "muted" }, "none"));
+      let next = res.next;
+      const more = el("li", { class: "more" }, `+${num(res.more)} more`);
+      more.addEventListener("click", async () => {  // the next page, by keyset
+        const page = await fetchSide(dir, next);
+        more.before(...page.items.map(item));
+        next = page.next;
+        if (page.more) more.textContent = `+${num(page.more)} more`; else more.remove();
+      });
+      if (res.more) ul.append(more);
+      return el("div", { class: "side " + dir }, el("h4", {}, title), ul);
     };
     const e = up.element;
     box.replaceChildren(el("h4", {}, `${e.element_id} (${e.kind || "?"}, stage ${e.stage_id || "–"}, ${num(e.rows) ?? "?"} rows)`),
