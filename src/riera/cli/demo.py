@@ -48,6 +48,7 @@ from rich.table import Table
 from riera import Hooks, RunInfo, __version__
 from riera.cli import Workers, err, fail, out, start
 from riera.errors import RieraError
+from riera.exchange.policy import redact_url
 from riera.exec.progress import human_bytes
 
 if TYPE_CHECKING:
@@ -242,7 +243,8 @@ class _Demo:
                             if any(r.spilled_bytes for r in runs) else "")),
             ("segments left", f"{len(leftover)}"),
             ("TeraSort check", f"{check.records:,} records in order, checksum {check.checksum:x}"),
-            ("stream", f"{stream.source} → {stream.sink}; checkpoint {stream.checkpoint}"),
+            ("stream", f"{redact_url(stream.source)} → {redact_url(stream.sink)}; "
+                       f"checkpoint {stream.checkpoint}"),
             ("versions", f"riera {__version__}, Python {platform.python_version()}, "
                          f"pyarrow {pa.__version__}"),
             ("data", str(self.work) if self.kept else f"{self.work} (batch data removed, the "
@@ -324,7 +326,8 @@ def _stream(stream: _Stream, seconds: float, steps: list[dict[str, Any]]) -> dic
 
     count = max(1, round(seconds * STREAM_RATE))
     err.print(f"[bold cyan]▶ stream: {count:,} purchases at {STREAM_RATE}/s → word count, "
-              f"exactly once[/]  [dim]{stream.source} → {stream.sink}[/]", soft_wrap=True)  # fmt: skip
+              f"exactly once[/]  [dim]{redact_url(stream.source)} → {redact_url(stream.sink)}[/]",
+              soft_wrap=True)  # fmt: skip
     t0 = time.perf_counter()
     try:
         producer = open_producer(stream.source)
