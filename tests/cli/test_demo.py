@@ -51,7 +51,7 @@ def _env(tmp_path: Path, **more: str) -> dict[str, str]:
     drop = ("DISPLAY", "WAYLAND_DISPLAY", "RIERA_BROKER_DIR")
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update({"HOME": str(tmp_path / "user"), "RIERA_HOME": str(tmp_path / "riera-home"),
-                "TMPDIR": str(tmp_path), "RIERA_PROGRESS": "off",
+                "TMPDIR": str(tmp_path), "RIERA_PROGRESS": "off", "PYTHONFAULTHANDLER": "1",
                 MARK: uuid.uuid4().hex, **more})  # fmt: skip
     return env
 
@@ -211,9 +211,22 @@ def test_demo_serves_the_dashboard_until_ctrl_c(tmp_path: Path) -> None:
             raise AssertionError(f"exited {proc.wait()} instead of serving:\n{''.join(seen)}")
         listed = httpx.get(f"http://127.0.0.1:{port}/api/streams").json()
         assert [q["status"] for q in listed] == ["ok"] and listed[0]["job"] == "wordcount"
+        # The rest of the output is read by a thread: a process that outlives the demo and holds
+        # the pipe must fail the test below (nothing left), not hang it.
+        rest: list[str] = []
+        reader = threading.Thread(target=lambda: rest.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+        reader.start()
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
-        rest = proc.stdout.read()
-        assert proc.wait(30) == 0, "".join(seen) + rest
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack
+            proc.wait(30)
+            reader.join(10)
+            raise AssertionError("the demo did not end within 60 s of Ctrl-C; its stacks:\n"
+                                 + "".join(seen) + "".join(rest)) from None  # fmt: skip
+        reader.join(10)
+        assert code == 0, "".join(seen) + "".join(rest)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
