@@ -193,10 +193,14 @@ def test_demo_serves_the_dashboard_until_ctrl_c(tmp_path: Path) -> None:
         pytest.skip("Ctrl-C is sent to the process group as a Linux terminal sends it")
     port = free_port()
     env, before = _env(tmp_path), _shm_entries()
+    # As in a terminal's foreground: SIGINT at its default. A test run started in the background
+    # by a non-interactive shell ignores SIGINT, and its children would inherit that (Python
+    # then installs no KeyboardInterrupt handler, and the demo would never see the Ctrl-C).
     proc = subprocess.Popen(
         [sys.executable, "-m", "riera", "demo", *SMALL, "--dashboard-port", str(port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         text=True, process_group=0,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert proc.stdout is not None
     pids, seen = {proc.pid}, []
