@@ -87,6 +87,7 @@ if __name__ == "__main__":
         table = build(mb)
         gc.collect()
         base = psutil.Process().memory_info().rss
+        peak_before = maxrss()
         sampler = Sampler()
         sampler.start()
         t0 = time.perf_counter()
@@ -101,8 +102,10 @@ if __name__ == "__main__":
             "rss_before_put": base,
             "sampled_peak_growth": max(sampler.peak, psutil.Process().memory_info().rss) - base,
             # maxrss is the lifetime peak: minus the RSS before the put it bounds the growth
-            # during the put from above.
-            "maxrss_growth_bound": peak_after - base,
+            # during the put from above -- when the put raised it. On Linux a child starts with
+            # its parent's peak (kept across exec), so a test process that once grew large
+            # leaves a peak the put may never reach: then it bounds nothing (None).
+            "maxrss_growth_bound": peak_after - base if peak_after > peak_before else None,
             "put_seconds": seconds,
             "ref": [ref.backend, ref.location, ref.rows, ref.nbytes,
                     list(ref.batches) if ref.batches is not None else None],
@@ -272,7 +275,9 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
             "put s": round(w["put_seconds"], 3),
             "writer peak growth MiB (sampled / maxrss bound)": (
                 round(w["sampled_peak_growth"] / MiB, 1),
-                round(w["maxrss_growth_bound"] / MiB, 1),
+                None
+                if w["maxrss_growth_bound"] is None
+                else round(w["maxrss_growth_bound"] / MiB, 1),
             ),
             "reader open: d rss / d uss / d anon MiB": _deltas(r["before"], r["opened"]),
             "reader touched: d rss / d uss / d anon MiB": _deltas(r["before"], r["touched"]),
@@ -335,7 +340,8 @@ def test_what_an_open_maps_is_flat_in_the_payload_size(measured: dict[str, Any])
 def test_writing_costs_at_most_one_extra_copy(measured: dict[str, Any]) -> None:
     for w in measured["written"]:
         assert w["sampled_peak_growth"] < 1.5 * w["payload"], _summary(measured)
-        assert w["maxrss_growth_bound"] < 1.5 * w["payload"], _summary(measured)
+        bound = w["maxrss_growth_bound"]  # None: the put stayed under an inherited peak
+        assert bound is None or bound < 1.5 * w["payload"], _summary(measured)
 
 
 def test_segments_are_released_afterwards(measured: dict[str, Any]) -> None:
