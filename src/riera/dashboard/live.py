@@ -133,9 +133,10 @@ class Streams:
         if not source:
             return []
         out = []
-        records = announced(str(source), prune=False)  # the dashboard deletes nothing
+        everyone = announced(prune=False)  # one reading of the directory; deletes nothing
+        records = [r for r in everyone if r.get("url") == str(source)]
         with self._lock:  # forget producers that stopped announcing
-            for gone in set(self._procs) - {int(r["pid"]) for r in announced(prune=False)}:
+            for gone in set(self._procs) - {int(r["pid"]) for r in everyone}:
                 del self._procs[gone]
         for record in records:
             pid = int(record["pid"])
