@@ -305,6 +305,18 @@ class _Producer:
         self.producer.close()
 
 
+def _wordcount_with_dashboard(tmp_path: Path, env: dict[str, str], port: int,
+                              *extra: str) -> subprocess.Popen[str]:  # fmt: skip
+    """``riera stream wordcount --dashboard`` from memory://pedidos to memory://totais."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "riera", "stream", "wordcount", "--from", "memory://pedidos",
+         "--to", "memory://totais", "--checkpoint", str(tmp_path / "ckpt"), *extra,
+         "--dashboard", "--dashboard-port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+
+
 def test_stream_wordcount_dashboard_serves_while_the_query_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -313,13 +325,7 @@ def test_stream_wordcount_dashboard_serves_while_the_query_runs(
     env, before = _env(tmp_path, RIERA_BROKER_DIR=str(broker)), _shm_entries()
     port = free_port()
     producer = _Producer("memory://pedidos")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "riera", "stream", "wordcount", "--from", "memory://pedidos",
-         "--to", "memory://totais", "--checkpoint", str(tmp_path / "ckpt"), "--until-idle", "2",
-         "--dashboard", "--dashboard-port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-        text=True,
-    )  # fmt: skip
+    proc = _wordcount_with_dashboard(tmp_path, env, port, "--until-idle", "2")
     assert proc.stderr is not None
     try:
         first = proc.stderr.readline()
@@ -354,13 +360,7 @@ def test_a_command_killed_with_sigkill_takes_its_dashboard_with_it(
     broker = tmp_path / "broker"
     monkeypatch.setenv("RIERA_BROKER_DIR", str(broker))
     env, port = _env(tmp_path, RIERA_BROKER_DIR=str(broker)), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "riera", "stream", "wordcount", "--from", "memory://pedidos",
-         "--to", "memory://totais", "--checkpoint", str(tmp_path / "ckpt"),
-         "--dashboard", "--dashboard-port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-        text=True,
-    )  # fmt: skip
+    proc = _wordcount_with_dashboard(tmp_path, env, port)
     assert proc.stderr is not None
     try:
         first = proc.stderr.readline()
